@@ -1,0 +1,628 @@
+//! The producer side: a `Client` any service can use to enqueue and inspect jobs, without
+//! linking handler code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+
+use crate::codec::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE, WIRE_VERSION};
+use crate::keys::{QueueKeys, DEFAULT_NAMESPACE};
+use crate::registry::JobType;
+use crate::scripts::scripts;
+
+/// Largest encoded job accepted by default (512 KiB): Redis handles more, but a job queue is the
+/// wrong place for blobs, and one huge job stalls every other client of the server.
+pub const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
+
+/// The most jobs one script call carries; larger batches are split and sent concurrently.
+pub const MAX_BATCH: usize = 1000;
+
+/// Connection settings shared by producers and workers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Redis URL (`redis://host:port/db`, `redis+unix:///path`).
+    pub url: String,
+    /// Key namespace (default `queue`).
+    pub namespace: String,
+    /// Largest encoded job accepted.
+    pub max_payload: usize,
+    /// How long one command may take before the call fails as unreachable.
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Settings for `url` with every default.
+    pub fn new(url: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            url: url.into(),
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            response_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Settings from the environment: `REDIS_URL` (default `redis://127.0.0.1:6379`) and
+    /// `QUEUE_NAMESPACE` (default `queue`).
+    pub fn from_env() -> ClientConfig {
+        let mut c = ClientConfig::new(std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()));
+        if let Ok(ns) = std::env::var("QUEUE_NAMESPACE") {
+            c.namespace = ns;
+        }
+        c
+    }
+}
+
+/// A handle to the queue: enqueue jobs, await their outcome, pause and inspect queues.
+///
+/// Cheap to clone; clones share one multiplexed connection, which pipelines concurrent calls.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    con: MultiplexedConnection,
+}
+
+struct Inner {
+    config: ClientConfig,
+    redis: redis::Client,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &crate::error::redact(&self.inner.config.url))
+            .field("namespace", &self.inner.config.namespace)
+            .finish()
+    }
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id; for a duplicate, the id of the job that holds the unique key.
+    pub id: JobId,
+    /// The queue the job is in.
+    pub queue: String,
+    /// True when nothing was created because a job with the same unique key exists.
+    pub duplicate: bool,
+}
+
+/// A job to enqueue, built from a typed `#[job]` ([`NewJob::of`]) or from a name and raw
+/// MessagePack arguments ([`NewJob::raw`], for the CLI and other languages' conventions).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    name: String,
+    args: Vec<u8>,
+    options: JobOptions,
+}
+
+impl NewJob {
+    /// A job of type `J` with `args`; the options default to `J`'s `#[job]` attributes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the arguments cannot be serialised.
+    pub fn of<J: JobType>(args: &J::Args) -> Result<NewJob> {
+        Ok(NewJob { name: J::NAME.to_string(), args: codec::encode_value(args, "job arguments")?, options: J::options() })
+    }
+
+    /// A job by name with arguments already encoded as MessagePack.
+    pub fn raw(name: impl Into<String>, args: Vec<u8>) -> NewJob {
+        NewJob { name: name.into(), args, options: JobOptions::default() }
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+    /// Sets the priority (0..=255, higher runs first).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+    /// Runs the job no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options.delay = Some(delay);
+        self
+    }
+    /// Runs the job no earlier than `at`.
+    pub fn run_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
+        self.options.run_at = Some(at);
+        self
+    }
+    /// Makes the job idempotent: while `key` lives (`ttl`), enqueueing another job with the same
+    /// key creates nothing and returns this job's id.
+    pub fn unique(mut self, key: impl Into<String>, ttl: Duration) -> Self {
+        self.options.unique_key = Some(key.into());
+        self.options.unique_for = Some(ttl);
+        self
+    }
+    /// Sets the maximum number of attempts.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.options.max_attempts = Some(n);
+        self
+    }
+    /// Sets the backoff policy.
+    pub fn backoff(mut self, backoff: crate::job::Backoff) -> Self {
+        self.options.backoff = Some(backoff);
+        self
+    }
+    /// Sets the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// The job's options so far.
+    pub fn options(&self) -> &JobOptions {
+        &self.options
+    }
+
+    fn into_job(self, now_ms: i64) -> Result<(Job, i64, Option<Duration>)> {
+        let o = self.options;
+        if self.name.is_empty() {
+            return Err(Error::InvalidJob("job name must not be empty".into()));
+        }
+        if o.max_attempts == Some(0) {
+            return Err(Error::InvalidJob("max_attempts must be at least 1".into()));
+        }
+        if o.timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidJob("timeout must be positive".into()));
+        }
+        let unique_for = match (&o.unique_key, o.unique_for) {
+            (Some(k), _) if k.is_empty() => return Err(Error::InvalidJob("unique key must not be empty".into())),
+            (Some(_), None) => return Err(Error::InvalidJob("a unique key needs a TTL (unique_for)".into())),
+            (Some(_), Some(t)) if t < Duration::from_millis(1) => {
+                return Err(Error::InvalidJob("unique_for must be at least 1 ms".into()))
+            }
+            (Some(_), t) => t,
+            (None, _) => None,
+        };
+        let run_at_ms = match (o.run_at, o.delay) {
+            (Some(at), _) => at.timestamp_millis(),
+            (None, Some(d)) => now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            (None, None) => 0,
+        };
+        let job = Job {
+            id: JobId::generate(),
+            queue: o.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+            version: WIRE_VERSION,
+            name: self.name,
+            args: self.args,
+            created_ms: now_ms,
+            priority: o.priority.unwrap_or(0),
+            failed: 0,
+            max_attempts: o.max_attempts,
+            backoff: o.backoff,
+            timeout_ms: o.timeout.map(millis),
+            run_at_ms: (run_at_ms > now_ms).then_some(run_at_ms),
+            unique_key: o.unique_key,
+            errors: Vec::new(),
+        };
+        Ok((job, run_at_ms, unique_for))
+    }
+}
+
+/// Counts of jobs by state in one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to run.
+    pub pending: u64,
+    /// Delayed or in backoff.
+    pub scheduled: u64,
+    /// Leased by a worker.
+    pub active: u64,
+    /// Completed and retained.
+    pub completed: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Client {
+    /// Connects to Redis at `url` with default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL, [`Error::Unreachable`] when Redis does not answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::connect_with(ClientConfig::new(url)).await
+    }
+
+    /// Connects with explicit settings, and loads the engine's scripts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written (loading scripts is idempotent).
+    pub async fn connect_with(config: ClientConfig) -> Result<Client> {
+        QueueKeys::new(&config.namespace, DEFAULT_QUEUE)?;
+        let redis = redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::Config(format!("invalid redis url {}: {e}", crate::error::redact(&config.url))))?;
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connect_timeout));
+        let mut con = redis
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(Error::redis(&config.url))?;
+        for script in scripts().all() {
+            script.load(&mut con, &config.url).await?;
+        }
+        Ok(Client { inner: Arc::new(Inner { config, redis }), con })
+    }
+
+    /// The settings this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.config.url
+    }
+
+    /// The keys of `queue` in this client's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid queue name.
+    pub fn keys(&self, queue: &str) -> Result<QueueKeys> {
+        QueueKeys::new(&self.inner.config.namespace, queue)
+    }
+
+    pub(crate) fn con(&self) -> MultiplexedConnection {
+        self.con.clone()
+    }
+
+    /// A new dedicated connection, for blocking commands that must not hold up the shared one.
+    pub(crate) async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(response_timeout)
+            .set_connection_timeout(Some(self.inner.config.connect_timeout));
+        self.inner.redis.get_multiplexed_async_connection_with_config(&cfg).await.map_err(Error::redis(self.url()))
+    }
+
+    /// Enqueues a job of type `J` with its `#[job]` defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue_job`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may or may not have enqueued the job.
+    pub async fn enqueue<J: JobType>(&self, args: &J::Args) -> Result<Enqueued> {
+        self.enqueue_job(NewJob::of::<J>(args)?).await
+    }
+
+    /// Enqueues one job.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] or [`Error::PayloadTooLarge`] before anything is sent;
+    /// [`Error::Unreachable`] or [`Error::Redis`] from Redis.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may or may not have enqueued the job.
+    pub async fn enqueue_job(&self, job: NewJob) -> Result<Enqueued> {
+        let mut out = self.enqueue_batch(vec![job]).await?;
+        out.pop().ok_or_else(|| Error::Redis("enqueue returned no result".into()))
+    }
+
+    /// Enqueues many jobs in few round trips: up to [`MAX_BATCH`] jobs per script call, calls
+    /// for different queues and chunks sent concurrently on the pipelined connection. Results
+    /// come back in input order.
+    ///
+    /// Each chunk is atomic; if a call fails, chunks sent before it may have been enqueued.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue_job`]; every job is validated before the first is sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let now = now_ms();
+        // Group by queue: one script call touches one queue's keys only.
+        let mut groups: HashMap<String, Vec<(usize, Job, i64, Option<Duration>, Vec<u8>)>> = HashMap::new();
+        let total = jobs.len();
+        for (i, new) in jobs.into_iter().enumerate() {
+            let (job, run_at, unique_for) = new.into_job(now)?;
+            let member = codec::encode_member(&job)?;
+            if member.len() > self.inner.config.max_payload {
+                return Err(Error::PayloadTooLarge { size: member.len(), limit: self.inner.config.max_payload });
+            }
+            self.keys(&job.queue)?;
+            groups.entry(job.queue.clone()).or_default().push((i, job, run_at, unique_for, member));
+        }
+        let keys = groups.keys().map(|q| Ok((q.clone(), self.keys(q)?))).collect::<Result<HashMap<_, _>>>()?;
+        let mut calls = Vec::new();
+        for (queue, group) in &groups {
+            for chunk in group.chunks(MAX_BATCH) {
+                calls.push(self.enqueue_chunk(&keys[queue], chunk));
+            }
+        }
+        let replies = futures_util::future::join_all(calls).await;
+        let mut out: Vec<Option<Enqueued>> = vec![None; total];
+        for reply in replies {
+            for (i, e) in reply? {
+                out[i] = Some(e);
+            }
+        }
+        out.into_iter().map(|e| e.ok_or_else(|| Error::Redis("enqueue lost a result".into()))).collect()
+    }
+
+    async fn enqueue_chunk(
+        &self,
+        keys: &QueueKeys,
+        chunk: &[(usize, Job, i64, Option<Duration>, Vec<u8>)],
+    ) -> Result<Vec<(usize, Enqueued)>> {
+        let script = &scripts().enqueue;
+        let mut call = script.call();
+        call.key(keys.pending()).key(keys.scheduled()).key(keys.wake());
+        // Unique keys go in KEYS (declared, never built inside the script); jobs refer to them by
+        // index, and two jobs of one batch with the same key share one entry.
+        let mut unique_index: HashMap<&str, usize> = HashMap::new();
+        for (_, job, ..) in chunk {
+            if let Some(u) = &job.unique_key {
+                if !unique_index.contains_key(u.as_str()) {
+                    unique_index.insert(u, unique_index.len() + 1);
+                    call.key(keys.unique(u));
+                }
+            }
+        }
+        call.arg(chunk.len());
+        for (_, job, run_at, unique_for, member) in chunk {
+            let k = job.unique_key.as_deref().and_then(|u| unique_index.get(u)).copied().unwrap_or(0);
+            call.arg(member.as_slice()).arg(*run_at).arg(k).arg(unique_for.map(millis).unwrap_or(0));
+        }
+        let mut con = self.con();
+        let reply: Vec<Option<String>> = call.invoke(&mut con, self.url()).await?;
+        if reply.len() != chunk.len() {
+            return Err(Error::Redis(format!("enqueue answered {} results for {} jobs", reply.len(), chunk.len())));
+        }
+        Ok(chunk
+            .iter()
+            .zip(reply)
+            .map(|((i, job, ..), existing)| {
+                let (id, duplicate) = match existing {
+                    Some(id) => (JobId::from_wire(id), true),
+                    None => (job.id.clone(), false),
+                };
+                (*i, Enqueued { id, queue: job.queue.clone(), duplicate })
+            })
+            .collect())
+    }
+
+    /// Waits until job `id` of `queue` finishes (completed, dead or discarded) and returns its
+    /// outcome, or fails with [`Error::Timeout`] after `timeout`.
+    ///
+    /// Waiting costs no polling: the caller subscribes to the queue's outcome channel, then
+    /// registers its interest and checks the job's state in one script, so an outcome can never
+    /// slip between the check and the subscription. A completed job whose outcome was already
+    /// trimmed by the retention policy before the call cannot be seen and times out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], [`Error::Unreachable`], [`Error::Decode`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the registration expires by itself.
+    pub async fn wait_for(&self, queue: &str, id: &JobId, timeout: Duration) -> Result<Outcome> {
+        let keys = self.keys(queue)?;
+        let mut pubsub = self.inner.redis.get_async_pubsub().await.map_err(Error::redis(self.url()))?;
+        pubsub.subscribe(keys.done_channel()).await.map_err(Error::redis(self.url()))?;
+        let mut call = scripts().watch.call();
+        call.key(keys.waiters()).key(keys.results()).key(keys.dead_jobs()).arg(id.as_str()).arg(millis(timeout));
+        let reply: Vec<Vec<u8>> = call.invoke(&mut self.con(), self.url()).await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"completed") => return Outcome::decode(reply.get(1).map(Vec::as_slice).unwrap_or_default()),
+            Some(b"dead") => {
+                let member = reply.get(1).cloned().unwrap_or_default();
+                return Ok(dead_outcome(&member, queue));
+            }
+            _ => {}
+        }
+        let mut messages = pubsub.on_message();
+        let wait = async {
+            while let Some(msg) = messages.next().await {
+                let bytes: Vec<u8> = msg.get_payload_bytes().to_vec();
+                if let Ok(outcome) = Outcome::decode(&bytes) {
+                    if &outcome.id == id {
+                        return Ok(outcome);
+                    }
+                }
+            }
+            Err(Error::Unreachable { url: crate::error::redact(self.url()), message: "subscription closed".into() })
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| Error::Timeout(timeout))?
+    }
+
+    /// Pauses a queue: workers lease nothing from it until [`Client::resume`]; jobs already
+    /// running finish normally.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (a single idempotent command).
+    pub async fn pause(&self, queue: &str) -> Result<()> {
+        let keys = self.keys(queue)?;
+        redis::cmd("HSET")
+            .arg(keys.meta())
+            .arg("paused")
+            .arg(1)
+            .query_async::<()>(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))
+    }
+
+    /// Resumes a paused queue and wakes idle workers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (idempotent).
+    pub async fn resume(&self, queue: &str) -> Result<()> {
+        let keys = self.keys(queue)?;
+        redis::pipe()
+            .atomic()
+            .hdel(keys.meta(), "paused")
+            .ignore()
+            .rpush(keys.wake(), 1)
+            .ignore()
+            .ltrim(keys.wake(), -1, -1)
+            .ignore()
+            .query_async::<()>(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))
+    }
+
+    /// Whether a queue is paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn is_paused(&self, queue: &str) -> Result<bool> {
+        let keys = self.keys(queue)?;
+        redis::cmd("HEXISTS")
+            .arg(keys.meta())
+            .arg("paused")
+            .query_async(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))
+    }
+
+    /// Counts jobs by state (O(1) per state: no scan).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        let k = self.keys(queue)?;
+        let (pending, scheduled, active, completed, dead): (u64, u64, u64, u64, u64) = redis::pipe()
+            .zcard(k.pending())
+            .zcard(k.scheduled())
+            .zcard(k.active())
+            .zcard(k.completed())
+            .zcard(k.dead())
+            .query_async(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))?;
+        Ok(QueueCounts { pending, scheduled, active, completed, dead })
+    }
+
+    /// The newest dead-lettered jobs of a queue, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`], [`Error::Decode`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn dead_jobs(&self, queue: &str, limit: usize) -> Result<Vec<Job>> {
+        let k = self.keys(queue)?;
+        let mut con = self.con();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(k.dead())
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .arg("REV")
+            .query_async(&mut con)
+            .await
+            .map_err(Error::redis(self.url()))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(k.dead_jobs())
+            .arg(&ids)
+            .query_async(&mut con)
+            .await
+            .map_err(Error::redis(self.url()))?;
+        members.into_iter().flatten().map(|m| codec::decode_member(&m, queue)).collect()
+    }
+
+    /// Moves a dead-lettered job back to its queue with a fresh set of attempts (its error
+    /// history is kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when no dead job has this id.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn replay_dead(&self, queue: &str, id: &JobId) -> Result<()> {
+        let k = self.keys(queue)?;
+        let mut con = self.con();
+        let member: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(k.dead_jobs())
+            .arg(id.as_str())
+            .query_async(&mut con)
+            .await
+            .map_err(Error::redis(self.url()))?;
+        let member = member.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let mut job = codec::decode_member(&member, queue)?;
+        job.failed = 0;
+        let mut call = scripts().replay.call();
+        call.key(k.dead()).key(k.dead_jobs()).key(k.pending()).key(k.wake());
+        call.arg(id.as_str()).arg(codec::encode_member(&job)?);
+        let done: i64 = call.invoke(&mut con, self.url()).await?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(Error::NotFound(id.to_string()))
+        }
+    }
+}
+
+/// The outcome of a dead job, built from its stored member.
+fn dead_outcome(member: &[u8], queue: &str) -> Outcome {
+    let decoded = codec::decode_member(member, queue);
+    let id = codec::member_id(member).unwrap_or_else(|_| JobId::from_wire(String::new()));
+    let (error, at) = match &decoded {
+        Ok(job) => (
+            job.last_error().map(|f| format!("{}: {}", f.kind, f.message)),
+            job.last_error().map(|f| f.at_ms).unwrap_or(0),
+        ),
+        Err(e) => (Some(e.to_string()), 0),
+    };
+    Outcome { id, state: JobState::Dead, finished_ms: at, result: None, error, job: Some(member.to_vec()) }
+}

@@ -1,0 +1,50 @@
+//! The Redis engine of `queue`: job envelopes, the Lua scripts that move jobs between states,
+//! the producer [`Client`], the worker-side [`Broker`], and handler registration.
+//!
+//! Where a job's life is decided: [`lifecycle`](Broker) (Rust side) and `src/scripts/*.lua`
+//! (one atomic script per state change). Key names are built only in `keys.rs`; MessagePack is
+//! named only in `codec.rs`.
+
+mod client;
+mod codec;
+mod error;
+mod job;
+mod keys;
+mod lifecycle;
+mod registry;
+mod scripts;
+mod server;
+
+pub use client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH};
+pub use codec::{decode_member, decode_value, encode_member, encode_value, member_id, Outcome};
+pub use error::{redact, Error, Result};
+pub use job::{
+    Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
+};
+pub use keys::{QueueKeys, DEFAULT_NAMESPACE};
+pub use lifecycle::{decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle};
+pub use registry::{
+    registered_jobs, Action, BoxError, HandlerFn, HandlerFuture, JobContext, JobError, JobRegistration, JobType,
+};
+pub use server::{RedisServer, RedisServerOptions};
+
+#[doc(hidden)]
+pub use registry::__private;
+
+/// The wake-up list key is read by workers' blocking connection; exposed for the worker crate.
+#[doc(hidden)]
+pub mod __worker {
+    pub use crate::client::Client;
+    /// A dedicated connection for blocking commands (`BLPOP`).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unreachable`].
+    pub async fn dedicated(
+        client: &Client,
+        timeout: Option<std::time::Duration>,
+    ) -> crate::Result<redis::aio::MultiplexedConnection> {
+        client.dedicated(timeout).await
+    }
+}

@@ -1,0 +1,431 @@
+//! The worker side of a job's life: lease, heartbeat, settle, recover.
+//!
+//! This file and `scripts/` are where a job's life is decided:
+//!
+//! ```text
+//!  enqueue ──► pending ◄──── scheduled ◄── (delay / retry backoff)
+//!                │  fetch (lease + token)        ▲
+//!                ▼                               │ fail: retry
+//!              active ──── complete ──► completed (retention) ─► trimmed
+//!                │  └───── fail: dead ─► dead ─► replay ─► pending
+//!                └── lease expired ─► reclaim ─► fail(worker_lost)
+//! ```
+
+use std::time::Duration;
+
+use crate::client::{now_ms, Client, MAX_BATCH};
+use crate::codec::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::job::{millis, Job, JobId, JobState};
+use crate::keys::QueueKeys;
+use crate::scripts::scripts;
+
+/// A job leased to this worker: the proof of ownership every settle call must present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job id.
+    pub id: JobId,
+    /// The fencing token of the fetch that leased it.
+    pub token: u64,
+    /// The job's member as stored (priority prefix, id, envelope).
+    pub member: Vec<u8>,
+}
+
+impl Lease {
+    /// The lease's entry in the active set: `<id>:<token>`.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.id, self.token)
+    }
+}
+
+/// A leased job: its lease, and its decoded envelope (or why it does not decode).
+#[derive(Debug)]
+pub struct Leased {
+    /// Proof of ownership.
+    pub lease: Lease,
+    /// The job, or the decode error that will dead-letter it.
+    pub job: Result<Job>,
+}
+
+/// What a fetch returned.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The leased jobs, in queue order.
+    pub jobs: Vec<Leased>,
+    /// When the earliest scheduled job is due (ms since the epoch), if any.
+    pub next_due_ms: Option<i64>,
+}
+
+/// How long completed and dead jobs are kept. Bounded by count and by age, so Redis memory
+/// stays bounded under any load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How many completed jobs (with their outcome and arguments) to keep; 0 removes a job as
+    /// soon as it completes.
+    pub completed_count: u64,
+    /// How long to keep completed jobs.
+    pub completed_age: Duration,
+    /// How many dead jobs to keep.
+    pub dead_count: u64,
+    /// How long to keep dead jobs.
+    pub dead_age: Duration,
+}
+
+impl Default for Retention {
+    /// The last 1,000 completed jobs for a day; the last 10,000 dead jobs for 30 days (the
+    /// dead-set bounds Sidekiq users know).
+    fn default() -> Self {
+        Retention {
+            completed_count: 1_000,
+            completed_age: Duration::from_secs(24 * 3600),
+            dead_count: 10_000,
+            dead_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl Retention {
+    /// Removes completed jobs at once (the outcome still reaches `wait_for` callers that are
+    /// waiting when the job completes).
+    pub fn remove_on_complete(mut self) -> Self {
+        self.completed_count = 0;
+        self
+    }
+}
+
+/// What to do with a failed attempt. Decided by [`decide`] from the job and the handler's
+/// answer; applied atomically by the `fail` script.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// Run again at this time (ms since the epoch; now or earlier means at once).
+    Retry {
+        /// When.
+        at_ms: i64,
+    },
+    /// Move to the dead-letter set.
+    Dead,
+    /// Drop the job (the handler asked for it).
+    Discard,
+}
+
+/// Why an attempt did not succeed, as the worker saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failed {
+    /// Retry with the job's backoff (counts as an attempt).
+    Retry,
+    /// Retry after exactly this delay (counts as an attempt).
+    RetryAfter(Duration),
+    /// Dead-letter now, whatever attempts remain.
+    DeadLetter,
+    /// Drop the job.
+    Discard,
+}
+
+/// Decides the fate of a failed attempt of `job` (whose `failed` count already includes this
+/// attempt). `unit` is the jitter draw in `[0, 1)`.
+pub fn decide(job: &Job, failed: &Failed, now_ms: i64, unit: f64) -> Settle {
+    let exhausted = job.failed >= job.max_attempts();
+    match failed {
+        Failed::Discard => Settle::Discard,
+        Failed::DeadLetter => Settle::Dead,
+        _ if exhausted => Settle::Dead,
+        Failed::RetryAfter(d) => Settle::Retry { at_ms: now_ms.saturating_add(millis(*d) as i64) },
+        Failed::Retry => {
+            let delay = job.backoff().delay(job.failed, unit);
+            Settle::Retry { at_ms: now_ms.saturating_add(millis(delay) as i64) }
+        }
+    }
+}
+
+/// A successful attempt waiting to be recorded.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The lease.
+    pub lease: Lease,
+    /// The handler's return value, MessagePack-encoded.
+    pub result: Vec<u8>,
+    /// The job's unique key, released on completion.
+    pub unique_key: Option<String>,
+}
+
+/// The worker-side operations of one queue.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    client: Client,
+    keys: QueueKeys,
+}
+
+impl Broker {
+    /// The operations of `queue` over `client`'s connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid queue name.
+    pub fn new(client: Client, queue: &str) -> Result<Broker> {
+        let keys = client.keys(queue)?;
+        Ok(Broker { client, keys })
+    }
+
+    /// The queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// The queue name.
+    pub fn queue(&self) -> &str {
+        self.keys.queue()
+    }
+
+    /// Promotes due scheduled jobs and leases up to `n` pending jobs for `lease`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if dropped after sending, jobs may be leased to nobody; they come back
+    /// when the lease expires.
+    pub async fn fetch(&self, n: usize, lease: Duration) -> Result<Fetched> {
+        let k = &self.keys;
+        let mut call = scripts().fetch.call();
+        call.key(k.pending()).key(k.scheduled()).key(k.active()).key(k.inflight()).key(k.meta()).key(k.wake());
+        call.arg(n.min(MAX_BATCH)).arg(millis(lease));
+        let reply: Vec<redis::Value> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let mut it = reply.into_iter();
+        let token: u64 = int(it.next())?;
+        let next_due: i64 = int(it.next())?;
+        let jobs = it
+            .map(|v| {
+                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("fetch reply", e))?;
+                Ok(self.leased(member, token))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fetched { jobs, next_due_ms: (next_due >= 0).then_some(next_due) })
+    }
+
+    fn leased(&self, member: Vec<u8>, token: u64) -> Leased {
+        // The id is readable even when the envelope is not, so a malformed job can still be
+        // dead-lettered under its own id.
+        let id = codec::member_id(&member).unwrap_or_else(|_| JobId::from_wire(String::from_utf8_lossy(&member).into()));
+        let job = codec::decode_member(&member, self.queue());
+        Leased { lease: Lease { id, token, member }, job }
+    }
+
+    /// Records successful attempts (at most [`MAX_BATCH`] per call). Returns, per completion,
+    /// whether it was recorded (false: the lease was lost and another worker owns the job).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may have recorded some completions.
+    pub async fn complete(&self, done: &[Completion], retention: &Retention) -> Result<Vec<bool>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.keys;
+        let mut call = scripts().complete.call();
+        call.key(k.active()).key(k.inflight()).key(k.completed()).key(k.results()).key(k.stats()).key(k.waiters());
+        let mut uniques: Vec<&str> = Vec::new();
+        for c in done {
+            if let Some(u) = &c.unique_key {
+                if !uniques.contains(&u.as_str()) {
+                    uniques.push(u);
+                    call.key(k.unique(u));
+                }
+            }
+        }
+        call.arg(done.len()).arg(retention.completed_count).arg(millis(retention.completed_age)).arg(k.done_channel());
+        let now = now_ms();
+        for c in done {
+            let outcome = Outcome {
+                id: c.lease.id.clone(),
+                state: JobState::Completed,
+                finished_ms: now,
+                result: Some(c.result.clone()),
+                error: None,
+                job: (retention.completed_count > 0).then(|| c.lease.member.clone()),
+            };
+            let idx = c.unique_key.as_deref().and_then(|u| uniques.iter().position(|x| *x == u)).map_or(0, |p| p + 1);
+            call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
+        }
+        let reply: Vec<i64> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        Ok(reply.into_iter().map(|r| r == 1).collect())
+    }
+
+    /// Applies a failed attempt's fate. `job` must already carry the failure (see
+    /// [`Job::record_failure`]). Returns false when the lease was lost (nothing changed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`], [`Error::Encode`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn fail(&self, lease: &Lease, job: &Job, settle: &Settle, retention: &Retention, counter: &str) -> Result<bool> {
+        let k = &self.keys;
+        let member = codec::encode_member(job)?;
+        let mut call = scripts().fail.call();
+        call.key(k.active())
+            .key(k.inflight())
+            .key(k.pending())
+            .key(k.scheduled())
+            .key(k.dead())
+            .key(k.dead_jobs())
+            .key(k.stats())
+            .key(k.wake())
+            .key(k.waiters());
+        if let Some(u) = &job.unique_key {
+            call.key(k.unique(u));
+        }
+        let (action, at, state) = match settle {
+            Settle::Retry { at_ms } => ("retry", *at_ms, None),
+            Settle::Dead => ("dead", 0, Some(JobState::Dead)),
+            Settle::Discard => ("discard", 0, Some(JobState::Discarded)),
+        };
+        let outcome = match state {
+            Some(state) => Outcome {
+                id: lease.id.clone(),
+                state,
+                finished_ms: now_ms(),
+                result: None,
+                error: job.last_error().map(|f| format!("{}: {}", f.kind, f.message)),
+                job: Some(member.clone()),
+            }
+            .encode()?,
+            None => Vec::new(),
+        };
+        call.arg(lease.key())
+            .arg(member)
+            .arg(action)
+            .arg(at)
+            .arg(retention.dead_count)
+            .arg(millis(retention.dead_age))
+            .arg(k.done_channel())
+            .arg(outcome)
+            .arg(counter);
+        let applied: i64 = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        Ok(applied == 1)
+    }
+
+    /// Takes over up to `limit` expired leases (their worker died or stalled). The caller now
+    /// holds them and must record the lost attempt through [`Broker::fail`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: reclaimed leases dropped by the caller expire again and are reclaimed
+    /// later, so nothing is lost, only delayed.
+    pub async fn reclaim(&self, limit: usize, lease: Duration) -> Result<Vec<Leased>> {
+        let k = &self.keys;
+        let mut call = scripts().reclaim.call();
+        call.key(k.active()).key(k.inflight()).key(k.meta());
+        call.arg(limit.clamp(1, MAX_BATCH)).arg(millis(lease));
+        let reply: Vec<redis::Value> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let mut it = reply.into_iter();
+        let token: u64 = int(it.next())?;
+        it.map(|v| {
+            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("reclaim reply", e))?;
+            Ok(self.leased(member, token))
+        })
+        .collect()
+    }
+
+    /// Extends leases this worker still holds; returns, per lease, whether it is still held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: extending is idempotent.
+    pub async fn extend(&self, leases: &[String], lease: Duration) -> Result<Vec<bool>> {
+        let mut held = Vec::with_capacity(leases.len());
+        for chunk in leases.chunks(MAX_BATCH) {
+            let mut call = scripts().extend.call();
+            call.key(self.keys.active()).arg(millis(lease));
+            for l in chunk {
+                call.arg(l.as_str());
+            }
+            let reply: Vec<i64> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+            held.extend(reply.into_iter().map(|r| r == 1));
+        }
+        Ok(held)
+    }
+
+    /// Hands leased jobs back to the queue without counting an attempt (graceful shutdown).
+    /// Returns how many went back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe; jobs not handed back return when their lease expires.
+    pub async fn requeue(&self, leases: &[String]) -> Result<u64> {
+        let k = &self.keys;
+        let mut back = 0;
+        for chunk in leases.chunks(MAX_BATCH) {
+            let mut call = scripts().requeue.call();
+            call.key(k.active()).key(k.inflight()).key(k.pending()).key(k.wake());
+            for l in chunk {
+                call.arg(l.as_str());
+            }
+            let n: u64 = call.invoke(&mut self.client.con(), self.client.url()).await?;
+            back += n;
+        }
+        Ok(back)
+    }
+}
+
+fn int<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T> {
+    let v = v.ok_or_else(|| Error::decode("script reply", "missing value"))?;
+    redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("script reply", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Backoff, WIRE_VERSION};
+
+    fn job(failed: u32, max: u32) -> Job {
+        Job {
+            id: JobId::generate(),
+            queue: "q".into(),
+            version: WIRE_VERSION,
+            name: "n".into(),
+            args: vec![],
+            created_ms: 0,
+            priority: 0,
+            failed,
+            max_attempts: Some(max),
+            backoff: Some(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60))),
+            timeout_ms: None,
+            run_at_ms: None,
+            unique_key: None,
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn retries_with_backoff_until_attempts_run_out() {
+        assert_eq!(decide(&job(1, 3), &Failed::Retry, 10_000, 1.0), Settle::Retry { at_ms: 11_000 });
+        assert_eq!(decide(&job(2, 3), &Failed::Retry, 10_000, 0.0), Settle::Retry { at_ms: 11_000 });
+        assert_eq!(decide(&job(3, 3), &Failed::Retry, 10_000, 0.5), Settle::Dead);
+        assert_eq!(
+            decide(&job(1, 3), &Failed::RetryAfter(Duration::from_millis(5)), 10, 0.5),
+            Settle::Retry { at_ms: 15 }
+        );
+        assert_eq!(decide(&job(1, 3), &Failed::DeadLetter, 0, 0.5), Settle::Dead);
+        assert_eq!(decide(&job(3, 3), &Failed::Discard, 0, 0.5), Settle::Discard);
+    }
+}

@@ -1,0 +1,68 @@
+-- fail: settles one failed attempt: retry (now or later), dead-letter, or discard.
+-- The caller decided which from the job's attempts and backoff; this script applies it
+-- atomically and only if the caller still holds the lease (fencing).
+--
+-- KEYS[1]  active sorted set
+-- KEYS[2]  inflight hash
+-- KEYS[3]  pending sorted set
+-- KEYS[4]  scheduled sorted set
+-- KEYS[5]  dead sorted set
+-- KEYS[6]  dead jobs hash
+-- KEYS[7]  stats hash
+-- KEYS[8]  wake list
+-- KEYS[9]  waiters sorted set
+-- KEYS[10] the job's idempotency key (optional)
+-- ARGV[1]  lease `<id>:<token>`
+-- ARGV[2]  the job's member, re-encoded with the failure recorded
+-- ARGV[3]  action: retry | dead | discard
+-- ARGV[4]  retry: run-at in ms (0 = at once)
+-- ARGV[5]  dead: how many dead jobs to keep
+-- ARGV[6]  dead: how long to keep them, in ms (0 = no age limit)
+-- ARGV[7]  the pub/sub channel for awaited outcomes
+-- ARGV[8]  dead/discard: the encoded outcome for waiters
+-- ARGV[9]  the counter to bump besides the action's own: failed | recovered
+--
+-- Returns 1 when applied, 0 when the lease was lost (nothing changed).
+
+local lease, member, action = ARGV[1], ARGV[2], ARGV[3]
+local at, keep, age = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if action ~= 'retry' and action ~= 'dead' and action ~= 'discard' then
+  return fail('unknown action ' .. tostring(action))
+end
+if not at or not keep or not age or #member < 29 then
+  return fail('fail expects a member, a run-at and a retention')
+end
+local id = lease_id(lease)
+if not id or id ~= member_id(member) then
+  return fail('lease ' .. tostring(lease) .. ' does not match the member')
+end
+if not redis.call('ZSCORE', KEYS[1], lease) then
+  return 0
+end
+
+local now = now_ms()
+redis.call('ZREM', KEYS[1], lease)
+redis.call('HDEL', KEYS[2], id)
+redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
+if action == 'retry' then
+  if at <= now then
+    redis.call('ZADD', KEYS[3], 0, member)
+  else
+    redis.call('ZADD', KEYS[4], at, member)
+  end
+  redis.call('HINCRBY', KEYS[7], 'retried', 1)
+  wake(KEYS[8])
+  return 1
+end
+
+if action == 'dead' then
+  redis.call('ZADD', KEYS[5], now, id)
+  redis.call('HSET', KEYS[6], id, member)
+  redis.call('HINCRBY', KEYS[7], 'dead', 1)
+  trim(KEYS[5], KEYS[6], keep, age, now)
+else
+  redis.call('HINCRBY', KEYS[7], 'discarded', 1)
+end
+release_unique(KEYS[10], id)
+notify(KEYS[9], ARGV[7], id, ARGV[8])
+return 1

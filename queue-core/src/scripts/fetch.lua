@@ -1,0 +1,68 @@
+-- fetch: promotes due scheduled jobs, then leases up to n pending jobs to the caller.
+--
+-- KEYS[1]  pending sorted set
+-- KEYS[2]  scheduled sorted set
+-- KEYS[3]  active sorted set (leases)
+-- KEYS[4]  inflight hash
+-- KEYS[5]  meta hash
+-- KEYS[6]  wake list
+-- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
+-- ARGV[2]  lease duration in ms
+--
+-- Returns {token, next_due_ms, member...}: the fencing token shared by this batch's leases
+-- (a lease is `<id>:<token>`), the run-at of the earliest scheduled job (-1 if none), and the
+-- leased jobs. A paused queue leases nothing (token 0).
+
+local n, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 then
+  return fail('fetch takes n in 0..' .. MAX_BATCH .. ' and a positive lease')
+end
+local now = now_ms()
+
+-- Promotion is bounded: a backlog of due jobs moves over several fetches, never all at once.
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MAX_BATCH)
+if #due > 0 then
+  local adds = {}
+  for i = 1, #due do
+    adds[#adds + 1] = 0
+    adds[#adds + 1] = due[i]
+  end
+  redis.call('ZADD', KEYS[1], unpack(adds))
+  redis.call('ZREM', KEYS[2], unpack(due))
+end
+
+local next_due = -1
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #first > 0 then
+  next_due = tonumber(first[2])
+end
+
+if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
+  return {0, next_due}
+end
+
+local popped = redis.call('ZPOPMIN', KEYS[1], n)
+if #popped == 0 then
+  return {0, next_due}
+end
+
+local token = redis.call('HINCRBY', KEYS[5], 'fence', 1)
+local deadline = now + lease_ms
+local out, leases, inflight = {token, next_due}, {}, {}
+for i = 1, #popped, 2 do
+  local member = popped[i]
+  local id = member_id(member)
+  out[#out + 1] = member
+  leases[#leases + 1] = deadline
+  leases[#leases + 1] = id .. ':' .. token
+  inflight[#inflight + 1] = id
+  inflight[#inflight + 1] = member
+end
+redis.call('ZADD', KEYS[3], unpack(leases))
+redis.call('HSET', KEYS[4], unpack(inflight))
+
+-- More work than this worker took: pass the signal on so another idle worker wakes up.
+if #popped == 2 * n and redis.call('ZCARD', KEYS[1]) > 0 then
+  wake(KEYS[6])
+end
+return out

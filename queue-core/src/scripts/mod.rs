@@ -1,0 +1,125 @@
+//! One Lua script per job state change, each with its KEYS/ARGV contract in its header.
+//!
+//! Scripts run with EVALSHA; when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH) the
+//! script is loaded and the call retried once, so callers never see the cache.
+
+use redis::aio::MultiplexedConnection;
+use redis::{FromRedisValue, ToRedisArgs};
+
+use crate::error::{Error, Result};
+
+/// A Lua script with the shared prelude in front.
+#[derive(Debug)]
+pub(crate) struct Script {
+    name: &'static str,
+    inner: redis::Script,
+}
+
+macro_rules! scripts {
+    ($($ident:ident => $file:literal),* $(,)?) => {
+        /// Every script of the engine.
+        #[derive(Debug)]
+        pub(crate) struct Scripts { $( pub(crate) $ident: Script, )* }
+
+        impl Scripts {
+            fn new() -> Scripts {
+                Scripts { $( $ident: Script {
+                    name: stringify!($ident),
+                    inner: redis::Script::new(concat!(include_str!("prelude.lua"), include_str!($file))),
+                }, )* }
+            }
+
+            /// All scripts, to load them up front.
+            pub(crate) fn all(&self) -> Vec<&Script> {
+                vec![$( &self.$ident, )*]
+            }
+        }
+    };
+}
+
+scripts! {
+    enqueue => "enqueue.lua",
+    fetch => "fetch.lua",
+    complete => "complete.lua",
+    fail => "fail.lua",
+    reclaim => "reclaim.lua",
+    extend => "extend.lua",
+    requeue => "requeue.lua",
+    watch => "watch.lua",
+    replay => "replay.lua",
+}
+
+/// The scripts, compiled into the binary once.
+pub(crate) fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(Scripts::new)
+}
+
+/// One call of a script: its keys and arguments.
+#[derive(Debug)]
+pub(crate) struct Call<'a> {
+    script: &'a Script,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Script {
+    pub(crate) fn call(&self) -> Call<'_> {
+        Call { script: self, keys: Vec::new(), args: Vec::new() }
+    }
+
+    /// Loads the script into the server's script cache.
+    pub(crate) async fn load(&self, con: &mut MultiplexedConnection, url: &str) -> Result<()> {
+        self.inner.prepare_invoke().load_async(con).await.map_err(Error::redis(url))?;
+        Ok(())
+    }
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn key(&mut self, key: String) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        for a in arg.to_redis_args() {
+            self.args.push(a);
+        }
+        self
+    }
+
+    fn cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.inner.get_hash()).arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd
+    }
+
+    /// Runs the call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`] when the connection fails, [`Error::Redis`] when the script
+    /// reports an error (its message starts with `queue:`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once sent, the script runs to completion on the server even if this
+    /// future is dropped; callers must treat a dropped call as "may have happened".
+    pub(crate) async fn invoke<T: FromRedisValue>(&self, con: &mut MultiplexedConnection, url: &str) -> Result<T> {
+        match self.cmd().query_async(con).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load(con, url).await?;
+                self.cmd().query_async(con).await.map_err(|e| self.error(url, e))
+            }
+            Err(e) => Err(self.error(url, e)),
+        }
+    }
+
+    fn error(&self, url: &str, e: redis::RedisError) -> Error {
+        match Error::from_redis(url, e) {
+            Error::Redis(m) => Error::Redis(format!("script {}: {m}", self.script.name)),
+            other => other,
+        }
+    }
+}

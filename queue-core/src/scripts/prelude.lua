@@ -1,0 +1,65 @@
+-- Prelude shared by every script (concatenated in front of each at compile time).
+--
+-- Member layout (see codec.rs and docs/PROTOCOL.md): 2 hex digits of (255 - priority), the
+-- 26-character job id, then the MessagePack envelope. A lease member is `<id>:<token>`.
+-- Scripts read the server's clock, so every worker compares leases against one clock.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function member_id(member)
+  return string.sub(member, 3, 28)
+end
+
+local function lease_id(lease)
+  return string.match(lease, '^(.*):%d+$')
+end
+
+-- Batches are capped by the client so that `unpack` stays far below Lua's stack limit.
+local MAX_BATCH = 1000
+
+local function fail(msg)
+  return redis.error_reply('ERR queue: ' .. msg)
+end
+
+local function wake(key)
+  -- At most one marker: it only has to tell an idle worker that there may be work.
+  if redis.call('LLEN', key) == 0 then
+    redis.call('RPUSH', key, '1')
+  end
+end
+
+-- Removes the idempotency key if it still belongs to this job.
+local function release_unique(key, id)
+  if key and redis.call('GET', key) == id then
+    redis.call('DEL', key)
+  end
+end
+
+-- Keeps at most `count` entries younger than `age_ms` in the sorted set `zkey` (score = time)
+-- and the matching fields of the hash `hkey`; at most MAX_BATCH removed per call.
+local function trim(zkey, hkey, count, age_ms, now)
+  local n = redis.call('ZCARD', zkey)
+  if n > count then
+    local drop = math.min(n - count, MAX_BATCH)
+    local old = redis.call('ZRANGE', zkey, 0, drop - 1)
+    redis.call('HDEL', hkey, unpack(old))
+    redis.call('ZREMRANGEBYRANK', zkey, 0, drop - 1)
+  end
+  if age_ms > 0 then
+    local old = redis.call('ZRANGEBYSCORE', zkey, '-inf', now - age_ms, 'LIMIT', 0, MAX_BATCH)
+    if #old > 0 then
+      redis.call('HDEL', hkey, unpack(old))
+      redis.call('ZREM', zkey, unpack(old))
+    end
+  end
+end
+
+-- Publishes an outcome if someone waits on this job.
+local function notify(waiters, channel, id, outcome)
+  if redis.call('ZSCORE', waiters, id) then
+    redis.call('PUBLISH', channel, outcome)
+  end
+end

@@ -1,0 +1,162 @@
+//! A throwaway `redis-server` process: the quickstart's embedded default, the test fixture and
+//! the benchmark's target. It lives in a temporary directory, listens on a free loopback port
+//! (or a unix socket) and is killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// A `redis-server` child process.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+    port: Option<u16>,
+}
+
+/// How to start a [`RedisServer`].
+#[derive(Debug, Clone, Default)]
+pub struct RedisServerOptions {
+    /// Listen on a unix socket instead of a TCP port.
+    pub unix_socket: bool,
+    /// Extra `redis-server` arguments (`["--maxmemory", "100mb"]`).
+    pub args: Vec<String>,
+    /// Program to run (default `redis-server` from `PATH`, or `REDIS_SERVER_BIN`).
+    pub program: Option<PathBuf>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port and waits until it answers PING.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when `redis-server` is not installed or does not come up in time
+    /// (its log is included).
+    pub fn start() -> Result<RedisServer> {
+        RedisServer::start_with(RedisServerOptions::default())
+    }
+
+    /// Starts a server with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with(opts: RedisServerOptions) -> Result<RedisServer> {
+        // Binding port 0 asks the OS for a free port; another process could take it between our
+        // release and redis-server's bind, so a failed start is retried with a new port.
+        let mut last = None;
+        for _ in 0..3 {
+            match RedisServer::start_once(&opts) {
+                Ok(server) => return Ok(server),
+                Err(e @ Error::Spawn { .. }) if !opts.unix_socket => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(Error::Spawn { what: "redis-server", message: "did not start".into() }))
+    }
+
+    fn start_once(opts: &RedisServerOptions) -> Result<RedisServer> {
+        let spawn_err = |message: String| Error::Spawn { what: "redis-server", message };
+        let dir = tempfile::Builder::new()
+            .prefix("queue-redis-")
+            .tempdir()
+            .map_err(|e| spawn_err(format!("temp dir: {e}")))?;
+        let program = opts
+            .program
+            .clone()
+            .or_else(|| std::env::var_os("REDIS_SERVER_BIN").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let (listen, url, port) = if opts.unix_socket {
+            let sock = dir.path().join("redis.sock");
+            let url = format!("redis+unix://{}", sock.display());
+            (vec!["--port".into(), "0".into(), "--unixsocket".into(), sock.display().to_string()], url, None)
+        } else {
+            let port = free_port().map_err(|e| spawn_err(format!("no free port: {e}")))?;
+            let url = format!("redis://127.0.0.1:{port}");
+            (vec!["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()], url, Some(port))
+        };
+        let child = Command::new(&program)
+            .args(&listen)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .args(&opts.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                spawn_err(format!(
+                    "{}: {e} (install it: `apt-get install redis-server`, or set REDIS_URL)",
+                    program.display()
+                ))
+            })?;
+        // From here on, Drop kills the child whatever happens.
+        let mut server = RedisServer { child, dir, url, port };
+        server
+            .wait_ready(Duration::from_secs(10))
+            .map_err(|m| spawn_err(format!("{m}; log: {}", server.log())))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + within;
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("redis-server exited with {status}"));
+            }
+            if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server did not answer PING within {within:?}"));
+            }
+            // Polling is the only signal a starting server gives; the wait is bounded above.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The TCP port, if not on a unix socket.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("redis.log"))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn read_log(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("<no log: {e}>"))
+}
