@@ -121,6 +121,18 @@ pub enum Failed {
     Discard,
 }
 
+impl From<crate::registry::Action> for Failed {
+    fn from(a: crate::registry::Action) -> Failed {
+        use crate::registry::Action;
+        match a {
+            Action::Retry => Failed::Retry,
+            Action::RetryAfter(d) => Failed::RetryAfter(d),
+            Action::DeadLetter => Failed::DeadLetter,
+            Action::Discard => Failed::Discard,
+        }
+    }
+}
+
 /// Decides the fate of a failed attempt of `job` (whose `failed` count already includes this
 /// attempt). `unit` is the jitter draw in `[0, 1)`.
 pub fn decide(job: &Job, failed: &Failed, now_ms: i64, unit: f64) -> Settle {

@@ -1,1 +1,14 @@
-//! wip
+//! The worker runtime of `queue`: discovers every `#[job]` handler linked into the binary and
+//! runs them with bounded concurrency, per-job timeouts, panics caught as failures, a middleware
+//! chain, lease heartbeats, crash recovery and graceful shutdown.
+
+mod builder;
+mod error;
+pub mod middleware;
+mod registry;
+mod worker;
+
+pub use builder::{QueueOrder, WorkerBuilder, WorkerConfig};
+pub use error::{Error, Result};
+pub use registry::Registry;
+pub use worker::{Report, Worker};

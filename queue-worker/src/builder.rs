@@ -1,0 +1,242 @@
+//! Worker configuration, from code and from the environment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_core::{Client, ClientConfig, Retention};
+
+use crate::error::{Error, Result};
+use crate::middleware::Middleware;
+use crate::registry::Registry;
+use crate::worker::Worker;
+
+/// How a worker chooses among several queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueOrder {
+    /// Always drain earlier queues first.
+    Strict,
+    /// Pick the first queue to try at random, in proportion to the weights (asynq's default):
+    /// no queue starves.
+    #[default]
+    Weighted,
+}
+
+/// Everything a worker needs to know; build one with [`WorkerBuilder`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues and their weights.
+    pub queues: Vec<(String, u32)>,
+    /// How to choose among queues.
+    pub order: QueueOrder,
+    /// Most jobs run at once (default 5, the original plan's `QUEUE_CONFIG`).
+    pub concurrency: usize,
+    /// Lease length: a job whose worker stops heartbeating for this long is recovered.
+    pub lease: Duration,
+    /// How often leases are extended (well below `lease`).
+    pub heartbeat: Duration,
+    /// How often this worker looks for expired leases of any worker.
+    pub reclaim_every: Duration,
+    /// How long graceful shutdown waits for running jobs before handing them back.
+    pub grace: Duration,
+    /// What to keep of completed and dead jobs.
+    pub retention: Retention,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: vec![(queue_core::DEFAULT_QUEUE.to_string(), 1)],
+            order: QueueOrder::Weighted,
+            concurrency: 5,
+            lease: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            reclaim_every: Duration::from_secs(1),
+            grace: Duration::from_secs(10),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Builds a [`Worker`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let worker = queue_worker::WorkerBuilder::from_env()
+///     .queue("emails", 3)
+///     .queue("default", 1)
+///     .concurrency(20)
+///     .build()
+///     .await?;
+/// worker.run_until_signal().await?;
+/// # Ok(()) }
+/// ```
+pub struct WorkerBuilder {
+    client: ClientConfig,
+    config: WorkerConfig,
+    queues_set: bool,
+    middlewares: Vec<Arc<dyn Middleware>>,
+    existing: Option<Client>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// A builder connecting to `url`.
+    pub fn new(url: impl Into<String>) -> WorkerBuilder {
+        WorkerBuilder {
+            client: ClientConfig::new(url),
+            config: WorkerConfig::default(),
+            queues_set: false,
+            middlewares: Vec::new(),
+            existing: None,
+        }
+    }
+
+    /// A builder sharing an existing client's connection.
+    pub fn with_client(client: Client) -> WorkerBuilder {
+        let mut b = WorkerBuilder::new(client.config().url.clone());
+        b.client = client.config().clone();
+        b.existing = Some(client);
+        b
+    }
+
+    /// A builder from the environment: `REDIS_URL`, `QUEUE_NAMESPACE`, `QUEUE_QUEUES`
+    /// (`emails:3,default:1`), `QUEUE_CONCURRENCY`. Invalid values are reported by
+    /// [`WorkerBuilder::build`].
+    pub fn from_env() -> WorkerBuilder {
+        let mut b = WorkerBuilder::new(String::new());
+        b.client = ClientConfig::from_env();
+        b.env_overrides()
+    }
+
+    fn env_overrides(mut self) -> WorkerBuilder {
+        if let Ok(qs) = std::env::var("QUEUE_QUEUES") {
+            for part in qs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (name, weight) = match part.split_once(':') {
+                    Some((n, w)) => (n, w.parse().unwrap_or(0)),
+                    None => (part, 1),
+                };
+                self = self.queue(name, weight);
+            }
+        }
+        if let Ok(c) = std::env::var("QUEUE_CONCURRENCY") {
+            self.config.concurrency = c.parse().unwrap_or(0);
+        }
+        self
+    }
+
+    /// Serves `queue` with `weight` (weights matter with [`QueueOrder::Weighted`]). The first
+    /// call replaces the default queue list.
+    pub fn queue(mut self, queue: impl Into<String>, weight: u32) -> Self {
+        if !self.queues_set {
+            self.config.queues.clear();
+            self.queues_set = true;
+        }
+        self.config.queues.push((queue.into(), weight));
+        self
+    }
+
+    /// Sets how queues are chosen.
+    pub fn order(mut self, order: QueueOrder) -> Self {
+        self.config.order = order;
+        self
+    }
+
+    /// Sets the most jobs run at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
+    /// Sets the lease length (the heartbeat runs at a fifth of it).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self.config.heartbeat = lease / 5;
+        self
+    }
+
+    /// Sets how often expired leases are looked for.
+    pub fn reclaim_every(mut self, every: Duration) -> Self {
+        self.config.reclaim_every = every;
+        self
+    }
+
+    /// Sets the graceful-shutdown grace period.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.config.grace = grace;
+        self
+    }
+
+    /// Sets the retention policy.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// Sets the key namespace.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.client.namespace = ns.into();
+        self
+    }
+
+    /// Adds a middleware; user middlewares run inside the built-ins, in the order added.
+    pub fn layer(mut self, m: impl Middleware) -> Self {
+        self.middlewares.push(Arc::new(m));
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        if c.concurrency == 0 || c.concurrency > 10_000 {
+            return Err(Error::Config(format!("concurrency must be 1..=10000, got {}", c.concurrency)));
+        }
+        if c.queues.is_empty() {
+            return Err(Error::Config("no queues to serve".into()));
+        }
+        if let Some((q, _)) = c.queues.iter().find(|(_, w)| *w == 0) {
+            return Err(Error::Config(format!("queue {q:?} has weight 0; weights must be at least 1")));
+        }
+        let mut names: Vec<&str> = c.queues.iter().map(|(q, _)| q.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::Config("a queue is listed twice".into()));
+        }
+        if c.lease < Duration::from_millis(100) || c.heartbeat.is_zero() || c.heartbeat * 2 > c.lease {
+            return Err(Error::Config("lease must be at least 100 ms and the heartbeat at most half of it".into()));
+        }
+        if c.reclaim_every.is_zero() {
+            return Err(Error::Config("reclaim_every must be positive".into()));
+        }
+        if self.client.url.is_empty() {
+            return Err(Error::Config("no Redis URL: set REDIS_URL".into()));
+        }
+        Ok(())
+    }
+
+    /// Validates the configuration and the handler registry, then connects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], [`Error::Registry`] before connecting; [`Error::Core`] when Redis is
+    /// unreachable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    pub async fn build(self) -> Result<Worker> {
+        self.validate()?;
+        let registry = Registry::discover()?;
+        for (q, _) in &self.config.queues {
+            queue_core::QueueKeys::new(&self.client.namespace, q)?;
+        }
+        let client = match self.existing {
+            Some(c) => c,
+            None => Client::connect_with(self.client).await?,
+        };
+        Worker::new(client, self.config, registry, self.middlewares)
+    }
+}

@@ -1,0 +1,24 @@
+/// Errors of the worker runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The engine failed (Redis unreachable, invalid queue name...).
+    #[error(transparent)]
+    Core(#[from] queue_core::Error),
+    /// The worker's configuration is invalid.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    /// The handler registry is invalid (duplicate names, no handlers).
+    #[error("invalid job registry: {0}")]
+    Registry(String),
+}
+
+impl Error {
+    /// Whether retrying the same call can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Core(e) if e.is_retryable())
+    }
+}
+
+/// Result alias of the worker crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,66 @@
+//! Middlewares wrap every handler call, tower-style: each gets the request and the rest of the
+//! chain (`next`), and may act before, after or instead of it.
+//!
+//! Order, outermost first: [`Trace`] (a span per job), [`CatchPanic`] (a panic becomes a failed
+//! attempt), [`Timeout`] (the job's per-attempt timeout), then user middlewares in the order they
+//! were added, then the handler. Later built-ins (cache, rate limit) are user-position layers.
+
+mod catch_panic;
+mod timeout;
+mod trace;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use queue_core::{HandlerFn, Job, JobContext, JobError};
+
+pub use catch_panic::CatchPanic;
+pub use timeout::Timeout;
+pub use trace::Trace;
+
+/// One handler call travelling through the chain.
+#[derive(Debug)]
+pub struct Request {
+    /// What the handler will see.
+    pub ctx: JobContext,
+    /// The decoded envelope (read-only for middlewares).
+    pub job: Arc<Job>,
+    /// The MessagePack arguments.
+    pub args: Vec<u8>,
+}
+
+/// What a handler call produces: the encoded result, or a failed attempt.
+pub type Response = Result<Vec<u8>, JobError>;
+
+/// A layer around handler calls.
+pub trait Middleware: Send + Sync + 'static {
+    /// Handles `req`, normally by awaiting `next.run(req)`.
+    fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response>;
+}
+
+/// The rest of the chain after the current middleware.
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    rest: &'a [Arc<dyn Middleware>],
+    handler: HandlerFn,
+}
+
+impl std::fmt::Debug for Next<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Next").field("remaining", &self.rest.len()).finish()
+    }
+}
+
+impl<'a> Next<'a> {
+    pub(crate) fn new(chain: &'a [Arc<dyn Middleware>], handler: HandlerFn) -> Next<'a> {
+        Next { rest: chain, handler }
+    }
+
+    /// Runs the rest of the chain.
+    pub fn run(self, req: Request) -> BoxFuture<'a, Response> {
+        match self.rest.split_first() {
+            Some((first, rest)) => first.call(req, Next { rest, handler: self.handler }),
+            None => (self.handler)(req.ctx, req.args),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::{Middleware, Next, Request, Response};
+
+/// Runs each job inside a `job` tracing span (id, name, queue, attempt) and logs its end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trace;
+
+impl Middleware for Trace {
+    fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
+        let span = tracing::info_span!(
+            "job",
+            id = %req.ctx.id,
+            name = %req.ctx.name,
+            queue = %req.ctx.queue,
+            attempt = req.ctx.attempt,
+        );
+        async move {
+            let started = std::time::Instant::now();
+            let res = next.run(req).await;
+            match &res {
+                Ok(_) => tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded"),
+                Err(e) => tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, error = %e, "job attempt failed"),
+            }
+            res
+        }
+        .instrument(span)
+        .boxed()
+    }
+}

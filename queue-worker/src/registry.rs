@@ -1,0 +1,57 @@
+//! The handlers this worker runs: every `#[job]` linked into the binary.
+
+use std::collections::HashMap;
+
+use queue_core::JobRegistration;
+
+use crate::error::{Error, Result};
+
+/// Handlers by job name, validated at start-up.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    jobs: HashMap<&'static str, &'static JobRegistration>,
+}
+
+impl Registry {
+    /// Every handler linked into the binary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registry`] when two handlers share a name (both places are named) or when no
+    /// handler is linked at all (a worker that can run nothing is a deployment mistake).
+    pub fn discover() -> Result<Registry> {
+        let jobs = queue_core::registered_jobs().map_err(|e| Error::Registry(e.to_string()))?;
+        if jobs.is_empty() {
+            return Err(Error::Registry(
+                "no #[job] handlers are linked into this binary: declare at least one with #[job] \
+                 (in a library, make sure the binary references the crate so its handlers are linked)"
+                    .into(),
+            ));
+        }
+        Ok(Registry { jobs })
+    }
+
+    /// The handler for `name`.
+    pub fn get(&self, name: &str) -> Option<&'static JobRegistration> {
+        self.jobs.get(name).copied()
+    }
+
+    /// Known job names, sorted (for error messages).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.jobs.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Queues named by the handlers' `#[job(queue = ...)]` defaults, plus `default`.
+    pub fn queues(&self) -> Vec<String> {
+        let mut qs: Vec<String> = self
+            .jobs
+            .values()
+            .map(|r| (r.options)().queue.unwrap_or_else(|| queue_core::DEFAULT_QUEUE.to_string()))
+            .collect();
+        qs.sort();
+        qs.dedup();
+        qs
+    }
+}

@@ -1,0 +1,657 @@
+//! The worker: fetches leased jobs, runs them through the middleware chain with bounded
+//! concurrency, settles them in batches, heartbeats its leases and recovers other workers' lost
+//! ones.
+//!
+//! Tasks of a running worker:
+//! - the fetch loop (this task): waits for a free slot, leases as many jobs as there are free
+//!   slots in one script call, spawns them; when the queues are empty it sleeps until woken;
+//! - the waker: blocks on the queues' wake lists (BLPOP, own connection) and wakes the fetch loop;
+//! - the acker: records completions in batches (one script call for all that finished meanwhile);
+//! - the heartbeat: extends the leases of running jobs;
+//! - the reclaimer: takes over expired leases of dead workers and records the lost attempt.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_core::{
+    decide, Broker, Client, Completion, Failed, Job, JobContext, Lease, Leased, Settle, MAX_BATCH,
+};
+use rand::Rng;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::builder::{QueueOrder, WorkerConfig};
+use crate::error::Result;
+use crate::middleware::{CatchPanic, Middleware, Next, Request, Timeout, Trace};
+use crate::registry::Registry;
+
+/// Longest the fetch loop sleeps without a wake-up: a safety net should a wake marker be lost
+/// (for example when Redis restarts between an enqueue and a worker's BLPOP).
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+/// How many expired leases one reclaim call takes over.
+const RECLAIM_BATCH: usize = 100;
+
+/// A configured worker, ready to [`run`](Worker::run).
+pub struct Worker {
+    rt: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.rt.config).finish_non_exhaustive()
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Attempts that succeeded and were recorded.
+    pub completed: u64,
+    /// Attempts that failed (retried, dead-lettered or discarded).
+    pub failed: u64,
+    /// Jobs moved to the dead-letter set by this worker.
+    pub dead: u64,
+    /// Expired leases of other workers this worker recovered.
+    pub recovered: u64,
+    /// Jobs handed back to the queue at shutdown.
+    pub requeued: u64,
+    /// Results rejected because the lease had been lost (another worker re-ran the job).
+    pub lease_lost: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    dead: AtomicU64,
+    recovered: AtomicU64,
+    requeued: AtomicU64,
+    lease_lost: AtomicU64,
+}
+
+struct QueueState {
+    broker: Broker,
+    weight: u32,
+    /// Leases (`id:token`) this worker holds in this queue: running, or finished and waiting
+    /// for the acker. The heartbeat extends them; shutdown hands back what is left.
+    inflight: Mutex<HashSet<String>>,
+}
+
+impl QueueState {
+    fn hold(&self, lease: &Lease) {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(lease.key());
+    }
+    fn release(&self, key: &str) {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+    fn held(&self) -> Vec<String> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+}
+
+struct Runtime {
+    client: Client,
+    config: WorkerConfig,
+    registry: Registry,
+    chain: Vec<Arc<dyn Middleware>>,
+    queues: Vec<QueueState>,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    counters: Counters,
+}
+
+struct Ack {
+    queue: usize,
+    completion: Completion,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        client: Client,
+        config: WorkerConfig,
+        registry: Registry,
+        user: Vec<Arc<dyn Middleware>>,
+    ) -> Result<Worker> {
+        let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace), Arc::new(CatchPanic), Arc::new(Timeout)];
+        chain.extend(user);
+        let queues = config
+            .queues
+            .iter()
+            .map(|(q, w)| {
+                Ok(QueueState { broker: Broker::new(client.clone(), q)?, weight: *w, inflight: Mutex::new(HashSet::new()) })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        Ok(Worker {
+            rt: Arc::new(Runtime {
+                client,
+                config,
+                registry,
+                chain,
+                queues,
+                slots,
+                wake: Notify::new(),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The client this worker uses (to enqueue from the same process).
+    pub fn client(&self) -> &Client {
+        &self.rt.client
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.rt.config
+    }
+
+    /// Job names this worker can run.
+    pub fn job_names(&self) -> Vec<&'static str> {
+        self.rt.registry.names()
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    ///
+    /// # Errors
+    ///
+    /// Only if the signal handlers cannot be installed; Redis errors while running are logged
+    /// and retried, never fatal.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future skips the graceful hand-back (leases then expire and
+    /// the jobs are recovered by other workers, counted as an attempt).
+    pub async fn run_until_signal(self) -> Result<Report> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())
+                .map_err(|e| crate::Error::Config(format!("cannot install SIGTERM handler: {e}")))?;
+            let mut int = signal(SignalKind::interrupt())
+                .map_err(|e| crate::Error::Config(format!("cannot install SIGINT handler: {e}")))?;
+            self.run(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                }
+            })
+            .await
+        }
+        #[cfg(not(unix))]
+        {
+            self.run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+        }
+    }
+
+    /// Runs until `shutdown` completes, then stops fetching, lets running jobs finish within
+    /// the grace period, hands unfinished ones back to their queue and returns what it did.
+    ///
+    /// # Errors
+    ///
+    /// None in practice; Redis errors while running are logged and retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe (see [`Worker::run_until_signal`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Report> {
+        let rt = self.rt;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (final_tx, final_rx) = watch::channel(false);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let stopper = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let waker = tokio::spawn(waker_loop(rt.clone(), stop_rx.clone()));
+        let reclaimer = tokio::spawn(reclaim_loop(rt.clone(), stop_rx.clone()));
+        // The heartbeat outlives the fetch loop: jobs finishing during the grace period still
+        // need their leases.
+        let heartbeat = tokio::spawn(heartbeat_loop(rt.clone(), final_rx));
+        let acker = tokio::spawn(ack_loop(rt.clone(), ack_rx));
+        tracing::info!(
+            queues = ?rt.config.queues,
+            concurrency = rt.config.concurrency,
+            jobs = ?rt.registry.names(),
+            "worker started"
+        );
+
+        let mut tasks = JoinSet::new();
+        fetch_loop(&rt, &mut tasks, ack_tx, stop_rx).await;
+
+        // Graceful shutdown: running jobs get the grace period.
+        let deadline = tokio::time::Instant::now() + rt.config.grace;
+        while !tasks.is_empty() {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let unfinished = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        // All senders are gone with the tasks: the acker drains what is left and stops.
+        let _ = acker.await;
+        // What is still held was aborted (or its result could not be recorded): hand it back.
+        for q in &rt.queues {
+            let held = q.held();
+            if held.is_empty() {
+                continue;
+            }
+            match q.broker.requeue(&held).await {
+                Ok(n) => {
+                    rt.counters.requeued.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(queue = q.broker.queue(), error = %e, "could not hand jobs back; they return when their lease expires"),
+            }
+        }
+        let _ = final_tx.send(true);
+        let _ = heartbeat.await;
+        let _ = reclaimer.await;
+        let _ = waker.await;
+        stopper.abort();
+        let c = &rt.counters;
+        let report = Report {
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            dead: c.dead.load(Ordering::Relaxed),
+            recovered: c.recovered.load(Ordering::Relaxed),
+            requeued: c.requeued.load(Ordering::Relaxed),
+            lease_lost: c.lease_lost.load(Ordering::Relaxed),
+        };
+        tracing::info!(?report, unfinished, "worker stopped");
+        Ok(report)
+    }
+}
+
+/// The order in which to try the queues for one fetch.
+fn queue_order(rt: &Runtime) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..rt.queues.len()).collect();
+    if rt.config.order == QueueOrder::Weighted && idx.len() > 1 {
+        // Weighted random permutation: repeatedly draw the next queue in proportion to weight.
+        let mut rng = rand::rng();
+        let mut out = Vec::with_capacity(idx.len());
+        while !idx.is_empty() {
+            let total: u64 = idx.iter().map(|&i| u64::from(rt.queues[i].weight)).sum();
+            let mut pick = rng.random_range(0..total.max(1));
+            let mut chosen = 0;
+            for (pos, &i) in idx.iter().enumerate() {
+                let w = u64::from(rt.queues[i].weight);
+                if pick < w {
+                    chosen = pos;
+                    break;
+                }
+                pick -= w;
+            }
+            out.push(idx.remove(chosen));
+        }
+        return out;
+    }
+    idx
+}
+
+async fn fetch_loop(
+    rt: &Arc<Runtime>,
+    tasks: &mut JoinSet<()>,
+    ack_tx: mpsc::UnboundedSender<Ack>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max_batch = rt.config.concurrency.min(MAX_BATCH);
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let first = tokio::select! {
+            p = rt.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < max_batch {
+            match rt.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let want = permits.len();
+        let mut got = 0;
+        let mut next_due: Option<i64> = None;
+        let mut failed = false;
+        for qi in queue_order(rt) {
+            if got == want {
+                break;
+            }
+            let q = &rt.queues[qi];
+            match q.broker.fetch(want - got, rt.config.lease).await {
+                Ok(f) => {
+                    next_due = match (next_due, f.next_due_ms) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    for leased in f.jobs {
+                        q.hold(&leased.lease);
+                        let Some(permit) = permits.pop() else { break };
+                        tasks.spawn(run_job(rt.clone(), qi, leased, permit, ack_tx.clone()));
+                        got += 1;
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(queue = q.broker.queue(), error = %e, "fetch failed");
+                }
+            }
+        }
+        drop(permits);
+        while tasks.try_join_next().is_some() {}
+        if failed {
+            // Redis is unreachable or erroring: back off (bounded) instead of spinning.
+            failures += 1;
+            let pause = Duration::from_millis(50 * 2u64.pow(failures.min(6)));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        failures = 0;
+        if got < want {
+            // The queues are drained: sleep until an enqueue wakes us, the next scheduled job is
+            // due, or the safety-net recheck.
+            let mut sleep = IDLE_RECHECK;
+            if let Some(due) = next_due {
+                let ms = due - chrono_now_ms();
+                sleep = sleep.min(Duration::from_millis(ms.max(0) as u64));
+            }
+            tokio::select! {
+                _ = rt.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn run_job(rt: Arc<Runtime>, qi: usize, leased: Leased, permit: OwnedSemaphorePermit, ack_tx: mpsc::UnboundedSender<Ack>) {
+    let Leased { lease, job } = leased;
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => {
+            drop(permit);
+            settle_undecodable(&rt, qi, lease, e).await;
+            return;
+        }
+    };
+    let Some(registration) = rt.registry.get(&job.name) else {
+        drop(permit);
+        let message = format!(
+            "no handler for job {:?} in this worker (it knows: {})",
+            job.name,
+            rt.registry.names().join(", ")
+        );
+        settle_failure(&rt, qi, &lease, job, "unknown_job", &message, Failed::Retry, "failed").await;
+        return;
+    };
+    let job = Arc::new(job);
+    let ctx = JobContext {
+        id: job.id.clone(),
+        queue: job.queue.clone(),
+        name: job.name.clone(),
+        attempt: job.attempt(),
+        max_attempts: job.max_attempts(),
+        client: rt.client.clone(),
+    };
+    let req = Request { ctx, job: job.clone(), args: job.args.clone() };
+    let res = Next::new(&rt.chain, registration.handler).run(req).await;
+    // The slot frees before the result is recorded: completions are acknowledged in batches by
+    // the acker, and the lease stays held (and heartbeated) until then.
+    drop(permit);
+    match res {
+        Ok(result) => {
+            let completion = Completion { lease, result, unique_key: job.unique_key.clone() };
+            if ack_tx.send(Ack { queue: qi, completion }).is_err() {
+                tracing::error!("acker stopped; the job's lease will expire and it will run again");
+            }
+        }
+        Err(e) => {
+            let job = Arc::unwrap_or_clone(job);
+            settle_failure(&rt, qi, &lease, job, e.kind(), e.message(), Failed::from(e.action()), "failed").await;
+        }
+    }
+}
+
+/// A job whose envelope does not decode is dead-lettered under its own id, with a readable
+/// reason; its original bytes are kept as the arguments of a stand-in envelope so nothing is
+/// lost for inspection.
+async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_core::Error) {
+    let q = &rt.queues[qi];
+    let mut stand_in = Job {
+        id: lease.id.clone(),
+        queue: q.broker.queue().to_string(),
+        version: queue_core::WIRE_VERSION,
+        name: "queue.undecodable".into(),
+        args: lease.member.clone(),
+        created_ms: chrono_now_ms(),
+        priority: 0,
+        failed: 0,
+        max_attempts: Some(1),
+        backoff: None,
+        timeout_ms: None,
+        run_at_ms: None,
+        unique_key: None,
+        errors: Vec::new(),
+    };
+    let message = format!("the job's envelope does not decode ({error}); its raw bytes are kept as its arguments");
+    stand_in.record_failure("decode", &message, chrono_now_ms());
+    apply(rt, qi, &lease, &stand_in, &Settle::Dead, "failed").await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settle_failure(
+    rt: &Runtime,
+    qi: usize,
+    lease: &Lease,
+    mut job: Job,
+    kind: &str,
+    message: &str,
+    failed: Failed,
+    counter: &str,
+) {
+    let now = chrono_now_ms();
+    job.record_failure(kind, message, now);
+    let settle = decide(&job, &failed, now, rand::rng().random::<f64>());
+    apply(rt, qi, lease, &job, &settle, counter).await;
+}
+
+/// Applies a failure's fate, retrying while Redis is unreachable (bounded); if it never gets
+/// through, the lease expires and the job is recovered, so nothing is lost.
+async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, counter: &str) {
+    let q = &rt.queues[qi];
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        match q.broker.fail(lease, job, settle, &rt.config.retention, counter).await {
+            Ok(true) => {
+                rt.counters.failed.fetch_add(1, Ordering::Relaxed);
+                if *settle == Settle::Dead {
+                    rt.counters.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(id = %job.id, name = %job.name, error = ?job.last_error().map(|f| &f.message), "job dead-lettered");
+                }
+                break;
+            }
+            Ok(false) => {
+                rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(id = %job.id, "lease lost before the failure was recorded; another worker owns the job");
+                break;
+            }
+            Err(e) if e.is_retryable() && attempt < 5 => {
+                tracing::warn!(id = %job.id, error = %e, "recording a failure failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(id = %job.id, error = %e, "could not record a failure; the job returns when its lease expires");
+                break;
+            }
+        }
+    }
+    q.release(&lease.key());
+}
+
+async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
+    let mut buf = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
+        for qi in 0..rt.queues.len() {
+            let batch: Vec<Completion> =
+                buf.iter().filter(|a| a.queue == qi).map(|a| a.completion.clone()).collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let q = &rt.queues[qi];
+            let mut delay = Duration::from_millis(50);
+            for attempt in 1..=5 {
+                match q.broker.complete(&batch, &rt.config.retention).await {
+                    Ok(recorded) => {
+                        for (c, ok) in batch.iter().zip(recorded) {
+                            if ok {
+                                rt.counters.completed.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job)");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_retryable() && attempt < 5 => {
+                        tracing::warn!(error = %e, "recording completions failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, jobs = batch.len(), "could not record completions; the jobs run again when their leases expire");
+                        break;
+                    }
+                }
+            }
+            for c in &batch {
+                q.release(&c.lease.key());
+            }
+        }
+        buf.clear();
+    }
+}
+
+async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(rt.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for q in &rt.queues {
+            let held = q.held();
+            if held.is_empty() {
+                continue;
+            }
+            match q.broker.extend(&held, rt.config.lease).await {
+                Ok(still) => {
+                    for (key, ok) in held.iter().zip(still) {
+                        if !ok {
+                            tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");
+                            q.release(key);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(queue = q.broker.queue(), error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}
+
+async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(rt.config.reclaim_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for (qi, q) in rt.queues.iter().enumerate() {
+            let reclaimed = match q.broker.reclaim(RECLAIM_BATCH, rt.config.lease).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(queue = q.broker.queue(), error = %e, "reclaim failed");
+                    continue;
+                }
+            };
+            for Leased { lease, job } in reclaimed {
+                q.hold(&lease);
+                rt.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                match job {
+                    Ok(job) => {
+                        let message = format!(
+                            "worker lost: attempt {} stopped heartbeating and its lease expired",
+                            job.attempt()
+                        );
+                        tracing::warn!(id = %job.id, name = %job.name, "recovering a job whose worker was lost");
+                        // Back to the queue at once: the attempt is counted, and a job that
+                        // keeps killing its workers ends in the dead set as `worker_lost`.
+                        settle_failure(&rt, qi, &lease, job, "worker_lost", &message, Failed::RetryAfter(Duration::ZERO), "recovered").await;
+                    }
+                    Err(e) => settle_undecodable(&rt, qi, lease, e).await,
+                }
+            }
+        }
+    }
+}
+
+async fn waker_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let keys: Vec<String> = rt.queues.iter().map(|q| q.broker.keys().wake()).collect();
+    let mut con = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if con.is_none() {
+            match queue_core::__worker::dedicated(&rt.client, Some(Duration::from_secs(5))).await {
+                Ok(c) => con = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "waker cannot connect; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+        let Some(c) = con.as_mut() else { continue };
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(&keys).arg(1);
+        let blpop = cmd.query_async::<Option<(String, String)>>(c);
+        tokio::select! {
+            r = blpop => match r {
+                Ok(Some(_)) => rt.wake.notify_one(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "waker lost its connection; reconnecting");
+                    con = None;
+                    // Work may have arrived while we were disconnected.
+                    rt.wake.notify_one();
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
