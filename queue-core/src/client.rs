@@ -146,6 +146,13 @@ impl NewJob {
         self.options.unique_for = Some(ttl);
         self
     }
+    /// Makes the job idempotent by its name and arguments for `ttl` (the key is derived: the
+    /// job name and a hash of the encoded arguments).
+    pub fn unique_for_args(mut self, ttl: Duration) -> Self {
+        self.options.unique_key = None;
+        self.options.unique_for = Some(ttl);
+        self
+    }
     /// Sets the maximum number of attempts.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.options.max_attempts = Some(n);
@@ -178,15 +185,19 @@ impl NewJob {
         if o.timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidJob("timeout must be positive".into()));
         }
-        let unique_for = match (&o.unique_key, o.unique_for) {
+        let unique_key = match (o.unique_key, o.unique_for) {
             (Some(k), _) if k.is_empty() => return Err(Error::InvalidJob("unique key must not be empty".into())),
             (Some(_), None) => return Err(Error::InvalidJob("a unique key needs a TTL (unique_for)".into())),
-            (Some(_), Some(t)) if t < Duration::from_millis(1) => {
+            (_, Some(t)) if t < Duration::from_millis(1) => {
                 return Err(Error::InvalidJob("unique_for must be at least 1 ms".into()))
             }
-            (Some(_), t) => t,
-            (None, _) => None,
+            (Some(k), Some(_)) => Some(k),
+            // A job type declared `unique_for` without the producer naming a key: the job is
+            // unique by name and arguments (what asynq's `Unique` option does).
+            (None, Some(_)) => Some(format!("{}:{:016x}", self.name, fnv1a(&self.args))),
+            (None, None) => None,
         };
+        let unique_for = o.unique_for;
         let run_at_ms = match (o.run_at, o.delay) {
             (Some(at), _) => at.timestamp_millis(),
             (None, Some(d)) => now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
@@ -205,11 +216,17 @@ impl NewJob {
             backoff: o.backoff,
             timeout_ms: o.timeout.map(millis),
             run_at_ms: (run_at_ms > now_ms).then_some(run_at_ms),
-            unique_key: o.unique_key,
+            unique_key,
             errors: Vec::new(),
         };
         Ok((job, run_at_ms, unique_for))
     }
+}
+
+/// FNV-1a, 64 bits: a stable hash of a job's arguments for derived unique keys (the standard
+/// library's hasher is randomly seeded per process, so it cannot be used across producers).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Counts of jobs by state in one queue.

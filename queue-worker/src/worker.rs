@@ -87,6 +87,9 @@ impl QueueState {
     fn release(&self, key: &str) {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
+    fn is_held(&self, key: &str) -> bool {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
+    }
     fn held(&self) -> Vec<String> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
@@ -568,7 +571,9 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             match q.broker.extend(&held, rt.config.lease).await {
                 Ok(still) => {
                     for (key, ok) in held.iter().zip(still) {
-                        if !ok {
+                        // A lease completed between the snapshot and the extend is not lost;
+                        // the acker has released it (or is about to).
+                        if !ok && q.is_held(key) {
                             tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");
                             q.release(key);
                         }
