@@ -290,7 +290,9 @@ impl Broker {
             .key(k.dead_jobs())
             .key(k.stats())
             .key(k.wake())
-            .key(k.waiters());
+            .key(k.waiters())
+            .key(k.completed())
+            .key(k.results());
         if let Some(u) = &job.unique_key {
             call.key(k.unique(u));
         }
@@ -319,7 +321,9 @@ impl Broker {
             .arg(millis(retention.dead_age))
             .arg(k.done_channel())
             .arg(outcome)
-            .arg(counter);
+            .arg(counter)
+            .arg(retention.completed_count)
+            .arg(millis(retention.completed_age));
         let applied: i64 = call.invoke(&mut self.client.con(), self.client.url()).await?;
         Ok(applied == 1)
     }

@@ -11,7 +11,9 @@
 -- KEYS[7]  stats hash
 -- KEYS[8]  wake list
 -- KEYS[9]  waiters sorted set
--- KEYS[10] the job's idempotency key (optional)
+-- KEYS[10] completed sorted set (discarded jobs are retained with the completed ones)
+-- KEYS[11] results hash
+-- KEYS[12] the job's idempotency key (optional)
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  action: retry | dead | discard
@@ -21,15 +23,18 @@
 -- ARGV[7]  the pub/sub channel for awaited outcomes
 -- ARGV[8]  dead/discard: the encoded outcome for waiters
 -- ARGV[9]  the counter to bump besides the action's own: failed | recovered
+-- ARGV[10] discard: how many completed jobs to keep
+-- ARGV[11] discard: how long to keep them, in ms (0 = no age limit)
 --
 -- Returns 1 when applied, 0 when the lease was lost (nothing changed).
 
 local lease, member, action = ARGV[1], ARGV[2], ARGV[3]
 local at, keep, age = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep_done, age_done = tonumber(ARGV[10]), tonumber(ARGV[11])
 if action ~= 'retry' and action ~= 'dead' and action ~= 'discard' then
   return fail('unknown action ' .. tostring(action))
 end
-if not at or not keep or not age or #member < 29 then
+if not at or not keep or not age or not keep_done or not age_done or #member < 29 then
   return fail('fail expects a member, a run-at and a retention')
 end
 local id = lease_id(lease)
@@ -62,7 +67,12 @@ if action == 'dead' then
   trim(KEYS[5], KEYS[6], keep, age, now)
 else
   redis.call('HINCRBY', KEYS[7], 'discarded', 1)
+  if keep_done > 0 then
+    redis.call('ZADD', KEYS[10], now, id)
+    redis.call('HSET', KEYS[11], id, ARGV[8])
+  end
+  trim(KEYS[10], KEYS[11], keep_done, age_done, now)
 end
-release_unique(KEYS[10], id)
+release_unique(KEYS[12], id)
 notify(KEYS[9], ARGV[7], id, ARGV[8])
 return 1
