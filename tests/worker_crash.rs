@@ -1,0 +1,196 @@
+//! Crash safety with real worker processes: SIGKILL mid-run loses nothing, and a zombie worker
+//! (SIGSTOP past its lease, then SIGCONT) cannot complete a job another worker re-ran.
+//!
+//! The worker processes are this test binary itself, re-executed with `child_worker` as the
+//! test filter and the Redis URL in the environment, so they link exactly these handlers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{bounded, eventually, Env};
+use queue::{job, JobContext, JobError, NewJob, WorkerBuilder};
+
+const RUNS: &str = "crashtest:runs";
+static RAW: OnceLock<redis::aio::MultiplexedConnection> = OnceLock::new();
+
+async fn count_run(i: u32) -> Result<(), JobError> {
+    let mut con = RAW.get().ok_or_else(|| JobError::retry("no raw connection"))?.clone();
+    redis::cmd("HINCRBY").arg(RUNS).arg(i).arg(1).query_async::<i64>(&mut con).await?;
+    Ok(())
+}
+
+#[job(name = "crash.work")]
+async fn work(i: u32) -> Result<u32, JobError> {
+    count_run(i).await?;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    Ok(std::process::id())
+}
+
+#[job(name = "crash.slow")]
+async fn slow(i: u32, _ctx: JobContext) -> Result<u32, JobError> {
+    count_run(i).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(std::process::id())
+}
+
+/// The body of a child worker process; does nothing in a normal test run.
+#[test]
+fn child_worker() {
+    let Ok(url) = std::env::var("QUEUE_CRASH_CHILD_URL") else { return };
+    let lease: u64 = std::env::var("QUEUE_CHILD_LEASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let concurrency: usize = std::env::var("QUEUE_CHILD_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let report = rt.block_on(async move {
+        let raw = redis::Client::open(url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("raw");
+        let _ = RAW.set(raw);
+        let worker = WorkerBuilder::new(url)
+            .concurrency(concurrency)
+            .lease(Duration::from_millis(lease))
+            .reclaim_every(Duration::from_millis(200))
+            .grace(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("build");
+        worker.run_until_signal().await.expect("run")
+    });
+    println!("REPORT completed={} lease_lost={} recovered={}", report.completed, report.lease_lost, report.recovered);
+}
+
+fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
+    let exe = std::env::current_exe().expect("current exe");
+    Command::new(exe)
+        .args(["child_worker", "--exact", "--nocapture", "--test-threads=1"])
+        .env("QUEUE_CRASH_CHILD_URL", url)
+        .env("QUEUE_CHILD_LEASE_MS", lease_ms.to_string())
+        .env("QUEUE_CHILD_CONCURRENCY", concurrency.to_string())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn worker process")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    assert!(ok.success(), "kill -{sig} failed");
+}
+
+/// SIGTERM, then the report line the child prints after its graceful shutdown.
+fn stop(mut child: Child) -> String {
+    signal(&child, "TERM");
+    let status = child.wait().expect("wait");
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    assert!(status.success(), "worker exited with {status}; output: {out}");
+    out.lines().find(|l| l.starts_with("REPORT")).map(String::from).unwrap_or(out)
+}
+
+async fn stat(raw: &mut redis::aio::MultiplexedConnection, key: &str, field: &str) -> u64 {
+    redis::cmd("HGET").arg(key).arg(field).query_async::<Option<u64>>(raw).await.expect("hget").unwrap_or(0)
+}
+
+struct Guard(Vec<Child>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
+    let env = Env::start().await;
+    const N: u32 = 10_000;
+    let jobs = (0..N).map(|i| NewJob::of::<work>(&i).expect("encode")).collect();
+    env.client.enqueue_batch(jobs).await.expect("enqueue");
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+
+    let mut workers = Guard((0..4).map(|_| spawn_worker(env.url(), 3000, 8)).collect());
+    eventually(Duration::from_secs(60), "2,000 completions", || {
+        let mut raw = raw.clone();
+        let stats = keys.stats();
+        async move { stat(&mut raw, &stats, "completed").await >= 2_000 }
+    })
+    .await;
+
+    // Freeze the victim so it cannot lease more, note every job leased at that instant (by any
+    // worker: a superset of the victim's), then kill it.
+    let mut victim = workers.0.remove(0);
+    signal(&victim, "STOP");
+    let leased: Vec<(String, Vec<u8>)> =
+        redis::cmd("HGETALL").arg(keys.inflight()).query_async(&mut raw).await.expect("inflight");
+    let in_flight: HashSet<u32> = leased
+        .iter()
+        .map(|(_, member)| {
+            let job = queue::core::decode_member(member, "default").expect("member");
+            queue::core::decode_value::<u32>(&job.args, "args").expect("args")
+        })
+        .collect();
+    victim.kill().expect("SIGKILL");
+    victim.wait().expect("reap");
+    workers.0.push(spawn_worker(env.url(), 3000, 8));
+
+    eventually(Duration::from_secs(120), "all 10,000 jobs to complete", || {
+        let mut raw = raw.clone();
+        let stats = keys.stats();
+        async move { stat(&mut raw, &stats, "completed").await >= u64::from(N) }
+    })
+    .await;
+    let reports: Vec<String> = workers.0.drain(..).map(stop).collect();
+
+    let c = env.client.counts("default").await.expect("counts");
+    assert_eq!((c.pending, c.scheduled, c.active, c.dead), (0, 0, 0, 0), "{c:?}");
+    assert_eq!(stat(&mut raw, &keys.stats(), "completed").await, u64::from(N), "each job completed exactly once");
+    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL").arg(RUNS).query_async(&mut raw).await.expect("runs");
+    assert_eq!(runs.len(), N as usize, "every job ran");
+    let twice: Vec<u32> = runs.iter().filter(|(_, n)| *n > 1).map(|(i, _)| *i).collect();
+    assert!(runs.iter().all(|(_, n)| *n <= 2), "no job ran three times");
+
+    let outside: Vec<u32> = twice.iter().copied().filter(|i| !in_flight.contains(i)).collect();
+    assert!(outside.is_empty(), "jobs {outside:?} ran twice but were not in flight at the kill (reports: {reports:?})");
+    let recovered = stat(&mut raw, &keys.stats(), "recovered").await;
+    assert!(recovered as usize <= in_flight.len(), "recovered {recovered} jobs, {} were in flight", in_flight.len());
+    assert!(recovered >= 1, "the victim held leases, so something was recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
+    let env = Env::start().await;
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    let zombie = spawn_worker(env.url(), 500, 1);
+    let mut guard = Guard(vec![]);
+    let e = env.client.enqueue::<slow>(&7).await.expect("enqueue");
+    eventually(Duration::from_secs(20), "the zombie to start the job", || {
+        let mut raw = raw.clone();
+        async move { redis::cmd("HGET").arg(RUNS).arg(7).query_async::<Option<u32>>(&mut raw).await.ok().flatten() == Some(1) }
+    })
+    .await;
+    signal(&zombie, "STOP");
+    guard.0.push(spawn_worker(env.url(), 500, 1));
+    let out = bounded(Duration::from_secs(30), "the re-run", env.client.wait_for("default", &e.id, Duration::from_secs(25)))
+        .await
+        .expect("outcome");
+    let rescuer_pid = guard.0[0].id();
+    assert_eq!(out.result::<u32>().expect("result"), rescuer_pid, "the rescuer's result is the one recorded");
+
+    signal(&zombie, "CONT");
+    let zombie_report = stop(zombie);
+    let rescuer_report = stop(guard.0.remove(0));
+    assert!(zombie_report.contains("completed=0"), "zombie: {zombie_report}");
+    assert!(zombie_report.contains("lease_lost=1"), "zombie: {zombie_report}");
+    assert!(rescuer_report.contains("completed=1"), "rescuer: {rescuer_report}");
+    assert_eq!(stat(&mut raw, &keys.stats(), "completed").await, 1, "completed exactly once");
+    let runs: Option<u32> = redis::cmd("HGET").arg(RUNS).arg(7).query_async(&mut raw).await.expect("runs");
+    assert_eq!(runs, Some(2));
+}
