@@ -92,6 +92,25 @@ impl QueueKeys {
     pub fn done_channel(&self) -> String {
         self.key("done")
     }
+    /// Every key of the queue except the idempotency keys (which live under
+    /// `<namespace>:{<queue>}:unique:*`).
+    pub fn all_fixed(&self) -> Vec<String> {
+        vec![
+            self.pending(),
+            self.scheduled(),
+            self.active(),
+            self.inflight(),
+            self.completed(),
+            self.results(),
+            self.dead(),
+            self.dead_jobs(),
+            self.meta(),
+            self.stats(),
+            self.wake(),
+            self.waiters(),
+        ]
+    }
+
     /// The idempotency key for a user-given unique key.
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))
