@@ -44,7 +44,7 @@ pub use queue_core::{
     Retention,
 };
 pub use queue_macros::job;
-pub use queue_worker::{middleware, Error as WorkerError, QueueOrder, Report, Worker, WorkerBuilder, WorkerConfig};
+pub use queue_worker::{middleware, Error as WorkerError, QueueOrder, Registry, Report, Worker, WorkerBuilder, WorkerConfig};
 
 /// The engine crate, for lower-level access (key layout, codec, broker operations).
 pub use queue_core as core;

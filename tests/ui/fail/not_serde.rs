@@ -1,0 +1,10 @@
+use queue::{job, JobError};
+
+pub struct NotSerde;
+
+#[job]
+async fn takes_not_serde(_a: NotSerde) -> Result<(), JobError> {
+    Ok(())
+}
+
+fn main() {}
