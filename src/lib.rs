@@ -39,12 +39,15 @@
 //! [`JobContext`], and returns `Result<T, E>` with `T: Serialize` and `E: Into<JobError>`.
 
 pub use queue_core::{
-    Action, Backoff, Broker, Client, ClientConfig, Enqueued, Error, Failure, Job, JobContext, JobError, JobId,
-    JobOptions, JobState, JobType, NewJob, Outcome, QueueCounts, RedisServer, RedisServerOptions, Result,
-    Retention,
+    Action, Backoff, Broker, Client, ClientConfig, Enqueued, Error, Failure, Job, JobContext,
+    JobError, JobId, JobOptions, JobState, JobType, NewJob, Outcome, QueueCounts, RedisServer,
+    RedisServerOptions, Result, Retention,
 };
 pub use queue_macros::job;
-pub use queue_worker::{middleware, Error as WorkerError, QueueOrder, Registry, Report, Worker, WorkerBuilder, WorkerConfig};
+pub use queue_worker::{
+    middleware, Error as WorkerError, QueueOrder, Registry, Report, Worker, WorkerBuilder,
+    WorkerConfig,
+};
 
 /// The engine crate, for lower-level access (key layout, codec, broker operations).
 pub use queue_core as core;
@@ -53,5 +56,7 @@ pub use queue_core as core;
 #[doc(hidden)]
 pub mod __private {
     pub use queue_core::__private::*;
-    pub use queue_core::{Backoff, HandlerFuture, JobContext, JobError, JobOptions, JobRegistration, JobType};
+    pub use queue_core::{
+        Backoff, HandlerFuture, JobContext, JobError, JobOptions, JobRegistration, JobType,
+    };
 }

@@ -16,7 +16,9 @@ impl JobType for Ping {
 #[tokio::test]
 async fn batch_enqueue_puts_every_job_in_the_pending_set() {
     let env = Env::start().await;
-    let jobs: Vec<NewJob> = (0..2500u32).map(|i| NewJob::of::<Ping>(&i).expect("encode").queue("bulk")).collect();
+    let jobs: Vec<NewJob> = (0..2500u32)
+        .map(|i| NewJob::of::<Ping>(&i).expect("encode").queue("bulk"))
+        .collect();
     let out = env.client.enqueue_batch(jobs).await.expect("enqueue");
     assert_eq!(out.len(), 2500);
     assert!(out.iter().all(|e| !e.duplicate && e.queue == "bulk"));
@@ -36,7 +38,11 @@ async fn same_unique_key_from_32_tasks_creates_exactly_one_job() {
         let client = env.client.clone();
         handles.push(tokio::spawn(async move {
             client
-                .enqueue_job(NewJob::of::<Ping>(&i).expect("encode").unique("order:42", Duration::from_secs(60)))
+                .enqueue_job(
+                    NewJob::of::<Ping>(&i)
+                        .expect("encode")
+                        .unique("order:42", Duration::from_secs(60)),
+                )
                 .await
                 .expect("enqueue")
         }));
@@ -47,8 +53,14 @@ async fn same_unique_key_from_32_tasks_creates_exactly_one_job() {
     }
     let created: Vec<_> = results.iter().filter(|e| !e.duplicate).collect();
     assert_eq!(created.len(), 1, "exactly one caller created the job");
-    assert!(results.iter().all(|e| e.id == created[0].id), "every caller got the first job's id");
-    assert_eq!(env.client.counts("default").await.expect("counts").pending, 1);
+    assert!(
+        results.iter().all(|e| e.id == created[0].id),
+        "every caller got the first job's id"
+    );
+    assert_eq!(
+        env.client.counts("default").await.expect("counts").pending,
+        1
+    );
 }
 
 #[tokio::test]
@@ -56,22 +68,43 @@ async fn unique_key_is_free_again_after_its_ttl() {
     let env = Env::start().await;
     let a = env
         .client
-        .enqueue_job(NewJob::of::<Ping>(&1).expect("encode").unique("k", Duration::from_millis(50)))
+        .enqueue_job(
+            NewJob::of::<Ping>(&1)
+                .expect("encode")
+                .unique("k", Duration::from_millis(50)),
+        )
         .await
         .expect("enqueue");
     let mut raw = env.raw().await;
     let key = env.client.keys("default").expect("keys").unique("k");
-    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.expect("pttl");
-    assert!(ttl > 0 && ttl <= 50, "the unique key carries its TTL ({ttl})");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("pttl");
+    assert!(
+        ttl > 0 && ttl <= 50,
+        "the unique key carries its TTL ({ttl})"
+    );
     common::eventually(Duration::from_secs(2), "unique key to expire", || {
         let mut raw = raw.clone();
         let key = key.clone();
-        async move { !redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut raw).await.unwrap_or(true) }
+        async move {
+            !redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async::<bool>(&mut raw)
+                .await
+                .unwrap_or(true)
+        }
     })
     .await;
     let b = env
         .client
-        .enqueue_job(NewJob::of::<Ping>(&2).expect("encode").unique("k", Duration::from_secs(5)))
+        .enqueue_job(
+            NewJob::of::<Ping>(&2)
+                .expect("encode")
+                .unique("k", Duration::from_secs(5)),
+        )
         .await
         .expect("enqueue");
     assert!(!b.duplicate);
@@ -82,7 +115,11 @@ async fn unique_key_is_free_again_after_its_ttl() {
 async fn duplicates_inside_one_batch_share_the_first_id() {
     let env = Env::start().await;
     let jobs = (0..3u32)
-        .map(|i| NewJob::of::<Ping>(&i).expect("encode").unique("same", Duration::from_secs(60)))
+        .map(|i| {
+            NewJob::of::<Ping>(&i)
+                .expect("encode")
+                .unique("same", Duration::from_secs(60))
+        })
         .collect();
     let out = env.client.enqueue_batch(jobs).await.expect("enqueue");
     assert!(!out[0].duplicate && out[1].duplicate && out[2].duplicate);
@@ -92,7 +129,11 @@ async fn duplicates_inside_one_batch_share_the_first_id() {
 #[tokio::test]
 async fn unique_for_without_a_key_dedups_by_name_and_arguments() {
     let env = Env::start().await;
-    let job = |i: u32| NewJob::of::<Ping>(&i).expect("encode").unique_for_args(Duration::from_secs(60));
+    let job = |i: u32| {
+        NewJob::of::<Ping>(&i)
+            .expect("encode")
+            .unique_for_args(Duration::from_secs(60))
+    };
     let a = env.client.enqueue_job(job(7)).await.expect("enqueue");
     let b = env.client.enqueue_job(job(7)).await.expect("enqueue");
     let c = env.client.enqueue_job(job(8)).await.expect("enqueue");
@@ -104,7 +145,11 @@ async fn unique_for_without_a_key_dedups_by_name_and_arguments() {
 async fn delayed_jobs_wait_in_the_scheduled_set() {
     let env = Env::start().await;
     env.client
-        .enqueue_job(NewJob::of::<Ping>(&1).expect("encode").delay(Duration::from_secs(60)))
+        .enqueue_job(
+            NewJob::of::<Ping>(&1)
+                .expect("encode")
+                .delay(Duration::from_secs(60)),
+        )
         .await
         .expect("enqueue");
     let c = env.client.counts("default").await.expect("counts");
@@ -115,23 +160,48 @@ async fn delayed_jobs_wait_in_the_scheduled_set() {
 async fn invalid_jobs_are_rejected_before_anything_is_sent() {
     let env = Env::start().await;
     let big = NewJob::raw("x", vec![0u8; queue::core::DEFAULT_MAX_PAYLOAD + 1]);
-    assert!(matches!(env.client.enqueue_job(big).await, Err(Error::PayloadTooLarge { .. })));
+    assert!(matches!(
+        env.client.enqueue_job(big).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
     let bad_queue = NewJob::raw("x", vec![0xc0]).queue("has space");
-    assert!(matches!(env.client.enqueue_job(bad_queue).await, Err(Error::Config(_))));
+    assert!(matches!(
+        env.client.enqueue_job(bad_queue).await,
+        Err(Error::Config(_))
+    ));
     let no_name = NewJob::raw("", vec![0xc0]);
-    assert!(matches!(env.client.enqueue_job(no_name).await, Err(Error::InvalidJob(_))));
+    assert!(matches!(
+        env.client.enqueue_job(no_name).await,
+        Err(Error::InvalidJob(_))
+    ));
     let zero = NewJob::raw("x", vec![0xc0]).max_attempts(0);
-    assert!(matches!(env.client.enqueue_job(zero).await, Err(Error::InvalidJob(_))));
+    assert!(matches!(
+        env.client.enqueue_job(zero).await,
+        Err(Error::InvalidJob(_))
+    ));
     let no_ttl = NewJob::raw("x", vec![0xc0]).unique("k", Duration::ZERO);
-    assert!(matches!(env.client.enqueue_job(no_ttl).await, Err(Error::InvalidJob(_))));
-    assert_eq!(env.client.counts("default").await.expect("counts").pending, 0, "nothing was written");
+    assert!(matches!(
+        env.client.enqueue_job(no_ttl).await,
+        Err(Error::InvalidJob(_))
+    ));
+    assert_eq!(
+        env.client.counts("default").await.expect("counts").pending,
+        0,
+        "nothing was written"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_redis_is_a_typed_retryable_error() {
     // A port nothing listens on: bind, read the port, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let err = Client::connect(&format!("redis://127.0.0.1:{port}")).await.expect_err("must fail");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let err = Client::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
     let err = Client::connect("not a url").await.expect_err("must fail");

@@ -25,7 +25,9 @@ async fn fetch_args(broker: &Broker, n: usize) -> Vec<u32> {
     let f = broker.fetch(n, LEASE).await.expect("fetch");
     f.jobs
         .iter()
-        .map(|l| queue::core::decode_value(&l.job.as_ref().expect("decodes").args, "args").expect("u32"))
+        .map(|l| {
+            queue::core::decode_value(&l.job.as_ref().expect("decodes").args, "args").expect("u32")
+        })
         .collect()
 }
 
@@ -41,8 +43,14 @@ async fn higher_priority_first_and_fifo_within_a_priority() {
     env.client.enqueue_batch(jobs).await.expect("enqueue");
     // One more low-priority job enqueued later must come last, one more high-priority job
     // enqueued later must come right after the other priority-9 jobs.
-    env.client.enqueue_job(job(100).priority(0)).await.expect("enqueue");
-    env.client.enqueue_job(job(101).priority(9)).await.expect("enqueue");
+    env.client
+        .enqueue_job(job(100).priority(0))
+        .await
+        .expect("enqueue");
+    env.client
+        .enqueue_job(job(101).priority(9))
+        .await
+        .expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
     let mut got = Vec::new();
     // Fetch in small batches: order must hold across fetches too.
@@ -61,7 +69,10 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let env = Env::start().await;
     env.client.enqueue_job(job(1)).await.expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    let mut f = broker.fetch(10, Duration::from_millis(100)).await.expect("fetch");
+    let mut f = broker
+        .fetch(10, Duration::from_millis(100))
+        .await
+        .expect("fetch");
     assert_eq!(f.jobs.len(), 1);
     let old = f.jobs.remove(0);
     // The lease expires; another worker reclaims the job.
@@ -71,12 +82,39 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let new = reclaimed.remove(0);
     assert_eq!(new.lease.id, old.lease.id);
     assert_ne!(new.lease.token, old.lease.token, "a new fencing token");
-    let done = |l: &queue::core::Lease| Completion { lease: l.clone(), result: vec![0xc0], unique_key: None };
+    let done = |l: &queue::core::Lease| Completion {
+        lease: l.clone(),
+        result: vec![0xc0],
+        unique_key: None,
+    };
     // The zombie (old token) is refused; the new owner succeeds exactly once.
-    assert_eq!(broker.complete(&[done(&old.lease)], &Retention::default()).await.expect("complete"), vec![false]);
-    assert_eq!(broker.complete(&[done(&new.lease)], &Retention::default()).await.expect("complete"), vec![true]);
-    assert_eq!(broker.complete(&[done(&new.lease)], &Retention::default()).await.expect("complete"), vec![false]);
-    assert!(!broker.extend(&[old.lease.key()], LEASE).await.expect("extend")[0]);
+    assert_eq!(
+        broker
+            .complete(&[done(&old.lease)], &Retention::default())
+            .await
+            .expect("complete"),
+        vec![false]
+    );
+    assert_eq!(
+        broker
+            .complete(&[done(&new.lease)], &Retention::default())
+            .await
+            .expect("complete"),
+        vec![true]
+    );
+    assert_eq!(
+        broker
+            .complete(&[done(&new.lease)], &Retention::default())
+            .await
+            .expect("complete"),
+        vec![false]
+    );
+    assert!(
+        !broker
+            .extend(&[old.lease.key()], LEASE)
+            .await
+            .expect("extend")[0]
+    );
     let c = env.client.counts("default").await.expect("counts");
     assert_eq!((c.pending, c.active, c.completed), (0, 0, 1));
 }
@@ -86,19 +124,34 @@ async fn heartbeat_keeps_a_lease_alive() {
     let env = Env::start().await;
     env.client.enqueue_job(job(1)).await.expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    let f = broker.fetch(1, Duration::from_millis(200)).await.expect("fetch");
+    let f = broker
+        .fetch(1, Duration::from_millis(200))
+        .await
+        .expect("fetch");
     let key = f.jobs[0].lease.key();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(broker.extend(&[key.clone()], Duration::from_millis(200)).await.expect("extend"), vec![true]);
+        assert_eq!(
+            broker
+                .extend(std::slice::from_ref(&key), Duration::from_millis(200))
+                .await
+                .expect("extend"),
+            vec![true]
+        );
     }
-    assert!(broker.reclaim(10, LEASE).await.expect("reclaim").is_empty(), "an extended lease is not reclaimed");
+    assert!(
+        broker.reclaim(10, LEASE).await.expect("reclaim").is_empty(),
+        "an extended lease is not reclaimed"
+    );
 }
 
 #[tokio::test]
 async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays() {
     let env = Env::start().await;
-    env.client.enqueue_job(job(1).max_attempts(2)).await.expect("enqueue");
+    env.client
+        .enqueue_job(job(1).max_attempts(2))
+        .await
+        .expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
     let retention = Retention::default();
 
@@ -108,36 +161,82 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
     j.record_failure("error", "boom 1", 0);
     let settle = decide(&j, &Failed::Retry, queue_now(), 0.5);
     assert!(matches!(settle, Settle::Retry { .. }));
-    assert!(broker.fail(&leased.lease, &j, &Settle::Retry { at_ms: queue_now() + 60_000 }, &retention, "failed").await.expect("fail"));
+    assert!(broker
+        .fail(
+            &leased.lease,
+            &j,
+            &Settle::Retry {
+                at_ms: queue_now() + 60_000
+            },
+            &retention,
+            "failed"
+        )
+        .await
+        .expect("fail"));
     let c = env.client.counts("default").await.expect("counts");
     assert_eq!((c.pending, c.scheduled, c.active), (0, 1, 0));
 
     // Make it due now and fail attempt 2: max attempts reached, dead.
     let mut raw = env.raw().await;
     let keys = env.client.keys("default").expect("keys");
-    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE").arg(keys.scheduled()).arg(0).arg(-1).query_async(&mut raw).await.expect("zrange");
-    let _: () = redis::cmd("ZADD").arg(keys.scheduled()).arg(0).arg(&members[0]).query_async(&mut raw).await.expect("zadd");
+    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(keys.scheduled())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .expect("zrange");
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.scheduled())
+        .arg(0)
+        .arg(&members[0])
+        .query_async(&mut raw)
+        .await
+        .expect("zadd");
     let leased = broker.fetch(1, LEASE).await.expect("fetch").jobs.remove(0);
     let mut j = leased.job.expect("decodes");
     assert_eq!(j.attempt(), 2);
     j.record_failure("error", "boom 2", 0);
     assert_eq!(decide(&j, &Failed::Retry, queue_now(), 0.5), Settle::Dead);
-    assert!(broker.fail(&leased.lease, &j, &Settle::Dead, &retention, "failed").await.expect("fail"));
+    assert!(broker
+        .fail(&leased.lease, &j, &Settle::Dead, &retention, "failed")
+        .await
+        .expect("fail"));
 
     let dead = env.client.dead_jobs("default", 10).await.expect("dead");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["boom 1", "boom 2"]);
+    assert_eq!(
+        dead[0]
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["boom 1", "boom 2"]
+    );
 
-    env.client.replay_dead("default", &dead[0].id).await.expect("replay");
+    env.client
+        .replay_dead("default", &dead[0].id)
+        .await
+        .expect("replay");
     let c = env.client.counts("default").await.expect("counts");
     assert_eq!((c.pending, c.dead), (1, 0));
-    let again = broker.fetch(1, LEASE).await.expect("fetch").jobs.remove(0).job.expect("decodes");
+    let again = broker
+        .fetch(1, LEASE)
+        .await
+        .expect("fetch")
+        .jobs
+        .remove(0)
+        .job
+        .expect("decodes");
     assert_eq!(again.attempt(), 1, "replay gives a fresh set of attempts");
     assert_eq!(again.errors.len(), 2, "and keeps the history");
 }
 
 fn queue_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 #[tokio::test]
@@ -146,11 +245,26 @@ async fn retention_bounds_completed_jobs_by_count() {
     let jobs = (0..50u32).map(job).collect();
     env.client.enqueue_batch(jobs).await.expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    let retention = Retention { completed_count: 10, ..Retention::default() };
+    let retention = Retention {
+        completed_count: 10,
+        ..Retention::default()
+    };
     let f = broker.fetch(50, LEASE).await.expect("fetch");
-    let done: Vec<Completion> =
-        f.jobs.iter().map(|l| Completion { lease: l.lease.clone(), result: vec![0xc0], unique_key: None }).collect();
-    assert!(broker.complete(&done, &retention).await.expect("complete").iter().all(|ok| *ok));
+    let done: Vec<Completion> = f
+        .jobs
+        .iter()
+        .map(|l| Completion {
+            lease: l.lease.clone(),
+            result: vec![0xc0],
+            unique_key: None,
+        })
+        .collect();
+    assert!(broker
+        .complete(&done, &retention)
+        .await
+        .expect("complete")
+        .iter()
+        .all(|ok| *ok));
     let mut raw = env.raw().await;
     let keys = env.client.keys("default").expect("keys");
     let (kept, results, inflight): (u64, u64, u64) = redis::pipe()
@@ -165,21 +279,46 @@ async fn retention_bounds_completed_jobs_by_count() {
     // Remove-on-complete keeps nothing.
     env.client.enqueue_job(job(1)).await.expect("enqueue");
     let f = broker.fetch(1, LEASE).await.expect("fetch");
-    let done = [Completion { lease: f.jobs[0].lease.clone(), result: vec![0xc0], unique_key: None }];
-    broker.complete(&done, &Retention::default().remove_on_complete()).await.expect("complete");
-    let kept: u64 = redis::cmd("ZCARD").arg(keys.completed()).query_async(&mut raw).await.expect("zcard");
+    let done = [Completion {
+        lease: f.jobs[0].lease.clone(),
+        result: vec![0xc0],
+        unique_key: None,
+    }];
+    broker
+        .complete(&done, &Retention::default().remove_on_complete())
+        .await
+        .expect("complete");
+    let kept: u64 = redis::cmd("ZCARD")
+        .arg(keys.completed())
+        .query_async(&mut raw)
+        .await
+        .expect("zcard");
     assert_eq!(kept, 0);
 }
 
 #[tokio::test]
 async fn completion_releases_the_unique_key() {
     let env = Env::start().await;
-    env.client.enqueue_job(job(1).unique("u", Duration::from_secs(600))).await.expect("enqueue");
+    env.client
+        .enqueue_job(job(1).unique("u", Duration::from_secs(600)))
+        .await
+        .expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
     let f = broker.fetch(1, LEASE).await.expect("fetch");
-    let done = [Completion { lease: f.jobs[0].lease.clone(), result: vec![0xc0], unique_key: Some("u".into()) }];
-    broker.complete(&done, &Retention::default()).await.expect("complete");
-    let again = env.client.enqueue_job(job(2).unique("u", Duration::from_secs(600))).await.expect("enqueue");
+    let done = [Completion {
+        lease: f.jobs[0].lease.clone(),
+        result: vec![0xc0],
+        unique_key: Some("u".into()),
+    }];
+    broker
+        .complete(&done, &Retention::default())
+        .await
+        .expect("complete");
+    let again = env
+        .client
+        .enqueue_job(job(2).unique("u", Duration::from_secs(600)))
+        .await
+        .expect("enqueue");
     assert!(!again.duplicate, "the key was released on completion");
 }
 
@@ -190,7 +329,12 @@ async fn paused_queue_leases_nothing_until_resumed() {
     env.client.pause("default").await.expect("pause");
     assert!(env.client.is_paused("default").await.expect("paused"));
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    assert!(broker.fetch(10, LEASE).await.expect("fetch").jobs.is_empty());
+    assert!(broker
+        .fetch(10, LEASE)
+        .await
+        .expect("fetch")
+        .jobs
+        .is_empty());
     env.client.resume("default").await.expect("resume");
     assert_eq!(broker.fetch(10, LEASE).await.expect("fetch").jobs.len(), 1);
 }
@@ -198,7 +342,9 @@ async fn paused_queue_leases_nothing_until_resumed() {
 #[tokio::test]
 async fn due_jobs_are_promoted_in_bounded_steps() {
     let env = Env::start().await;
-    let jobs = (0..2500u32).map(|i| job(i).delay(Duration::from_millis(30))).collect();
+    let jobs = (0..2500u32)
+        .map(|i| job(i).delay(Duration::from_millis(30)))
+        .collect();
     env.client.enqueue_batch(jobs).await.expect("enqueue");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
@@ -219,7 +365,20 @@ async fn requeue_hands_jobs_back_without_counting_an_attempt() {
     env.client.enqueue_job(job(1)).await.expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
     let f = broker.fetch(1, LEASE).await.expect("fetch");
-    assert_eq!(broker.requeue(&[f.jobs[0].lease.key()]).await.expect("requeue"), 1);
-    let again = broker.fetch(1, LEASE).await.expect("fetch").jobs.remove(0).job.expect("decodes");
+    assert_eq!(
+        broker
+            .requeue(&[f.jobs[0].lease.key()])
+            .await
+            .expect("requeue"),
+        1
+    );
+    let again = broker
+        .fetch(1, LEASE)
+        .await
+        .expect("fetch")
+        .jobs
+        .remove(0)
+        .job
+        .expect("decodes");
     assert_eq!(again.attempt(), 1);
 }

@@ -19,8 +19,16 @@ const RUNS: &str = "crashtest:runs";
 static RAW: OnceLock<redis::aio::MultiplexedConnection> = OnceLock::new();
 
 async fn count_run(i: u32) -> Result<(), JobError> {
-    let mut con = RAW.get().ok_or_else(|| JobError::retry("no raw connection"))?.clone();
-    redis::cmd("HINCRBY").arg(RUNS).arg(i).arg(1).query_async::<i64>(&mut con).await?;
+    let mut con = RAW
+        .get()
+        .ok_or_else(|| JobError::retry("no raw connection"))?
+        .clone();
+    redis::cmd("HINCRBY")
+        .arg(RUNS)
+        .arg(i)
+        .arg(1)
+        .query_async::<i64>(&mut con)
+        .await?;
     Ok(())
 }
 
@@ -41,12 +49,24 @@ async fn slow(i: u32, _ctx: JobContext) -> Result<u32, JobError> {
 /// The body of a child worker process; does nothing in a normal test run.
 #[test]
 fn child_worker() {
-    let Ok(url) = std::env::var("QUEUE_CRASH_CHILD_URL") else { return };
-    let lease: u64 = std::env::var("QUEUE_CHILD_LEASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let concurrency: usize = std::env::var("QUEUE_CHILD_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let Ok(url) = std::env::var("QUEUE_CRASH_CHILD_URL") else {
+        return;
+    };
+    let lease: u64 = std::env::var("QUEUE_CHILD_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let concurrency: usize = std::env::var("QUEUE_CHILD_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt.block_on(async move {
-        let raw = redis::Client::open(url.as_str()).expect("url").get_multiplexed_async_connection().await.expect("raw");
+        let raw = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw");
         let _ = RAW.set(raw);
         let worker = WorkerBuilder::new(url)
             .concurrency(concurrency)
@@ -58,7 +78,10 @@ fn child_worker() {
             .expect("build");
         worker.run_until_signal().await.expect("run")
     });
-    println!("REPORT completed={} lease_lost={} recovered={}", report.completed, report.lease_lost, report.recovered);
+    println!(
+        "REPORT completed={} lease_lost={} recovered={}",
+        report.completed, report.lease_lost, report.recovered
+    );
 }
 
 fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
@@ -76,7 +99,11 @@ fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
     assert!(ok.success(), "kill -{sig} failed");
 }
 
@@ -88,12 +115,24 @@ fn stop(mut child: Child) -> String {
     if let Some(mut s) = child.stdout.take() {
         let _ = s.read_to_string(&mut out);
     }
-    assert!(status.success(), "worker exited with {status}; output: {out}");
-    out.lines().find(|l| l.starts_with("REPORT")).map(String::from).unwrap_or(out)
+    assert!(
+        status.success(),
+        "worker exited with {status}; output: {out}"
+    );
+    out.lines()
+        .find(|l| l.starts_with("REPORT"))
+        .map(String::from)
+        .unwrap_or(out)
 }
 
 async fn stat(raw: &mut redis::aio::MultiplexedConnection, key: &str, field: &str) -> u64 {
-    redis::cmd("HGET").arg(key).arg(field).query_async::<Option<u64>>(raw).await.expect("hget").unwrap_or(0)
+    redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async::<Option<u64>>(raw)
+        .await
+        .expect("hget")
+        .unwrap_or(0)
 }
 
 struct Guard(Vec<Child>);
@@ -106,61 +145,101 @@ impl Drop for Guard {
     }
 }
 
+/// The default run kills one of 4 workers once over 10,000 jobs; `QUEUE_SOAK=1` kills one
+/// five times over 100,000 jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
+    let soak = std::env::var("QUEUE_SOAK").is_ok_and(|v| v == "1");
+    let (n, kills): (u32, u32) = if soak { (100_000, 5) } else { (10_000, 1) };
     let env = Env::start().await;
-    const N: u32 = 10_000;
-    let jobs = (0..N).map(|i| NewJob::of::<work>(&i).expect("encode")).collect();
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::of::<work>(&i).expect("encode"))
+        .collect();
     env.client.enqueue_batch(jobs).await.expect("enqueue");
     let keys = env.client.keys("default").expect("keys");
     let mut raw = env.raw().await;
 
     let mut workers = Guard((0..4).map(|_| spawn_worker(env.url(), 3000, 8)).collect());
-    eventually(Duration::from_secs(60), "2,000 completions", || {
-        let mut raw = raw.clone();
-        let stats = keys.stats();
-        async move { stat(&mut raw, &stats, "completed").await >= 2_000 }
-    })
-    .await;
-
-    // Freeze the victim so it cannot lease more, note every job leased at that instant (by any
-    // worker: a superset of the victim's), then kill it.
-    let mut victim = workers.0.remove(0);
-    signal(&victim, "STOP");
-    let leased: Vec<(String, Vec<u8>)> =
-        redis::cmd("HGETALL").arg(keys.inflight()).query_async(&mut raw).await.expect("inflight");
-    let in_flight: HashSet<u32> = leased
-        .iter()
-        .map(|(_, member)| {
+    let mut in_flight: HashSet<u32> = HashSet::new();
+    for k in 1..=kills {
+        let target = u64::from(n) * u64::from(k) / (u64::from(kills) + 1);
+        eventually(
+            Duration::from_secs(300),
+            "progress before the next kill",
+            || {
+                let mut raw = raw.clone();
+                let stats = keys.stats();
+                async move { stat(&mut raw, &stats, "completed").await >= target }
+            },
+        )
+        .await;
+        // Freeze the victim so it cannot lease more, note every job leased at that instant (by
+        // any worker: a superset of the victim's), then kill it and start a replacement.
+        let mut victim = workers.0.remove(0);
+        signal(&victim, "STOP");
+        let leased: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(keys.inflight())
+            .query_async(&mut raw)
+            .await
+            .expect("inflight");
+        in_flight.extend(leased.iter().map(|(_, member)| {
             let job = queue::core::decode_member(member, "default").expect("member");
             queue::core::decode_value::<u32>(&job.args, "args").expect("args")
-        })
-        .collect();
-    victim.kill().expect("SIGKILL");
-    victim.wait().expect("reap");
-    workers.0.push(spawn_worker(env.url(), 3000, 8));
+        }));
+        victim.kill().expect("SIGKILL");
+        victim.wait().expect("reap");
+        workers.0.push(spawn_worker(env.url(), 3000, 8));
+    }
 
-    eventually(Duration::from_secs(120), "all 10,000 jobs to complete", || {
+    eventually(Duration::from_secs(600), "every job to complete", || {
         let mut raw = raw.clone();
         let stats = keys.stats();
-        async move { stat(&mut raw, &stats, "completed").await >= u64::from(N) }
+        async move { stat(&mut raw, &stats, "completed").await >= u64::from(n) }
     })
     .await;
     let reports: Vec<String> = workers.0.drain(..).map(stop).collect();
 
     let c = env.client.counts("default").await.expect("counts");
-    assert_eq!((c.pending, c.scheduled, c.active, c.dead), (0, 0, 0, 0), "{c:?}");
-    assert_eq!(stat(&mut raw, &keys.stats(), "completed").await, u64::from(N), "each job completed exactly once");
-    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL").arg(RUNS).query_async(&mut raw).await.expect("runs");
-    assert_eq!(runs.len(), N as usize, "every job ran");
-    let twice: Vec<u32> = runs.iter().filter(|(_, n)| *n > 1).map(|(i, _)| *i).collect();
-    assert!(runs.iter().all(|(_, n)| *n <= 2), "no job ran three times");
-
-    let outside: Vec<u32> = twice.iter().copied().filter(|i| !in_flight.contains(i)).collect();
-    assert!(outside.is_empty(), "jobs {outside:?} ran twice but were not in flight at the kill (reports: {reports:?})");
+    assert_eq!(
+        (c.pending, c.scheduled, c.active, c.dead),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        stat(&mut raw, &keys.stats(), "completed").await,
+        u64::from(n),
+        "each job completed exactly once"
+    );
+    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
+        .arg(RUNS)
+        .query_async(&mut raw)
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), n as usize, "every job ran");
+    let twice: Vec<u32> = runs
+        .iter()
+        .filter(|(_, r)| *r > 1)
+        .map(|(i, _)| *i)
+        .collect();
+    let outside: Vec<u32> = twice
+        .iter()
+        .copied()
+        .filter(|i| !in_flight.contains(i))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "jobs {outside:?} ran twice but were not in flight at a kill (reports: {reports:?})"
+    );
     let recovered = stat(&mut raw, &keys.stats(), "recovered").await;
-    assert!(recovered as usize <= in_flight.len(), "recovered {recovered} jobs, {} were in flight", in_flight.len());
-    assert!(recovered >= 1, "the victim held leases, so something was recovered");
+    assert!(
+        recovered as usize <= in_flight.len(),
+        "recovered {recovered} jobs, {} were in flight",
+        in_flight.len()
+    );
+    assert!(
+        recovered >= 1,
+        "the victims held leases, so something was recovered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,26 +250,125 @@ async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
     let zombie = spawn_worker(env.url(), 500, 1);
     let mut guard = Guard(vec![]);
     let e = env.client.enqueue::<slow>(&7).await.expect("enqueue");
-    eventually(Duration::from_secs(20), "the zombie to start the job", || {
-        let mut raw = raw.clone();
-        async move { redis::cmd("HGET").arg(RUNS).arg(7).query_async::<Option<u32>>(&mut raw).await.ok().flatten() == Some(1) }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the zombie to start the job",
+        || {
+            let mut raw = raw.clone();
+            async move {
+                redis::cmd("HGET")
+                    .arg(RUNS)
+                    .arg(7)
+                    .query_async::<Option<u32>>(&mut raw)
+                    .await
+                    .ok()
+                    .flatten()
+                    == Some(1)
+            }
+        },
+    )
     .await;
     signal(&zombie, "STOP");
     guard.0.push(spawn_worker(env.url(), 500, 1));
-    let out = bounded(Duration::from_secs(30), "the re-run", env.client.wait_for("default", &e.id, Duration::from_secs(25)))
-        .await
-        .expect("outcome");
+    let out = bounded(
+        Duration::from_secs(30),
+        "the re-run",
+        env.client
+            .wait_for("default", &e.id, Duration::from_secs(25)),
+    )
+    .await
+    .expect("outcome");
     let rescuer_pid = guard.0[0].id();
-    assert_eq!(out.result::<u32>().expect("result"), rescuer_pid, "the rescuer's result is the one recorded");
+    assert_eq!(
+        out.result::<u32>().expect("result"),
+        rescuer_pid,
+        "the rescuer's result is the one recorded"
+    );
 
     signal(&zombie, "CONT");
     let zombie_report = stop(zombie);
     let rescuer_report = stop(guard.0.remove(0));
-    assert!(zombie_report.contains("completed=0"), "zombie: {zombie_report}");
-    assert!(zombie_report.contains("lease_lost=1"), "zombie: {zombie_report}");
-    assert!(rescuer_report.contains("completed=1"), "rescuer: {rescuer_report}");
-    assert_eq!(stat(&mut raw, &keys.stats(), "completed").await, 1, "completed exactly once");
-    let runs: Option<u32> = redis::cmd("HGET").arg(RUNS).arg(7).query_async(&mut raw).await.expect("runs");
+    assert!(
+        zombie_report.contains("completed=0"),
+        "zombie: {zombie_report}"
+    );
+    assert!(
+        zombie_report.contains("lease_lost=1"),
+        "zombie: {zombie_report}"
+    );
+    assert!(
+        rescuer_report.contains("completed=1"),
+        "rescuer: {rescuer_report}"
+    );
+    assert_eq!(
+        stat(&mut raw, &keys.stats(), "completed").await,
+        1,
+        "completed exactly once"
+    );
+    let runs: Option<u32> = redis::cmd("HGET")
+        .arg(RUNS)
+        .arg(7)
+        .query_async(&mut raw)
+        .await
+        .expect("runs");
     assert_eq!(runs, Some(2));
+}
+
+#[job(name = "crash.poison", max_attempts = 2)]
+async fn poison(i: u32) -> Result<(), JobError> {
+    count_run(i).await?;
+    // A poison pill: takes the whole worker process down with it, every time.
+    std::process::abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_as_worker_lost() {
+    let env = Env::start().await;
+    let e = env.client.enqueue::<poison>(&99).await.expect("enqueue");
+    let mut guard = Guard(vec![spawn_worker(env.url(), 300, 1)]);
+    // Keep one worker alive: each replacement recovers the job from the dead one's lease.
+    let outcome = bounded(
+        Duration::from_secs(60),
+        "the poison job to be dead-lettered",
+        async {
+            loop {
+                if let Ok(o) = env
+                    .client
+                    .wait_for("default", &e.id, Duration::from_millis(200))
+                    .await
+                {
+                    return o;
+                }
+                if let Some(c) = guard.0.last_mut() {
+                    if c.try_wait().expect("try_wait").is_some() {
+                        guard.0.push(spawn_worker(env.url(), 300, 1));
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(outcome.state, queue::JobState::Dead);
+    let reason = outcome.error.unwrap_or_default();
+    assert!(
+        reason.starts_with("worker_lost: worker lost: attempt 2"),
+        "{reason}"
+    );
+    let mut raw = env.raw().await;
+    let runs: Option<u32> = redis::cmd("HGET")
+        .arg(RUNS)
+        .arg(99)
+        .query_async(&mut raw)
+        .await
+        .expect("runs");
+    assert_eq!(runs, Some(2), "ran exactly max_attempts times");
+    let dead = env.client.dead_jobs("default", 1).await.expect("dead");
+    assert_eq!(
+        dead[0]
+            .errors
+            .iter()
+            .filter(|f| f.kind == "worker_lost")
+            .count(),
+        2
+    );
 }

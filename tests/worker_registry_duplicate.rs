@@ -17,7 +17,11 @@ fn duplicate_job_names_are_a_startup_error() {
     let err = queue::core::registered_jobs().expect_err("duplicates must be refused");
     let msg = err.to_string();
     assert!(msg.contains("duplicate job names: \"same.name\""), "{msg}");
-    assert_eq!(msg.matches("worker_registry_duplicate.rs:").count(), 2, "both places are named: {msg}");
+    assert_eq!(
+        msg.matches("worker_registry_duplicate.rs:").count(),
+        2,
+        "both places are named: {msg}"
+    );
     match queue_worker_registry() {
         Err(WorkerError::Registry(m)) => assert!(m.contains("same.name"), "{m}"),
         other => panic!("expected a registry error, got {other:?}"),

@@ -16,13 +16,21 @@ static STARTS: Mutex<Option<HashMap<String, Vec<Instant>>>> = Mutex::new(None);
 
 fn record(key: &str) -> usize {
     let mut g = STARTS.lock().unwrap_or_else(|p| p.into_inner());
-    let v = g.get_or_insert_with(HashMap::new).entry(key.to_string()).or_default();
+    let v = g
+        .get_or_insert_with(HashMap::new)
+        .entry(key.to_string())
+        .or_default();
     v.push(Instant::now());
     v.len()
 }
 
 fn starts(key: &str) -> Vec<Instant> {
-    STARTS.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|m| m.get(key).cloned()).unwrap_or_default()
+    STARTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .unwrap_or_default()
 }
 
 #[job(name = "test.echo")]
@@ -74,24 +82,32 @@ struct Running {
     handle: tokio::task::JoinHandle<Result<Report, queue::WorkerError>>,
 }
 
-
 impl Running {
     async fn stop(mut self) -> Report {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        bounded(Duration::from_secs(30), "worker shutdown", self.handle).await.expect("join").expect("run")
+        bounded(Duration::from_secs(30), "worker shutdown", self.handle)
+            .await
+            .expect("join")
+            .expect("run")
     }
 }
 
-async fn start_worker(env: &Env, configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Running {
+async fn start_worker(
+    env: &Env,
+    configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+) -> Running {
     let builder = WorkerBuilder::with_client(env.client.clone()).concurrency(10);
     let worker = configure(builder).build().await.expect("build");
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
     }));
-    Running { stop: Some(tx), handle }
+    Running {
+        stop: Some(tx),
+        handle,
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -100,8 +116,16 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn retries_with_backoff_within_jitter_bounds_then_succeeds() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b).await;
-    let e = env.client.enqueue::<flaky>(&"flaky-1".to_string()).await.expect("enqueue");
-    let out = env.client.wait_for("default", &e.id, WAIT).await.expect("wait");
+    let e = env
+        .client
+        .enqueue::<flaky>(&"flaky-1".to_string())
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Completed);
     assert_eq!(out.result::<u32>().expect("result"), 3);
     let t = starts("flaky-1");
@@ -110,8 +134,14 @@ async fn retries_with_backoff_within_jitter_bounds_then_succeeds() {
     // 150 ms on top for the worker to notice the due job on a loaded machine.
     let d1 = t[1] - t[0];
     let d2 = t[2] - t[1];
-    assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(350), "first backoff {d1:?}");
-    assert!(d2 >= Duration::from_millis(200) && d2 <= Duration::from_millis(550), "second backoff {d2:?}");
+    assert!(
+        d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(350),
+        "first backoff {d1:?}"
+    );
+    assert!(
+        d2 >= Duration::from_millis(200) && d2 <= Duration::from_millis(550),
+        "second backoff {d2:?}"
+    );
     let report = running.stop().await;
     assert_eq!((report.completed, report.failed), (1, 2));
 }
@@ -120,15 +150,26 @@ async fn retries_with_backoff_within_jitter_bounds_then_succeeds() {
 async fn dead_letter_after_max_attempts_keeps_the_error() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b).await;
-    let e = env.client.enqueue::<always_fails>(&"dies-1".to_string()).await.expect("enqueue");
-    let out = env.client.wait_for("default", &e.id, WAIT).await.expect("wait");
+    let e = env
+        .client
+        .enqueue::<always_fails>(&"dies-1".to_string())
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Dead);
     assert_eq!(out.error.as_deref(), Some("error: database is down"));
     assert_eq!(starts("dies-1").len(), 2);
     let dead = env.client.dead_jobs("default", 10).await.expect("dead");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].failed, 2);
-    assert_eq!(dead[0].last_error().map(|f| f.message.as_str()), Some("database is down"));
+    assert_eq!(
+        dead[0].last_error().map(|f| f.message.as_str()),
+        Some("database is down")
+    );
     running.stop().await;
 }
 
@@ -138,22 +179,46 @@ async fn malformed_payload_and_unknown_job_are_dead_lettered_and_the_worker_keep
     let running = start_worker(&env, |b| b).await;
 
     // Arguments that are not a MessagePack string.
-    let bad = env.client.enqueue_job(NewJob::raw("test.echo", vec![0xc1, 0xff, 0x00])).await.expect("enqueue");
-    let out = env.client.wait_for("default", &bad.id, WAIT).await.expect("wait");
+    let bad = env
+        .client
+        .enqueue_job(NewJob::raw("test.echo", vec![0xc1, 0xff, 0x00]))
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &bad.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Dead);
     let reason = out.error.unwrap_or_default();
-    assert!(reason.starts_with("decode: arguments of job \"test.echo\" do not decode"), "{reason}");
+    assert!(
+        reason.starts_with("decode: arguments of job \"test.echo\" do not decode"),
+        "{reason}"
+    );
 
     // A job name no handler knows: retried (another worker version may know it), then dead.
     let unknown = env
         .client
-        .enqueue_job(NewJob::raw("billing.unknown", vec![0xc0]).max_attempts(2).backoff(Backoff::fixed(Duration::from_millis(10))))
+        .enqueue_job(
+            NewJob::raw("billing.unknown", vec![0xc0])
+                .max_attempts(2)
+                .backoff(Backoff::fixed(Duration::from_millis(10))),
+        )
         .await
         .expect("enqueue");
-    let out = env.client.wait_for("default", &unknown.id, WAIT).await.expect("wait");
+    let out = env
+        .client
+        .wait_for("default", &unknown.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Dead);
     let reason = out.error.unwrap_or_default();
-    assert!(reason.contains("unknown_job") && reason.contains("billing.unknown") && reason.contains("test.echo"), "{reason}");
+    assert!(
+        reason.contains("unknown_job")
+            && reason.contains("billing.unknown")
+            && reason.contains("test.echo"),
+        "{reason}"
+    );
 
     // An envelope that is not MessagePack at all, written by a broken producer.
     let mut raw = env.raw().await;
@@ -162,15 +227,41 @@ async fn malformed_payload_and_unknown_job_are_dead_lettered_and_the_worker_keep
     let mut member = b"ff".to_vec();
     member.extend_from_slice(id.as_str().as_bytes());
     member.extend_from_slice(b"\xc1 not msgpack");
-    let _: () = redis::cmd("ZADD").arg(keys.pending()).arg(0).arg(&member).query_async(&mut raw).await.expect("zadd");
-    let _: () = redis::cmd("RPUSH").arg(keys.wake()).arg(1).query_async(&mut raw).await.expect("wake");
-    let out = env.client.wait_for("default", &id, WAIT).await.expect("wait");
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.pending())
+        .arg(0)
+        .arg(&member)
+        .query_async(&mut raw)
+        .await
+        .expect("zadd");
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys.wake())
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .expect("wake");
+    let out = env
+        .client
+        .wait_for("default", &id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Dead);
-    assert!(out.error.unwrap_or_default().starts_with("decode: the job's envelope does not decode"));
+    assert!(out
+        .error
+        .unwrap_or_default()
+        .starts_with("decode: the job's envelope does not decode"));
 
     // Still alive.
-    let ok = env.client.enqueue::<echo>(&"alive".to_string()).await.expect("enqueue");
-    let out = env.client.wait_for("default", &ok.id, WAIT).await.expect("wait");
+    let ok = env
+        .client
+        .enqueue::<echo>(&"alive".to_string())
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &ok.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.result::<String>().expect("result"), "alive");
     running.stop().await;
 }
@@ -179,14 +270,41 @@ async fn malformed_payload_and_unknown_job_are_dead_lettered_and_the_worker_keep
 async fn a_panic_and_a_timeout_are_failed_attempts() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b).await;
-    let p = env.client.enqueue::<panics>(&"p".to_string()).await.expect("enqueue");
-    let t = env.client.enqueue::<slow>(&"t".to_string()).await.expect("enqueue");
-    let out = env.client.wait_for("default", &p.id, WAIT).await.expect("wait");
-    assert_eq!(out.error.as_deref(), Some("panic: handler panicked: handler bug"));
-    let out = env.client.wait_for("default", &t.id, WAIT).await.expect("wait");
+    let p = env
+        .client
+        .enqueue::<panics>(&"p".to_string())
+        .await
+        .expect("enqueue");
+    let t = env
+        .client
+        .enqueue::<slow>(&"t".to_string())
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &p.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(
+        out.error.as_deref(),
+        Some("panic: handler panicked: handler bug")
+    );
+    let out = env
+        .client
+        .wait_for("default", &t.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.error.as_deref(), Some("timeout: timed out after 100ms"));
-    let d = env.client.enqueue::<discards>(&"d".to_string()).await.expect("enqueue");
-    let out = env.client.wait_for("default", &d.id, WAIT).await.expect("wait");
+    let d = env
+        .client
+        .enqueue::<discards>(&"d".to_string())
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &d.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Discarded);
     let report = running.stop().await;
     assert_eq!(report.dead, 2);
@@ -197,20 +315,38 @@ async fn graceful_shutdown_finishes_short_jobs_and_hands_back_long_ones() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b.grace(Duration::from_millis(300))).await;
     let short = env.client.enqueue::<sleeps>(&50).await.expect("enqueue");
-    let long = env.client.enqueue::<sleeps>(&60_000).await.expect("enqueue");
+    let long = env
+        .client
+        .enqueue::<sleeps>(&60_000)
+        .await
+        .expect("enqueue");
     common::eventually(Duration::from_secs(10), "both jobs to start", || async {
         !starts("sleeps-50").is_empty() && !starts("sleeps-60000").is_empty()
     })
     .await;
     let report = running.stop().await;
-    assert_eq!(report.completed, 1, "the short job finished within the grace period");
+    assert_eq!(
+        report.completed, 1,
+        "the short job finished within the grace period"
+    );
     assert_eq!(report.requeued, 1, "the long one was handed back");
-    let out = env.client.wait_for("default", &short.id, Duration::from_secs(1)).await.expect("short outcome");
+    let out = env
+        .client
+        .wait_for("default", &short.id, Duration::from_secs(1))
+        .await
+        .expect("short outcome");
     assert_eq!(out.state, JobState::Completed);
     let c = env.client.counts("default").await.expect("counts");
     assert_eq!((c.pending, c.active), (1, 0));
     let broker = queue::Broker::new(env.client.clone(), "default").expect("broker");
-    let back = broker.fetch(1, Duration::from_secs(5)).await.expect("fetch").jobs.remove(0).job.expect("decodes");
+    let back = broker
+        .fetch(1, Duration::from_secs(5))
+        .await
+        .expect("fetch")
+        .jobs
+        .remove(0)
+        .job
+        .expect("decodes");
     assert_eq!(back.id, long.id);
     assert_eq!(back.attempt(), 1, "handing back does not count an attempt");
 }
@@ -220,13 +356,27 @@ async fn pause_stops_fetching_and_resume_restarts_it() {
     let env = Env::start().await;
     env.client.pause("default").await.expect("pause");
     let running = start_worker(&env, |b| b).await;
-    let e = env.client.enqueue::<echo>(&"paused-1".to_string()).await.expect("enqueue");
+    let e = env
+        .client
+        .enqueue::<echo>(&"paused-1".to_string())
+        .await
+        .expect("enqueue");
     // Absence can only be checked over a bounded time.
-    let waited = env.client.wait_for("default", &e.id, Duration::from_millis(500)).await;
-    assert!(matches!(waited, Err(queue::Error::Timeout(_))), "a paused queue runs nothing");
+    let waited = env
+        .client
+        .wait_for("default", &e.id, Duration::from_millis(500))
+        .await;
+    assert!(
+        matches!(waited, Err(queue::Error::Timeout(_))),
+        "a paused queue runs nothing"
+    );
     assert!(starts("paused-1").is_empty());
     env.client.resume("default").await.expect("resume");
-    let out = env.client.wait_for("default", &e.id, WAIT).await.expect("wait");
+    let out = env
+        .client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
     assert_eq!(out.state, JobState::Completed);
     running.stop().await;
 }
@@ -236,20 +386,33 @@ async fn an_idle_worker_is_woken_by_an_enqueue_not_by_polling() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b).await;
     // Let the worker go idle (blocked on the wake list).
-    let warm = env.client.enqueue::<echo>(&"warm".to_string()).await.expect("enqueue");
-    env.client.wait_for("default", &warm.id, WAIT).await.expect("wait");
+    let warm = env
+        .client
+        .enqueue::<echo>(&"warm".to_string())
+        .await
+        .expect("enqueue");
+    env.client
+        .wait_for("default", &warm.id, WAIT)
+        .await
+        .expect("wait");
     let mut worst = Duration::ZERO;
     for i in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let key = format!("wake-{i}");
         let t0 = Instant::now();
         let e = env.client.enqueue::<echo>(&key).await.expect("enqueue");
-        env.client.wait_for("default", &e.id, WAIT).await.expect("wait");
+        env.client
+            .wait_for("default", &e.id, WAIT)
+            .await
+            .expect("wait");
         worst = worst.max(starts(&key)[0] - t0);
     }
     // The safety-net recheck is 2 s; a wake-up path answers in about a millisecond. 500 ms
     // separates the two even on a loaded machine (the benchmark measures the real figure).
-    assert!(worst < Duration::from_millis(500), "idle worker took {worst:?} to start a job");
+    assert!(
+        worst < Duration::from_millis(500),
+        "idle worker took {worst:?} to start a job"
+    );
     running.stop().await;
 }
 
@@ -260,13 +423,26 @@ async fn a_delayed_job_does_not_start_early() {
     let t0 = Instant::now();
     let e = env
         .client
-        .enqueue_job(NewJob::of::<echo>(&"delayed-1".to_string()).expect("encode").delay(Duration::from_millis(300)))
+        .enqueue_job(
+            NewJob::of::<echo>(&"delayed-1".to_string())
+                .expect("encode")
+                .delay(Duration::from_millis(300)),
+        )
         .await
         .expect("enqueue");
-    env.client.wait_for("default", &e.id, WAIT).await.expect("wait");
+    env.client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
     let started = starts("delayed-1")[0] - t0;
-    assert!(started >= Duration::from_millis(300), "started after {started:?}");
-    assert!(started < Duration::from_millis(800), "started {started:?} after enqueue (due at 300 ms)");
+    assert!(
+        started >= Duration::from_millis(300),
+        "started after {started:?}"
+    );
+    assert!(
+        started < Duration::from_millis(800),
+        "started {started:?} after enqueue (due at 300 ms)"
+    );
     running.stop().await;
 }
 
@@ -276,25 +452,142 @@ async fn weighted_queues_are_all_served() {
     let jobs = (0..60)
         .map(|i| {
             let q = ["high", "low"][i % 2];
-            NewJob::of::<echo>(&format!("w-{i}")).expect("encode").queue(q)
+            NewJob::of::<echo>(&format!("w-{i}"))
+                .expect("encode")
+                .queue(q)
         })
         .collect();
     let out = env.client.enqueue_batch(jobs).await.expect("enqueue");
     let running = start_worker(&env, |b| b.queue("high", 5).queue("low", 1)).await;
     for e in &out {
-        env.client.wait_for(&e.queue, &e.id, WAIT).await.expect("wait");
+        env.client
+            .wait_for(&e.queue, &e.id, WAIT)
+            .await
+            .expect("wait");
     }
     let report = running.stop().await;
     assert_eq!(report.completed, 60);
 }
 
 #[tokio::test]
+async fn strict_order_drains_earlier_queues_first() {
+    let env = Env::start().await;
+    let jobs = (0..20)
+        .map(|i| {
+            let q = if i < 10 { "second" } else { "first" };
+            NewJob::of::<echo>(&format!("strict-{q}-{i}"))
+                .expect("encode")
+                .queue(q)
+        })
+        .collect();
+    let out = env.client.enqueue_batch(jobs).await.expect("enqueue");
+    let running = start_worker(&env, |b| {
+        b.queue("first", 1)
+            .queue("second", 1)
+            .order(queue::QueueOrder::Strict)
+            .concurrency(1)
+    })
+    .await;
+    for e in &out {
+        env.client
+            .wait_for(&e.queue, &e.id, WAIT)
+            .await
+            .expect("wait");
+    }
+    running.stop().await;
+    let last_first = (10..20)
+        .map(|i| starts(&format!("strict-first-{i}"))[0])
+        .max()
+        .expect("first");
+    let first_second = (0..10)
+        .map(|i| starts(&format!("strict-second-{i}"))[0])
+        .min()
+        .expect("second");
+    assert!(
+        last_first < first_second,
+        "every job of `first` ran before any of `second`"
+    );
+}
+
+/// A user middleware: sees every job, and short-circuits the ones it is told to.
+struct Gate;
+impl queue::middleware::Middleware for Gate {
+    fn call<'a>(
+        &'a self,
+        req: queue::middleware::Request,
+        next: queue::middleware::Next<'a>,
+    ) -> futures_util::future::BoxFuture<'a, queue::middleware::Response> {
+        Box::pin(async move {
+            record(&format!("gate-{}", req.ctx.name));
+            if req.job.priority == 42 {
+                return Err(JobError::dead_letter("blocked by the gate"));
+            }
+            next.run(req).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn user_middlewares_wrap_every_handler_call() {
+    let env = Env::start().await;
+    let running = start_worker(&env, |b| b.queue("gated", 1).layer(Gate)).await;
+    let ok = env
+        .client
+        .enqueue_job(
+            NewJob::of::<echo>(&"gated-ok".to_string())
+                .expect("encode")
+                .queue("gated"),
+        )
+        .await
+        .expect("enqueue");
+    let blocked = env
+        .client
+        .enqueue_job(
+            NewJob::of::<echo>(&"gated-blocked".to_string())
+                .expect("encode")
+                .queue("gated")
+                .priority(42),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        env.client
+            .wait_for("gated", &ok.id, WAIT)
+            .await
+            .expect("wait")
+            .state,
+        JobState::Completed
+    );
+    let out = env
+        .client
+        .wait_for("gated", &blocked.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.error.as_deref(), Some("error: blocked by the gate"));
+    assert!(starts("gated-blocked").is_empty(), "the handler never ran");
+    assert!(starts("gate-test.echo").len() >= 2);
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_worker_configuration_is_an_error() {
     let env = Env::start().await;
-    let err = WorkerBuilder::with_client(env.client.clone()).concurrency(0).build().await.expect_err("invalid");
+    let err = WorkerBuilder::with_client(env.client.clone())
+        .concurrency(0)
+        .build()
+        .await
+        .expect_err("invalid");
     assert!(err.to_string().contains("concurrency"), "{err}");
-    let err = WorkerBuilder::with_client(env.client.clone()).queue("a", 0).build().await.expect_err("invalid");
+    let err = WorkerBuilder::with_client(env.client.clone())
+        .queue("a", 0)
+        .build()
+        .await
+        .expect_err("invalid");
     assert!(err.to_string().contains("weight"), "{err}");
-    let err = WorkerBuilder::with_client(env.client.clone()).queue("a b", 1).build().await.expect_err("invalid");
+    let err = WorkerBuilder::with_client(env.client.clone())
+        .queue("a b", 1)
+        .build()
+        .await
+        .expect_err("invalid");
     assert!(err.to_string().contains("queue name"), "{err}");
 }

@@ -53,7 +53,9 @@ impl ClientConfig {
     /// Settings from the environment: `REDIS_URL` (default `redis://127.0.0.1:6379`) and
     /// `QUEUE_NAMESPACE` (default `queue`).
     pub fn from_env() -> ClientConfig {
-        let mut c = ClientConfig::new(std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()));
+        let mut c = ClientConfig::new(
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        );
         if let Ok(ns) = std::env::var("QUEUE_NAMESPACE") {
             c.namespace = ns;
         }
@@ -111,12 +113,20 @@ impl NewJob {
     ///
     /// [`Error::Encode`] when the arguments cannot be serialised.
     pub fn of<J: JobType>(args: &J::Args) -> Result<NewJob> {
-        Ok(NewJob { name: J::NAME.to_string(), args: codec::encode_value(args, "job arguments")?, options: J::options() })
+        Ok(NewJob {
+            name: J::NAME.to_string(),
+            args: codec::encode_value(args, "job arguments")?,
+            options: J::options(),
+        })
     }
 
     /// A job by name with arguments already encoded as MessagePack.
     pub fn raw(name: impl Into<String>, args: Vec<u8>) -> NewJob {
-        NewJob { name: name.into(), args, options: JobOptions::default() }
+        NewJob {
+            name: name.into(),
+            args,
+            options: JobOptions::default(),
+        }
     }
 
     /// Sets the queue.
@@ -186,8 +196,14 @@ impl NewJob {
             return Err(Error::InvalidJob("timeout must be positive".into()));
         }
         let unique_key = match (o.unique_key, o.unique_for) {
-            (Some(k), _) if k.is_empty() => return Err(Error::InvalidJob("unique key must not be empty".into())),
-            (Some(_), None) => return Err(Error::InvalidJob("a unique key needs a TTL (unique_for)".into())),
+            (Some(k), _) if k.is_empty() => {
+                return Err(Error::InvalidJob("unique key must not be empty".into()))
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidJob(
+                    "a unique key needs a TTL (unique_for)".into(),
+                ))
+            }
             (_, Some(t)) if t < Duration::from_millis(1) => {
                 return Err(Error::InvalidJob("unique_for must be at least 1 ms".into()))
             }
@@ -200,7 +216,9 @@ impl NewJob {
         let unique_for = o.unique_for;
         let run_at_ms = match (o.run_at, o.delay) {
             (Some(at), _) => at.timestamp_millis(),
-            (None, Some(d)) => now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            (None, Some(d)) => {
+                now_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            }
             (None, None) => 0,
         };
         let job = Job {
@@ -226,7 +244,20 @@ impl NewJob {
 /// FNV-1a, 64 bits: a stable hash of a job's arguments for derived unique keys (the standard
 /// library's hasher is randomly seeded per process, so it cannot be used across producers).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A validated, encoded job on its way to the enqueue script.
+struct Prepared {
+    /// Position in the caller's batch, to return results in input order.
+    index: usize,
+    job: Job,
+    /// Run-at in ms (0 = now).
+    run_at: i64,
+    unique_for: Option<Duration>,
+    member: Vec<u8>,
 }
 
 /// Counts of jobs by state in one queue.
@@ -273,8 +304,12 @@ impl Client {
     /// Cancel safe: nothing is written (loading scripts is idempotent).
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         QueueKeys::new(&config.namespace, DEFAULT_QUEUE)?;
-        let redis = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::Config(format!("invalid redis url {}: {e}", crate::error::redact(&config.url))))?;
+        let redis = redis::Client::open(config.url.as_str()).map_err(|e| {
+            Error::Config(format!(
+                "invalid redis url {}: {e}",
+                crate::error::redact(&config.url)
+            ))
+        })?;
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout));
@@ -285,7 +320,10 @@ impl Client {
         for script in scripts().all() {
             script.load(&mut con, &config.url).await?;
         }
-        Ok(Client { inner: Arc::new(Inner { config, redis }), con })
+        Ok(Client {
+            inner: Arc::new(Inner { config, redis }),
+            con,
+        })
     }
 
     /// The settings this client was made with.
@@ -311,11 +349,18 @@ impl Client {
     }
 
     /// A new dedicated connection, for blocking commands that must not hold up the shared one.
-    pub(crate) async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection> {
+    pub(crate) async fn dedicated(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection> {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(response_timeout)
             .set_connection_timeout(Some(self.inner.config.connect_timeout));
-        self.inner.redis.get_multiplexed_async_connection_with_config(&cfg).await.map_err(Error::redis(self.url()))
+        self.inner
+            .redis
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(Error::redis(self.url()))
     }
 
     /// Enqueues a job of type `J` with its `#[job]` defaults.
@@ -343,7 +388,8 @@ impl Client {
     /// Not cancel safe: a dropped call may or may not have enqueued the job.
     pub async fn enqueue_job(&self, job: NewJob) -> Result<Enqueued> {
         let mut out = self.enqueue_batch(vec![job]).await?;
-        out.pop().ok_or_else(|| Error::Redis("enqueue returned no result".into()))
+        out.pop()
+            .ok_or_else(|| Error::Redis("enqueue returned no result".into()))
     }
 
     /// Enqueues many jobs in few round trips: up to [`MAX_BATCH`] jobs per script call, calls
@@ -362,18 +408,30 @@ impl Client {
     pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         let now = now_ms();
         // Group by queue: one script call touches one queue's keys only.
-        let mut groups: HashMap<String, Vec<(usize, Job, i64, Option<Duration>, Vec<u8>)>> = HashMap::new();
+        let mut groups: HashMap<String, Vec<Prepared>> = HashMap::new();
         let total = jobs.len();
         for (i, new) in jobs.into_iter().enumerate() {
             let (job, run_at, unique_for) = new.into_job(now)?;
             let member = codec::encode_member(&job)?;
             if member.len() > self.inner.config.max_payload {
-                return Err(Error::PayloadTooLarge { size: member.len(), limit: self.inner.config.max_payload });
+                return Err(Error::PayloadTooLarge {
+                    size: member.len(),
+                    limit: self.inner.config.max_payload,
+                });
             }
             self.keys(&job.queue)?;
-            groups.entry(job.queue.clone()).or_default().push((i, job, run_at, unique_for, member));
+            groups.entry(job.queue.clone()).or_default().push(Prepared {
+                index: i,
+                job,
+                run_at,
+                unique_for,
+                member,
+            });
         }
-        let keys = groups.keys().map(|q| Ok((q.clone(), self.keys(q)?))).collect::<Result<HashMap<_, _>>>()?;
+        let keys = groups
+            .keys()
+            .map(|q| Ok((q.clone(), self.keys(q)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         let mut calls = Vec::new();
         for (queue, group) in &groups {
             for chunk in group.chunks(MAX_BATCH) {
@@ -387,21 +445,25 @@ impl Client {
                 out[i] = Some(e);
             }
         }
-        out.into_iter().map(|e| e.ok_or_else(|| Error::Redis("enqueue lost a result".into()))).collect()
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| Error::Redis("enqueue lost a result".into())))
+            .collect()
     }
 
     async fn enqueue_chunk(
         &self,
         keys: &QueueKeys,
-        chunk: &[(usize, Job, i64, Option<Duration>, Vec<u8>)],
+        chunk: &[Prepared],
     ) -> Result<Vec<(usize, Enqueued)>> {
         let script = &scripts().enqueue;
         let mut call = script.call();
-        call.key(keys.pending()).key(keys.scheduled()).key(keys.wake());
+        call.key(keys.pending())
+            .key(keys.scheduled())
+            .key(keys.wake());
         // Unique keys go in KEYS (declared, never built inside the script); jobs refer to them by
         // index, and two jobs of one batch with the same key share one entry.
         let mut unique_index: HashMap<&str, usize> = HashMap::new();
-        for (_, job, ..) in chunk {
+        for Prepared { job, .. } in chunk {
             if let Some(u) = &job.unique_key {
                 if !unique_index.contains_key(u.as_str()) {
                     unique_index.insert(u, unique_index.len() + 1);
@@ -410,24 +472,50 @@ impl Client {
             }
         }
         call.arg(chunk.len());
-        for (_, job, run_at, unique_for, member) in chunk {
-            let k = job.unique_key.as_deref().and_then(|u| unique_index.get(u)).copied().unwrap_or(0);
-            call.arg(member.as_slice()).arg(*run_at).arg(k).arg(unique_for.map(millis).unwrap_or(0));
+        for Prepared {
+            job,
+            run_at,
+            unique_for,
+            member,
+            ..
+        } in chunk
+        {
+            let k = job
+                .unique_key
+                .as_deref()
+                .and_then(|u| unique_index.get(u))
+                .copied()
+                .unwrap_or(0);
+            call.arg(member.as_slice())
+                .arg(*run_at)
+                .arg(k)
+                .arg(unique_for.map(millis).unwrap_or(0));
         }
         let mut con = self.con();
         let reply: Vec<Option<String>> = call.invoke(&mut con, self.url()).await?;
         if reply.len() != chunk.len() {
-            return Err(Error::Redis(format!("enqueue answered {} results for {} jobs", reply.len(), chunk.len())));
+            return Err(Error::Redis(format!(
+                "enqueue answered {} results for {} jobs",
+                reply.len(),
+                chunk.len()
+            )));
         }
         Ok(chunk
             .iter()
             .zip(reply)
-            .map(|((i, job, ..), existing)| {
+            .map(|(Prepared { index: i, job, .. }, existing)| {
                 let (id, duplicate) = match existing {
                     Some(id) => (JobId::from_wire(id), true),
                     None => (job.id.clone(), false),
                 };
-                (*i, Enqueued { id, queue: job.queue.clone(), duplicate })
+                (
+                    *i,
+                    Enqueued {
+                        id,
+                        queue: job.queue.clone(),
+                        duplicate,
+                    },
+                )
             })
             .collect())
     }
@@ -449,13 +537,27 @@ impl Client {
     /// Cancel safe: the registration expires by itself.
     pub async fn wait_for(&self, queue: &str, id: &JobId, timeout: Duration) -> Result<Outcome> {
         let keys = self.keys(queue)?;
-        let mut pubsub = self.inner.redis.get_async_pubsub().await.map_err(Error::redis(self.url()))?;
-        pubsub.subscribe(keys.done_channel()).await.map_err(Error::redis(self.url()))?;
+        let mut pubsub = self
+            .inner
+            .redis
+            .get_async_pubsub()
+            .await
+            .map_err(Error::redis(self.url()))?;
+        pubsub
+            .subscribe(keys.done_channel())
+            .await
+            .map_err(Error::redis(self.url()))?;
         let mut call = scripts().watch.call();
-        call.key(keys.waiters()).key(keys.results()).key(keys.dead_jobs()).arg(id.as_str()).arg(millis(timeout));
+        call.key(keys.waiters())
+            .key(keys.results())
+            .key(keys.dead_jobs())
+            .arg(id.as_str())
+            .arg(millis(timeout));
         let reply: Vec<Vec<u8>> = call.invoke(&mut self.con(), self.url()).await?;
         match reply.first().map(Vec::as_slice) {
-            Some(b"completed") => return Outcome::decode(reply.get(1).map(Vec::as_slice).unwrap_or_default()),
+            Some(b"completed") => {
+                return Outcome::decode(reply.get(1).map(Vec::as_slice).unwrap_or_default())
+            }
             Some(b"dead") => {
                 let member = reply.get(1).cloned().unwrap_or_default();
                 return Ok(dead_outcome(&member, queue));
@@ -472,9 +574,14 @@ impl Client {
                     }
                 }
             }
-            Err(Error::Unreachable { url: crate::error::redact(self.url()), message: "subscription closed".into() })
+            Err(Error::Unreachable {
+                url: crate::error::redact(self.url()),
+                message: "subscription closed".into(),
+            })
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| Error::Timeout(timeout))?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
     /// Pauses a queue: workers lease nothing from it until [`Client::resume`]; jobs already
@@ -552,16 +659,23 @@ impl Client {
     /// Cancel safe (read only).
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue)?;
-        let (pending, scheduled, active, completed, dead): (u64, u64, u64, u64, u64) = redis::pipe()
-            .zcard(k.pending())
-            .zcard(k.scheduled())
-            .zcard(k.active())
-            .zcard(k.completed())
-            .zcard(k.dead())
-            .query_async(&mut self.con())
-            .await
-            .map_err(Error::redis(self.url()))?;
-        Ok(QueueCounts { pending, scheduled, active, completed, dead })
+        let (pending, scheduled, active, completed, dead): (u64, u64, u64, u64, u64) =
+            redis::pipe()
+                .zcard(k.pending())
+                .zcard(k.scheduled())
+                .zcard(k.active())
+                .zcard(k.completed())
+                .zcard(k.dead())
+                .query_async(&mut self.con())
+                .await
+                .map_err(Error::redis(self.url()))?;
+        Ok(QueueCounts {
+            pending,
+            scheduled,
+            active,
+            completed,
+            dead,
+        })
     }
 
     /// The newest dead-lettered jobs of a queue, newest first.
@@ -593,7 +707,11 @@ impl Client {
             .query_async(&mut con)
             .await
             .map_err(Error::redis(self.url()))?;
-        members.into_iter().flatten().map(|m| codec::decode_member(&m, queue)).collect()
+        members
+            .into_iter()
+            .flatten()
+            .map(|m| codec::decode_member(&m, queue))
+            .collect()
     }
 
     /// Moves a dead-lettered job back to its queue with a fresh set of attempts (its error
@@ -619,7 +737,10 @@ impl Client {
         let mut job = codec::decode_member(&member, queue)?;
         job.failed = 0;
         let mut call = scripts().replay.call();
-        call.key(k.dead()).key(k.dead_jobs()).key(k.pending()).key(k.wake());
+        call.key(k.dead())
+            .key(k.dead_jobs())
+            .key(k.pending())
+            .key(k.wake());
         call.arg(id.as_str()).arg(codec::encode_member(&job)?);
         let done: i64 = call.invoke(&mut con, self.url()).await?;
         if done == 1 {
@@ -636,10 +757,18 @@ fn dead_outcome(member: &[u8], queue: &str) -> Outcome {
     let id = codec::member_id(member).unwrap_or_else(|_| JobId::from_wire(String::new()));
     let (error, at) = match &decoded {
         Ok(job) => (
-            job.last_error().map(|f| format!("{}: {}", f.kind, f.message)),
+            job.last_error()
+                .map(|f| format!("{}: {}", f.kind, f.message)),
             job.last_error().map(|f| f.at_ms).unwrap_or(0),
         ),
         Err(e) => (Some(e.to_string()), 0),
     };
-    Outcome { id, state: JobState::Dead, finished_ms: at, result: None, error, job: Some(member.to_vec()) }
+    Outcome {
+        id,
+        state: JobState::Dead,
+        finished_ms: at,
+        result: None,
+        error,
+        job: Some(member.to_vec()),
+    }
 }

@@ -58,9 +58,9 @@ pub fn priority_prefix(priority: u8) -> String {
 ///
 /// [`Error::Decode`] when the member is too short or the id is not ASCII.
 pub fn member_id(member: &[u8]) -> Result<JobId> {
-    let id = member
-        .get(2..MEMBER_HEADER)
-        .ok_or_else(|| Error::decode("job member", format!("{} bytes is too short", member.len())))?;
+    let id = member.get(2..MEMBER_HEADER).ok_or_else(|| {
+        Error::decode("job member", format!("{} bytes is too short", member.len()))
+    })?;
     let id = std::str::from_utf8(id).map_err(|e| Error::decode("job id", e))?;
     Ok(JobId::from_wire(id.to_string()))
 }
@@ -91,13 +91,23 @@ pub struct Outcome {
     #[serde(rename = "at")]
     pub finished_ms: i64,
     /// The handler's return value, MessagePack-encoded (completed jobs).
-    #[serde(rename = "r", default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "r",
+        default,
+        with = "serde_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub result: Option<Vec<u8>>,
     /// The reason (dead and discarded jobs).
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The job's member (priority prefix, id, envelope), when the retention policy keeps it.
-    #[serde(rename = "j", default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "j",
+        default,
+        with = "serde_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub job: Option<Vec<u8>>,
 }
 
@@ -110,7 +120,10 @@ impl Outcome {
     pub fn result<T: DeserializeOwned>(&self) -> Result<T> {
         match &self.result {
             Some(bytes) => decode_value(bytes, "job result"),
-            None => Err(Error::decode("job result", format!("job {} has no result ({})", self.id, self.state))),
+            None => Err(Error::decode(
+                "job result",
+                format!("job {} has no result ({})", self.id, self.state),
+            )),
         }
     }
 
@@ -165,7 +178,11 @@ mod tests {
     }
 
     fn serde_json_like() -> Payload {
-        Payload { i: 12345, ts: 1.7e12, pad: "x".repeat(64) }
+        Payload {
+            i: 12345,
+            ts: 1.7e12,
+            pad: "x".repeat(64),
+        }
     }
 
     #[test]
@@ -178,7 +195,10 @@ mod tests {
         let back = decode_member(&m_low, "q").expect("decode");
         assert_eq!(back, low);
         let later = job(0);
-        assert!(encode_member(&later).expect("encode") > m_low, "FIFO within a priority");
+        assert!(
+            encode_member(&later).expect("encode") > m_low,
+            "FIFO within a priority"
+        );
     }
 
     #[test]

@@ -84,26 +84,41 @@ impl Error {
     }
 
     pub(crate) fn from_redis(url: &str, e: redis::RedisError) -> Error {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-            Error::Unreachable { url: redact(url), message: e.to_string() }
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            Error::Unreachable {
+                url: redact(url),
+                message: e.to_string(),
+            }
         } else {
             Error::Redis(e.to_string())
         }
     }
 
     pub(crate) fn decode(what: &'static str, e: impl fmt::Display) -> Error {
-        Error::Decode { what, message: e.to_string() }
+        Error::Decode {
+            what,
+            message: e.to_string(),
+        }
     }
 
     pub(crate) fn encode(what: &'static str, e: impl fmt::Display) -> Error {
-        Error::Encode { what, message: e.to_string() }
+        Error::Encode {
+            what,
+            message: e.to_string(),
+        }
     }
 }
 
 /// Removes a password from a Redis URL so it never reaches a log or an error message.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_string(),
     }
 }
@@ -114,7 +129,10 @@ mod tests {
 
     #[test]
     fn redacts_credentials() {
-        assert_eq!(redact("redis://user:secret@host:1/0"), "redis://***@host:1/0");
+        assert_eq!(
+            redact("redis://user:secret@host:1/0"),
+            "redis://***@host:1/0"
+        );
         assert_eq!(redact("redis://host:1"), "redis://host:1");
     }
 }

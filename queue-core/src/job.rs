@@ -113,12 +113,17 @@ impl Default for Backoff {
 impl Backoff {
     /// Exponential backoff from `base`, capped at `cap`.
     pub fn exponential(base: Duration, cap: Duration) -> Backoff {
-        Backoff::Exponential { base_ms: millis(base), cap_ms: millis(cap) }
+        Backoff::Exponential {
+            base_ms: millis(base),
+            cap_ms: millis(cap),
+        }
     }
 
     /// A fixed delay.
     pub fn fixed(delay: Duration) -> Backoff {
-        Backoff::Fixed { delay_ms: millis(delay) }
+        Backoff::Fixed {
+            delay_ms: millis(delay),
+        }
     }
 
     /// The nominal (jitter-free, upper bound) delay after `failed` attempts (1 = first failure).
@@ -242,7 +247,9 @@ impl Job {
 
     /// Effective per-attempt timeout.
     pub fn timeout(&self) -> Duration {
-        self.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT)
+        self.timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_TIMEOUT)
     }
 
     /// The attempt that runs next (1-based).
@@ -333,7 +340,17 @@ impl JobOptions {
         macro_rules! fill {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = defaults.$f.clone(); } )* };
         }
-        fill!(queue, priority, max_attempts, backoff, timeout, run_at, delay, unique_key, unique_for);
+        fill!(
+            queue,
+            priority,
+            max_attempts,
+            backoff,
+            timeout,
+            run_at,
+            delay,
+            unique_key,
+            unique_for
+        );
         self
     }
 }

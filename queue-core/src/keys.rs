@@ -28,7 +28,10 @@ impl QueueKeys {
     pub fn new(namespace: &str, queue: &str) -> Result<QueueKeys> {
         validate_name("queue name", queue)?;
         validate_name("namespace", namespace)?;
-        Ok(QueueKeys { queue: queue.to_string(), prefix: format!("{namespace}:{{{queue}}}") })
+        Ok(QueueKeys {
+            queue: queue.to_string(),
+            prefix: format!("{namespace}:{{{queue}}}"),
+        })
     }
 
     /// The queue name.
@@ -122,10 +125,17 @@ fn validate_name(what: &str, name: &str) -> Result<()> {
         return Err(Error::Config(format!("{what} must not be empty")));
     }
     if name.len() > MAX_QUEUE_NAME {
-        return Err(Error::Config(format!("{what} {name:?} is longer than {MAX_QUEUE_NAME} bytes")));
+        return Err(Error::Config(format!(
+            "{what} {name:?} is longer than {MAX_QUEUE_NAME} bytes"
+        )));
     }
-    if let Some(c) = name.chars().find(|c| matches!(c, '{' | '}') || c.is_whitespace() || c.is_control()) {
-        return Err(Error::Config(format!("{what} {name:?} must not contain {c:?}")));
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '{' | '}') || c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Config(format!(
+            "{what} {name:?} must not contain {c:?}"
+        )));
     }
     Ok(())
 }
@@ -137,7 +147,14 @@ mod tests {
     #[test]
     fn keys_share_one_hash_tag() {
         let k = QueueKeys::new("queue", "emails").expect("valid");
-        for key in [k.pending(), k.scheduled(), k.active(), k.inflight(), k.dead(), k.unique("x:y")] {
+        for key in [
+            k.pending(),
+            k.scheduled(),
+            k.active(),
+            k.inflight(),
+            k.dead(),
+            k.unique("x:y"),
+        ] {
             assert!(key.starts_with("queue:{emails}:"), "{key}");
         }
     }

@@ -15,7 +15,9 @@ mod registry;
 mod scripts;
 mod server;
 
-pub use client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH};
+pub use client::{
+    Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
+};
 pub use codec::{decode_member, decode_value, encode_member, encode_value, member_id, Outcome};
 pub use error::{redact, Error, Result};
 pub use job::{
@@ -23,9 +25,12 @@ pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
 };
 pub use keys::{QueueKeys, DEFAULT_NAMESPACE};
-pub use lifecycle::{decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle};
+pub use lifecycle::{
+    decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle,
+};
 pub use registry::{
-    registered_jobs, Action, BoxError, HandlerFn, HandlerFuture, JobContext, JobError, JobRegistration, JobType,
+    registered_jobs, Action, BoxError, HandlerFn, HandlerFuture, JobContext, JobError,
+    JobRegistration, JobType,
 };
 pub use server::{RedisServer, RedisServerOptions};
 

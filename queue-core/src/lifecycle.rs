@@ -141,10 +141,14 @@ pub fn decide(job: &Job, failed: &Failed, now_ms: i64, unit: f64) -> Settle {
         Failed::Discard => Settle::Discard,
         Failed::DeadLetter => Settle::Dead,
         _ if exhausted => Settle::Dead,
-        Failed::RetryAfter(d) => Settle::Retry { at_ms: now_ms.saturating_add(millis(*d) as i64) },
+        Failed::RetryAfter(d) => Settle::Retry {
+            at_ms: now_ms.saturating_add(millis(*d) as i64),
+        },
         Failed::Retry => {
             let delay = job.backoff().delay(job.failed, unit);
-            Settle::Retry { at_ms: now_ms.saturating_add(millis(delay) as i64) }
+            Settle::Retry {
+                at_ms: now_ms.saturating_add(millis(delay) as i64),
+            }
         }
     }
 }
@@ -201,27 +205,42 @@ impl Broker {
     pub async fn fetch(&self, n: usize, lease: Duration) -> Result<Fetched> {
         let k = &self.keys;
         let mut call = scripts().fetch.call();
-        call.key(k.pending()).key(k.scheduled()).key(k.active()).key(k.inflight()).key(k.meta()).key(k.wake());
+        call.key(k.pending())
+            .key(k.scheduled())
+            .key(k.active())
+            .key(k.inflight())
+            .key(k.meta())
+            .key(k.wake());
         call.arg(n.min(MAX_BATCH)).arg(millis(lease));
-        let reply: Vec<redis::Value> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let reply: Vec<redis::Value> = call
+            .invoke(&mut self.client.con(), self.client.url())
+            .await?;
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
         let next_due: i64 = int(it.next())?;
         let jobs = it
             .map(|v| {
-                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("fetch reply", e))?;
+                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode("fetch reply", e))?;
                 Ok(self.leased(member, token))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Fetched { jobs, next_due_ms: (next_due >= 0).then_some(next_due) })
+        Ok(Fetched {
+            jobs,
+            next_due_ms: (next_due >= 0).then_some(next_due),
+        })
     }
 
     fn leased(&self, member: Vec<u8>, token: u64) -> Leased {
         // The id is readable even when the envelope is not, so a malformed job can still be
         // dead-lettered under its own id.
-        let id = codec::member_id(&member).unwrap_or_else(|_| JobId::from_wire(String::from_utf8_lossy(&member).into()));
+        let id = codec::member_id(&member)
+            .unwrap_or_else(|_| JobId::from_wire(String::from_utf8_lossy(&member).into()));
         let job = codec::decode_member(&member, self.queue());
-        Leased { lease: Lease { id, token, member }, job }
+        Leased {
+            lease: Lease { id, token, member },
+            job,
+        }
     }
 
     /// Records successful attempts (at most [`MAX_BATCH`] per call). Returns, per completion,
@@ -240,7 +259,12 @@ impl Broker {
         }
         let k = &self.keys;
         let mut call = scripts().complete.call();
-        call.key(k.active()).key(k.inflight()).key(k.completed()).key(k.results()).key(k.stats()).key(k.waiters());
+        call.key(k.active())
+            .key(k.inflight())
+            .key(k.completed())
+            .key(k.results())
+            .key(k.stats())
+            .key(k.waiters());
         let mut uniques: Vec<&str> = Vec::new();
         for c in done {
             if let Some(u) = &c.unique_key {
@@ -250,7 +274,10 @@ impl Broker {
                 }
             }
         }
-        call.arg(done.len()).arg(retention.completed_count).arg(millis(retention.completed_age)).arg(k.done_channel());
+        call.arg(done.len())
+            .arg(retention.completed_count)
+            .arg(millis(retention.completed_age))
+            .arg(k.done_channel());
         let now = now_ms();
         for c in done {
             let outcome = Outcome {
@@ -261,10 +288,16 @@ impl Broker {
                 error: None,
                 job: (retention.completed_count > 0).then(|| c.lease.member.clone()),
             };
-            let idx = c.unique_key.as_deref().and_then(|u| uniques.iter().position(|x| *x == u)).map_or(0, |p| p + 1);
+            let idx = c
+                .unique_key
+                .as_deref()
+                .and_then(|u| uniques.iter().position(|x| *x == u))
+                .map_or(0, |p| p + 1);
             call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
         }
-        let reply: Vec<i64> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let reply: Vec<i64> = call
+            .invoke(&mut self.client.con(), self.client.url())
+            .await?;
         Ok(reply.into_iter().map(|r| r == 1).collect())
     }
 
@@ -278,7 +311,14 @@ impl Broker {
     /// # Cancel safety
     ///
     /// Not cancel safe.
-    pub async fn fail(&self, lease: &Lease, job: &Job, settle: &Settle, retention: &Retention, counter: &str) -> Result<bool> {
+    pub async fn fail(
+        &self,
+        lease: &Lease,
+        job: &Job,
+        settle: &Settle,
+        retention: &Retention,
+        counter: &str,
+    ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
         let mut call = scripts().fail.call();
@@ -307,7 +347,9 @@ impl Broker {
                 state,
                 finished_ms: now_ms(),
                 result: None,
-                error: job.last_error().map(|f| format!("{}: {}", f.kind, f.message)),
+                error: job
+                    .last_error()
+                    .map(|f| format!("{}: {}", f.kind, f.message)),
                 job: Some(member.clone()),
             }
             .encode()?,
@@ -324,7 +366,9 @@ impl Broker {
             .arg(counter)
             .arg(retention.completed_count)
             .arg(millis(retention.completed_age));
-        let applied: i64 = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let applied: i64 = call
+            .invoke(&mut self.client.con(), self.client.url())
+            .await?;
         Ok(applied == 1)
     }
 
@@ -344,11 +388,14 @@ impl Broker {
         let mut call = scripts().reclaim.call();
         call.key(k.active()).key(k.inflight()).key(k.meta());
         call.arg(limit.clamp(1, MAX_BATCH)).arg(millis(lease));
-        let reply: Vec<redis::Value> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+        let reply: Vec<redis::Value> = call
+            .invoke(&mut self.client.con(), self.client.url())
+            .await?;
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
         it.map(|v| {
-            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("reclaim reply", e))?;
+            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
+                .map_err(|e| Error::decode("reclaim reply", e))?;
             Ok(self.leased(member, token))
         })
         .collect()
@@ -371,7 +418,9 @@ impl Broker {
             for l in chunk {
                 call.arg(l.as_str());
             }
-            let reply: Vec<i64> = call.invoke(&mut self.client.con(), self.client.url()).await?;
+            let reply: Vec<i64> = call
+                .invoke(&mut self.client.con(), self.client.url())
+                .await?;
             held.extend(reply.into_iter().map(|r| r == 1));
         }
         Ok(held)
@@ -392,11 +441,16 @@ impl Broker {
         let mut back = 0;
         for chunk in leases.chunks(MAX_BATCH) {
             let mut call = scripts().requeue.call();
-            call.key(k.active()).key(k.inflight()).key(k.pending()).key(k.wake());
+            call.key(k.active())
+                .key(k.inflight())
+                .key(k.pending())
+                .key(k.wake());
             for l in chunk {
                 call.arg(l.as_str());
             }
-            let n: u64 = call.invoke(&mut self.client.con(), self.client.url()).await?;
+            let n: u64 = call
+                .invoke(&mut self.client.con(), self.client.url())
+                .await?;
             back += n;
         }
         Ok(back)
@@ -424,7 +478,10 @@ mod tests {
             priority: 0,
             failed,
             max_attempts: Some(max),
-            backoff: Some(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60))),
+            backoff: Some(Backoff::exponential(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )),
             timeout_ms: None,
             run_at_ms: None,
             unique_key: None,
@@ -434,14 +491,34 @@ mod tests {
 
     #[test]
     fn retries_with_backoff_until_attempts_run_out() {
-        assert_eq!(decide(&job(1, 3), &Failed::Retry, 10_000, 1.0), Settle::Retry { at_ms: 11_000 });
-        assert_eq!(decide(&job(2, 3), &Failed::Retry, 10_000, 0.0), Settle::Retry { at_ms: 11_000 });
-        assert_eq!(decide(&job(3, 3), &Failed::Retry, 10_000, 0.5), Settle::Dead);
         assert_eq!(
-            decide(&job(1, 3), &Failed::RetryAfter(Duration::from_millis(5)), 10, 0.5),
+            decide(&job(1, 3), &Failed::Retry, 10_000, 1.0),
+            Settle::Retry { at_ms: 11_000 }
+        );
+        assert_eq!(
+            decide(&job(2, 3), &Failed::Retry, 10_000, 0.0),
+            Settle::Retry { at_ms: 11_000 }
+        );
+        assert_eq!(
+            decide(&job(3, 3), &Failed::Retry, 10_000, 0.5),
+            Settle::Dead
+        );
+        assert_eq!(
+            decide(
+                &job(1, 3),
+                &Failed::RetryAfter(Duration::from_millis(5)),
+                10,
+                0.5
+            ),
             Settle::Retry { at_ms: 15 }
         );
-        assert_eq!(decide(&job(1, 3), &Failed::DeadLetter, 0, 0.5), Settle::Dead);
-        assert_eq!(decide(&job(3, 3), &Failed::Discard, 0, 0.5), Settle::Discard);
+        assert_eq!(
+            decide(&job(1, 3), &Failed::DeadLetter, 0, 0.5),
+            Settle::Dead
+        );
+        assert_eq!(
+            decide(&job(3, 3), &Failed::Discard, 0, 0.5),
+            Settle::Discard
+        );
     }
 }

@@ -57,19 +57,35 @@ pub struct JobError {
 impl JobError {
     /// Retry with backoff.
     pub fn retry(message: impl fmt::Display) -> JobError {
-        JobError { action: Action::Retry, kind: "error", message: message.to_string() }
+        JobError {
+            action: Action::Retry,
+            kind: "error",
+            message: message.to_string(),
+        }
     }
     /// Retry after `delay`.
     pub fn retry_after(delay: Duration, message: impl fmt::Display) -> JobError {
-        JobError { action: Action::RetryAfter(delay), kind: "error", message: message.to_string() }
+        JobError {
+            action: Action::RetryAfter(delay),
+            kind: "error",
+            message: message.to_string(),
+        }
     }
     /// Dead-letter now, whatever attempts remain.
     pub fn dead_letter(message: impl fmt::Display) -> JobError {
-        JobError { action: Action::DeadLetter, kind: "error", message: message.to_string() }
+        JobError {
+            action: Action::DeadLetter,
+            kind: "error",
+            message: message.to_string(),
+        }
     }
     /// Drop the job.
     pub fn discard(message: impl fmt::Display) -> JobError {
-        JobError { action: Action::Discard, kind: "discarded", message: message.to_string() }
+        JobError {
+            action: Action::Discard,
+            kind: "discarded",
+            message: message.to_string(),
+        }
     }
     /// Sets the short kind recorded in the error history (`error`, `panic`, `timeout`...).
     pub fn with_kind(mut self, kind: &'static str) -> JobError {
@@ -92,7 +108,11 @@ impl JobError {
 
 impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JobError({:?}, {}: {})", self.action, self.kind, self.message)
+        write!(
+            f,
+            "JobError({:?}, {}: {})",
+            self.action, self.kind, self.message
+        )
     }
 }
 
@@ -129,7 +149,8 @@ pub struct JobContext {
 }
 
 /// The future a type-erased handler returns: the encoded result, or the failure.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = std::result::Result<Vec<u8>, JobError>> + Send + 'static>>;
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<Vec<u8>, JobError>> + Send + 'static>>;
 
 /// A type-erased handler: decodes the arguments, runs the user's function, encodes the result.
 pub type HandlerFn = fn(JobContext, Vec<u8>) -> HandlerFuture;
@@ -159,12 +180,18 @@ pub fn registered_jobs() -> Result<HashMap<&'static str, &'static JobRegistratio
     let mut dups = Vec::new();
     for reg in inventory::iter::<JobRegistration> {
         if let Some(prev) = map.insert(reg.name, reg) {
-            dups.push(format!("{:?} at {} and {}", reg.name, prev.location, reg.location));
+            dups.push(format!(
+                "{:?} at {} and {}",
+                reg.name, prev.location, reg.location
+            ));
         }
     }
     if !dups.is_empty() {
         dups.sort();
-        return Err(Error::Registry(format!("duplicate job names: {}", dups.join("; "))));
+        return Err(Error::Registry(format!(
+            "duplicate job names: {}",
+            dups.join("; ")
+        )));
     }
     Ok(map)
 }

@@ -55,11 +55,17 @@ impl RedisServer {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(Error::Spawn { what: "redis-server", message: "did not start".into() }))
+        Err(last.unwrap_or(Error::Spawn {
+            what: "redis-server",
+            message: "did not start".into(),
+        }))
     }
 
     fn start_once(opts: &RedisServerOptions) -> Result<RedisServer> {
-        let spawn_err = |message: String| Error::Spawn { what: "redis-server", message };
+        let spawn_err = |message: String| Error::Spawn {
+            what: "redis-server",
+            message,
+        };
         let dir = tempfile::Builder::new()
             .prefix("queue-redis-")
             .tempdir()
@@ -72,11 +78,29 @@ impl RedisServer {
         let (listen, url, port) = if opts.unix_socket {
             let sock = dir.path().join("redis.sock");
             let url = format!("redis+unix://{}", sock.display());
-            (vec!["--port".into(), "0".into(), "--unixsocket".into(), sock.display().to_string()], url, None)
+            (
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--unixsocket".into(),
+                    sock.display().to_string(),
+                ],
+                url,
+                None,
+            )
         } else {
             let port = free_port().map_err(|e| spawn_err(format!("no free port: {e}")))?;
             let url = format!("redis://127.0.0.1:{port}");
-            (vec!["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()], url, Some(port))
+            (
+                vec![
+                    "--port".into(),
+                    port.to_string(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                ],
+                url,
+                Some(port),
+            )
         };
         let child = Command::new(&program)
             .args(&listen)
@@ -97,7 +121,12 @@ impl RedisServer {
                 ))
             })?;
         // From here on, Drop kills the child whatever happens.
-        let mut server = RedisServer { child, dir, url, port };
+        let mut server = RedisServer {
+            child,
+            dir,
+            url,
+            port,
+        };
         server
             .wait_ready(Duration::from_secs(10))
             .map_err(|m| spawn_err(format!("{m}; log: {}", server.log())))?;
@@ -117,7 +146,9 @@ impl RedisServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("redis-server did not answer PING within {within:?}"));
+                return Err(format!(
+                    "redis-server did not answer PING within {within:?}"
+                ));
             }
             // Polling is the only signal a starting server gives; the wait is bounded above.
             std::thread::sleep(Duration::from_millis(10));

@@ -62,7 +62,9 @@ impl Errors {
 
 fn lit_str(e: &Expr) -> Option<LitStr> {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s.clone()),
         _ => None,
     }
 }
@@ -72,7 +74,9 @@ where
     T::Err: std::fmt::Display,
 {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse().ok(),
         _ => None,
     }
 }
@@ -105,10 +109,17 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
     };
     for meta in metas {
         let Meta::NameValue(nv) = &meta else {
-            errors.push(syn::Error::new(meta.span(), "expected `key = value`, e.g. `#[job(name = \"billing.send_invoice\")]`"));
+            errors.push(syn::Error::new(
+                meta.span(),
+                "expected `key = value`, e.g. `#[job(name = \"billing.send_invoice\")]`",
+            ));
             continue;
         };
-        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         let v = &nv.value;
         let dur = |errors: &mut Errors| -> Option<u64> {
             let s = lit_str(v);
@@ -149,7 +160,10 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
         }
     }
     if out.backoff_fixed.is_some() && (out.backoff.is_some() || out.backoff_max.is_some()) {
-        errors.push(syn::Error::new(Span::call_site(), "`backoff_fixed` cannot be combined with `backoff`/`backoff_max`: choose one policy"));
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "`backoff_fixed` cannot be combined with `backoff`/`backoff_max`: choose one policy",
+        ));
     }
     out
 }
@@ -166,7 +180,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
     let sig = &func.sig;
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new(sig.fn_token.span(), "#[job] needs an `async fn`: write `async fn` here"));
+        errors.push(syn::Error::new(
+            sig.fn_token.span(),
+            "#[job] needs an `async fn`: write `async fn` here",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(syn::Error::new(sig.generics.span(), "#[job] functions cannot be generic: use a concrete argument type (one job name must decode to one type)"));
@@ -174,7 +191,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let mut typed = Vec::new();
     for input in &sig.inputs {
         match input {
-            FnArg::Receiver(r) => errors.push(syn::Error::new(r.span(), "#[job] functions cannot take `self`: make it a free function")),
+            FnArg::Receiver(r) => errors.push(syn::Error::new(
+                r.span(),
+                "#[job] functions cannot take `self`: make it a free function",
+            )),
             FnArg::Typed(t) => typed.push(t.clone()),
         }
     }
@@ -186,7 +206,10 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     if let Some(t) = typed.first() {
         if let Type::Reference(r) = &*t.ty {
-            errors.push(syn::Error::new(r.span(), "job arguments are decoded into an owned value: take `MyArgs`, not a reference"));
+            errors.push(syn::Error::new(
+                r.span(),
+                "job arguments are decoded into an owned value: take `MyArgs`, not a reference",
+            ));
         }
     }
     match &sig.output {
@@ -203,16 +226,34 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     errors.finish()?;
 
-    let krate = attrs.krate.clone().unwrap_or_else(|| syn::parse_quote!(::queue));
+    let krate = attrs
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::queue));
     let p = quote!(#krate::__private);
     let vis = &func.vis;
     let ident = &sig.ident;
-    let name = attrs.name.clone().unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let name = attrs
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
     let args_ty = &typed[0].ty;
-    let call = if typed.len() == 2 { quote!(#ident(args, ctx)) } else { quote!({ let _ = ctx; #ident(args) }) };
+    let call = if typed.len() == 2 {
+        quote!(#ident(args, ctx))
+    } else {
+        quote!({ let _ = ctx; #ident(args) })
+    };
 
-    let opt = |v: Option<TokenStream2>| v.map_or(quote!(::core::option::Option::None), |t| quote!(::core::option::Option::Some(#t)));
-    let queue = opt(attrs.queue.as_ref().map(|q| quote!(::std::string::String::from(#q))));
+    let opt = |v: Option<TokenStream2>| {
+        v.map_or(
+            quote!(::core::option::Option::None),
+            |t| quote!(::core::option::Option::Some(#t)),
+        )
+    };
+    let queue = opt(attrs
+        .queue
+        .as_ref()
+        .map(|q| quote!(::std::string::String::from(#q))));
     let priority = opt(attrs.priority.map(|v| quote!(#v)));
     let max_attempts = opt(attrs.max_attempts.map(|v| quote!(#v)));
     let ms = |v: u64| quote!(::core::time::Duration::from_millis(#v));

@@ -80,7 +80,9 @@ pub struct WorkerBuilder {
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("WorkerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,21 +194,31 @@ impl WorkerBuilder {
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         if c.concurrency == 0 || c.concurrency > 10_000 {
-            return Err(Error::Config(format!("concurrency must be 1..=10000, got {}", c.concurrency)));
+            return Err(Error::Config(format!(
+                "concurrency must be 1..=10000, got {}",
+                c.concurrency
+            )));
         }
         if c.queues.is_empty() {
             return Err(Error::Config("no queues to serve".into()));
         }
         if let Some((q, _)) = c.queues.iter().find(|(_, w)| *w == 0) {
-            return Err(Error::Config(format!("queue {q:?} has weight 0; weights must be at least 1")));
+            return Err(Error::Config(format!(
+                "queue {q:?} has weight 0; weights must be at least 1"
+            )));
         }
         let mut names: Vec<&str> = c.queues.iter().map(|(q, _)| q.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::Config("a queue is listed twice".into()));
         }
-        if c.lease < Duration::from_millis(100) || c.heartbeat.is_zero() || c.heartbeat * 2 > c.lease {
-            return Err(Error::Config("lease must be at least 100 ms and the heartbeat at most half of it".into()));
+        if c.lease < Duration::from_millis(100)
+            || c.heartbeat.is_zero()
+            || c.heartbeat * 2 > c.lease
+        {
+            return Err(Error::Config(
+                "lease must be at least 100 ms and the heartbeat at most half of it".into(),
+            ));
         }
         if c.reclaim_every.is_zero() {
             return Err(Error::Config("reclaim_every must be positive".into()));

@@ -48,7 +48,11 @@ impl Registry {
         let mut qs: Vec<String> = self
             .jobs
             .values()
-            .map(|r| (r.options)().queue.unwrap_or_else(|| queue_core::DEFAULT_QUEUE.to_string()))
+            .map(|r| {
+                (r.options)()
+                    .queue
+                    .unwrap_or_else(|| queue_core::DEFAULT_QUEUE.to_string())
+            })
             .collect();
         qs.sort();
         qs.dedup();

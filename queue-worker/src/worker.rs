@@ -10,7 +10,7 @@
 //! - the heartbeat: extends the leases of running jobs;
 //! - the reclaimer: takes over expired leases of dead workers and records the lost attempt.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("config", &self.rt.config).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("config", &self.rt.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,23 +77,41 @@ struct Counters {
 struct QueueState {
     broker: Broker,
     weight: u32,
-    /// Leases (`id:token`) this worker holds in this queue: running, or finished and waiting
-    /// for the acker. The heartbeat extends them; shutdown hands back what is left.
-    inflight: Mutex<HashSet<String>>,
+    /// Leases (`id:token`) this worker holds in this queue, and whether each is being settled
+    /// (its complete/fail call is under way). The heartbeat extends them all; a lease found
+    /// gone while still running was lost, while one being settled was simply settled. Shutdown
+    /// hands back what is left.
+    inflight: Mutex<HashMap<String, bool>>,
 }
 
 impl QueueState {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        // A poisoned lock means a panic elsewhere mid-update of a plain map; the map is still
+        // usable, and losing the heartbeat would be worse.
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
     fn hold(&self, lease: &Lease) {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(lease.key());
+        self.leases().insert(lease.key(), false);
+    }
+    fn settling(&self, key: &str) {
+        if let Some(s) = self.leases().get_mut(key) {
+            *s = true;
+        }
     }
     fn release(&self, key: &str) {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.leases().remove(key);
     }
-    fn is_held(&self, key: &str) -> bool {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
+    /// Forgets a lease the heartbeat found gone; true if it was still running (really lost).
+    fn lost(&self, key: &str) -> bool {
+        let mut leases = self.leases();
+        if leases.get(key) == Some(&false) {
+            leases.remove(key);
+            return true;
+        }
+        false
     }
     fn held(&self) -> Vec<String> {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.leases().keys().cloned().collect()
     }
 }
 
@@ -118,13 +138,18 @@ impl Worker {
         registry: Registry,
         user: Vec<Arc<dyn Middleware>>,
     ) -> Result<Worker> {
-        let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace), Arc::new(CatchPanic), Arc::new(Timeout)];
+        let mut chain: Vec<Arc<dyn Middleware>> =
+            vec![Arc::new(Trace), Arc::new(CatchPanic), Arc::new(Timeout)];
         chain.extend(user);
         let queues = config
             .queues
             .iter()
             .map(|(q, w)| {
-                Ok(QueueState { broker: Broker::new(client.clone(), q)?, weight: *w, inflight: Mutex::new(HashSet::new()) })
+                Ok(QueueState {
+                    broker: Broker::new(client.clone(), q)?,
+                    weight: *w,
+                    inflight: Mutex::new(HashMap::new()),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
@@ -172,8 +197,9 @@ impl Worker {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate())
-                .map_err(|e| crate::Error::Config(format!("cannot install SIGTERM handler: {e}")))?;
+            let mut term = signal(SignalKind::terminate()).map_err(|e| {
+                crate::Error::Config(format!("cannot install SIGTERM handler: {e}"))
+            })?;
             let mut int = signal(SignalKind::interrupt())
                 .map_err(|e| crate::Error::Config(format!("cannot install SIGINT handler: {e}")))?;
             self.run(async move {
@@ -251,7 +277,9 @@ impl Worker {
                 Ok(n) => {
                     rt.counters.requeued.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(e) => tracing::error!(queue = q.broker.queue(), error = %e, "could not hand jobs back; they return when their lease expires"),
+                Err(e) => {
+                    tracing::error!(queue = q.broker.queue(), error = %e, "could not hand jobs back; they return when their lease expires")
+                }
             }
         }
         let _ = final_tx.send(true);
@@ -387,7 +415,13 @@ fn chrono_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn run_job(rt: Arc<Runtime>, qi: usize, leased: Leased, permit: OwnedSemaphorePermit, ack_tx: mpsc::UnboundedSender<Ack>) {
+async fn run_job(
+    rt: Arc<Runtime>,
+    qi: usize,
+    leased: Leased,
+    permit: OwnedSemaphorePermit,
+    ack_tx: mpsc::UnboundedSender<Ack>,
+) {
     let Leased { lease, job } = leased;
     let job = match job {
         Ok(job) => job,
@@ -404,7 +438,17 @@ async fn run_job(rt: Arc<Runtime>, qi: usize, leased: Leased, permit: OwnedSemap
             job.name,
             rt.registry.names().join(", ")
         );
-        settle_failure(&rt, qi, &lease, job, "unknown_job", &message, Failed::Retry, "failed").await;
+        settle_failure(
+            &rt,
+            qi,
+            &lease,
+            job,
+            "unknown_job",
+            &message,
+            Failed::Retry,
+            "failed",
+        )
+        .await;
         return;
     };
     let job = Arc::new(job);
@@ -416,21 +460,45 @@ async fn run_job(rt: Arc<Runtime>, qi: usize, leased: Leased, permit: OwnedSemap
         max_attempts: job.max_attempts(),
         client: rt.client.clone(),
     };
-    let req = Request { ctx, job: job.clone(), args: job.args.clone() };
+    let req = Request {
+        ctx,
+        job: job.clone(),
+        args: job.args.clone(),
+    };
     let res = Next::new(&rt.chain, registration.handler).run(req).await;
     // The slot frees before the result is recorded: completions are acknowledged in batches by
     // the acker, and the lease stays held (and heartbeated) until then.
     drop(permit);
     match res {
         Ok(result) => {
-            let completion = Completion { lease, result, unique_key: job.unique_key.clone() };
-            if ack_tx.send(Ack { queue: qi, completion }).is_err() {
+            let completion = Completion {
+                lease,
+                result,
+                unique_key: job.unique_key.clone(),
+            };
+            if ack_tx
+                .send(Ack {
+                    queue: qi,
+                    completion,
+                })
+                .is_err()
+            {
                 tracing::error!("acker stopped; the job's lease will expire and it will run again");
             }
         }
         Err(e) => {
             let job = Arc::unwrap_or_clone(job);
-            settle_failure(&rt, qi, &lease, job, e.kind(), e.message(), Failed::from(e.action()), "failed").await;
+            settle_failure(
+                &rt,
+                qi,
+                &lease,
+                job,
+                e.kind(),
+                e.message(),
+                Failed::from(e.action()),
+                "failed",
+            )
+            .await;
         }
     }
 }
@@ -456,7 +524,9 @@ async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_
         unique_key: None,
         errors: Vec::new(),
     };
-    let message = format!("the job's envelope does not decode ({error}); its raw bytes are kept as its arguments");
+    let message = format!(
+        "the job's envelope does not decode ({error}); its raw bytes are kept as its arguments"
+    );
     stand_in.record_failure("decode", &message, chrono_now_ms());
     apply(rt, qi, &lease, &stand_in, &Settle::Dead, "failed").await;
 }
@@ -482,9 +552,14 @@ async fn settle_failure(
 /// through, the lease expires and the job is recovered, so nothing is lost.
 async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, counter: &str) {
     let q = &rt.queues[qi];
+    q.settling(&lease.key());
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
-        match q.broker.fail(lease, job, settle, &rt.config.retention, counter).await {
+        match q
+            .broker
+            .fail(lease, job, settle, &rt.config.retention, counter)
+            .await
+        {
             Ok(true) => {
                 rt.counters.failed.fetch_add(1, Ordering::Relaxed);
                 if *settle == Settle::Dead {
@@ -516,12 +591,18 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
         for qi in 0..rt.queues.len() {
-            let batch: Vec<Completion> =
-                buf.iter().filter(|a| a.queue == qi).map(|a| a.completion.clone()).collect();
+            let batch: Vec<Completion> = buf
+                .iter()
+                .filter(|a| a.queue == qi)
+                .map(|a| a.completion.clone())
+                .collect();
             if batch.is_empty() {
                 continue;
             }
             let q = &rt.queues[qi];
+            for c in &batch {
+                q.settling(&c.lease.key());
+            }
             let mut delay = Duration::from_millis(50);
             for attempt in 1..=5 {
                 match q.broker.complete(&batch, &rt.config.retention).await {
@@ -571,11 +652,8 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             match q.broker.extend(&held, rt.config.lease).await {
                 Ok(still) => {
                     for (key, ok) in held.iter().zip(still) {
-                        // A lease completed between the snapshot and the extend is not lost;
-                        // the acker has released it (or is about to).
-                        if !ok && q.is_held(key) {
+                        if !ok && q.lost(key) {
                             tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");
-                            q.release(key);
                         }
                     }
                 }
@@ -613,7 +691,17 @@ async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                         tracing::warn!(id = %job.id, name = %job.name, "recovering a job whose worker was lost");
                         // Back to the queue at once: the attempt is counted, and a job that
                         // keeps killing its workers ends in the dead set as `worker_lost`.
-                        settle_failure(&rt, qi, &lease, job, "worker_lost", &message, Failed::RetryAfter(Duration::ZERO), "recovered").await;
+                        settle_failure(
+                            &rt,
+                            qi,
+                            &lease,
+                            job,
+                            "worker_lost",
+                            &message,
+                            Failed::RetryAfter(Duration::ZERO),
+                            "recovered",
+                        )
+                        .await;
                     }
                     Err(e) => settle_undecodable(&rt, qi, lease, e).await,
                 }

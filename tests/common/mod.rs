@@ -15,8 +15,11 @@ pub struct Env {
 impl Env {
     pub async fn start() -> Env {
         init_tracing();
-        let server = RedisServer::start().expect("redis-server must be installed (apt-get install redis-server)");
-        let client = Client::connect(server.url()).await.unwrap_or_else(|e| panic!("connect: {e}\nlog:\n{}", server.log()));
+        let server = RedisServer::start()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let client = Client::connect(server.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}\nlog:\n{}", server.log()));
         Env { server, client }
     }
 
@@ -52,12 +55,17 @@ where
         if cond().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 /// Runs `f` with a hard time limit so a broken test fails instead of hanging CI.
 pub async fn bounded<T>(within: Duration, what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(within, f).await.unwrap_or_else(|_| panic!("{what} did not finish within {within:?}"))
+    tokio::time::timeout(within, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {within:?}"))
 }

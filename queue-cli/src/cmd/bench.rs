@@ -68,7 +68,10 @@ static RECORD_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn now_ms_f64() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// The benchmark's no-op handler.
@@ -77,13 +80,20 @@ async fn noop(p: Payload) -> Result<(), JobError> {
     RUNS.fetch_add(1, Ordering::Relaxed);
     if RECORD_LATENCY.load(Ordering::Relaxed) {
         let lat = now_ms_f64() - p.ts;
-        LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).push(lat);
+        LATENCIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lat);
     }
     Ok(())
 }
 
 fn payload(i: u64) -> Payload {
-    Payload { i, ts: now_ms_f64(), pad: "x".repeat(64) }
+    Payload {
+        i,
+        ts: now_ms_f64(),
+        pad: "x".repeat(64),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,19 +104,28 @@ struct Snap {
 }
 
 async fn snap(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Snap> {
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(con).await?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await?;
     let cpu: String = redis::cmd("INFO").arg("cpu").query_async(con).await?;
     let mem: String = redis::cmd("INFO").arg("memory").query_async(con).await?;
     let mut calls = 0;
     for line in stats.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_") {
-            if let Some(c) = rest.split("calls=").nth(1).and_then(|s| s.split(',').next()) {
+            if let Some(c) = rest
+                .split("calls=")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+            {
                 calls += c.parse::<u64>().unwrap_or(0);
             }
         }
     }
     let field = |text: &str, k: &str| -> f64 {
-        text.lines().find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
     };
     Ok(Snap {
         calls,
@@ -139,10 +158,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         bail!("--jobs, --concurrency and --batch must be positive");
     }
-    let (_server, url) = match args.redis_url.clone().or_else(|| std::env::var("REDIS_URL").ok()) {
+    let (_server, url) = match args
+        .redis_url
+        .clone()
+        .or_else(|| std::env::var("REDIS_URL").ok())
+    {
         Some(u) => (None, u),
         None => {
-            let s = RedisServer::start().context("starting a throwaway redis-server (or pass --redis-url)")?;
+            let s = RedisServer::start()
+                .context("starting a throwaway redis-server (or pass --redis-url)")?;
             let u = s.url().to_string();
             (Some(s), u)
         }
@@ -153,20 +177,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.enqueue_only {
         config.namespace = namespace.clone();
     }
-    let client = Client::connect_with(config).await.with_context(|| format!("connecting to {}", queue::core::redact(&url)))?;
-    let mut raw = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+    let client = Client::connect_with(config)
+        .await
+        .with_context(|| format!("connecting to {}", queue::core::redact(&url)))?;
+    let mut raw = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
 
     if args.enqueue_only {
         let q = args.queue.clone().unwrap_or_default();
         let t0 = Instant::now();
         enqueue(&client, &q, args.jobs, args.batch).await?;
         let secs = t0.elapsed().as_secs_f64();
-        println!("enqueued {} jobs into {q:?} in {secs:.2}s ({:.0} jobs/s)", args.jobs, args.jobs as f64 / secs);
+        println!(
+            "enqueued {} jobs into {q:?} in {secs:.2}s ({:.0} jobs/s)",
+            args.jobs,
+            args.jobs as f64 / secs
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut raw).await?;
-    let redis_version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut raw)
+        .await?;
+    let redis_version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
     let mut r = Results {
         jobs: args.jobs,
         concurrency: args.concurrency,
@@ -188,7 +228,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     r.enqueue_redis_cpu_us_per_job = round((s1.cpu - s0.cpu) * 1e6 / args.jobs as f64);
 
     // Phase 2: drain with a no-op handler.
-    let retention = Retention { completed_count: args.keep_completed, ..Retention::default() };
+    let retention = Retention {
+        completed_count: args.keep_completed,
+        ..Retention::default()
+    };
     let worker = WorkerBuilder::with_client(client.clone())
         .queue(drain_q, 1)
         .concurrency(args.concurrency)
@@ -211,7 +254,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     r.process_redis_cpu_us_per_job = round((s3.cpu - s2.cpu) * 1e6 / args.jobs as f64);
     r.redis_cpu_us_per_job = round(r.enqueue_redis_cpu_us_per_job + r.process_redis_cpu_us_per_job);
     // The completion poll below adds a few commands; they are counted, which only hurts us.
-    r.redis_cmds_per_job = round(((s1.calls - s0.calls) + (s3.calls - s2.calls)) as f64 / args.jobs as f64);
+    r.redis_cmds_per_job =
+        round(((s1.calls - s0.calls) + (s3.calls - s2.calls)) as f64 / args.jobs as f64);
 
     // Phase 3: enqueue-to-start latency at a steady rate, single-job enqueues.
     if args.latency_secs > 0 && args.rate > 0 {
@@ -241,7 +285,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             while sent < due {
                 let c = client.clone();
                 let i = sent;
-                inflight.spawn(async move { c.enqueue_job(NewJob::of::<noop>(&payload(i))?.queue(lat_q)).await });
+                inflight.spawn(async move {
+                    c.enqueue_job(NewJob::of::<noop>(&payload(i))?.queue(lat_q))
+                        .await
+                });
                 sent += 1;
             }
             while let Some(res) = inflight.try_join_next() {
@@ -252,13 +299,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             res??;
         }
         let lk = client.keys(lat_q)?;
-        wait_completed(&mut raw, &lk.stats(), n, Duration::from_secs(args.latency_secs + 60)).await?;
+        wait_completed(
+            &mut raw,
+            &lk.stats(),
+            n,
+            Duration::from_secs(args.latency_secs + 60),
+        )
+        .await?;
         RECORD_LATENCY.store(false, Ordering::Relaxed);
         let _ = stop_tx.send(());
         running.await??;
         let mut lat = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
         lat.sort_by(|a, b| a.total_cmp(b));
-        let pct = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).map(|v| round3(*v));
+        let pct = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .map(|v| round3(*v))
+        };
         r.latency_p50_ms = pct(0.5);
         r.latency_p99_ms = pct(0.99);
         r.latency_max_ms = lat.last().map(|v| round3(*v));
@@ -270,18 +326,36 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("queue bench against Redis {} ({} jobs, ~100-byte payloads)", r.redis_version, r.jobs);
-        println!("  enqueue (batches of {}):       {:>10.0} jobs/s", r.batch, r.enqueue_jobs_per_sec);
-        println!("  drain (concurrency {}):        {:>10.0} jobs/s", r.concurrency, r.process_jobs_per_sec);
+        println!(
+            "queue bench against Redis {} ({} jobs, ~100-byte payloads)",
+            r.redis_version, r.jobs
+        );
+        println!(
+            "  enqueue (batches of {}):       {:>10.0} jobs/s",
+            r.batch, r.enqueue_jobs_per_sec
+        );
+        println!(
+            "  drain (concurrency {}):        {:>10.0} jobs/s",
+            r.concurrency, r.process_jobs_per_sec
+        );
         if let (Some(p50), Some(p99)) = (r.latency_p50_ms, r.latency_p99_ms) {
-            println!("  enqueue-to-start at {}/s:     p50 {p50:.3} ms, p99 {p99:.3} ms", args.rate);
+            println!(
+                "  enqueue-to-start at {}/s:     p50 {p50:.3} ms, p99 {p99:.3} ms",
+                args.rate
+            );
         }
-        println!("  Redis memory per waiting job:  {:>10.1} bytes", r.bytes_per_waiting_job);
+        println!(
+            "  Redis memory per waiting job:  {:>10.1} bytes",
+            r.bytes_per_waiting_job
+        );
         println!(
             "  Redis CPU per job:             {:>10.1} us (enqueue {:.1} + fetch/complete {:.1})",
             r.redis_cpu_us_per_job, r.enqueue_redis_cpu_us_per_job, r.process_redis_cpu_us_per_job
         );
-        println!("  Redis commands per job:        {:>10.2}", r.redis_cmds_per_job);
+        println!(
+            "  Redis commands per job:        {:>10.2}",
+            r.redis_cmds_per_job
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -290,7 +364,9 @@ async fn enqueue(client: &Client, queue: &str, n: u64, batch: usize) -> anyhow::
     let mut i = 0;
     while i < n {
         let m = (batch as u64).min(n - i);
-        let jobs = (i..i + m).map(|k| Ok(NewJob::of::<noop>(&payload(k))?.queue(queue))).collect::<queue::Result<Vec<_>>>()?;
+        let jobs = (i..i + m)
+            .map(|k| Ok(NewJob::of::<noop>(&payload(k))?.queue(queue)))
+            .collect::<queue::Result<Vec<_>>>()?;
         client.enqueue_batch(jobs).await?;
         i += m;
     }
@@ -299,22 +375,40 @@ async fn enqueue(client: &Client, queue: &str, n: u64, batch: usize) -> anyhow::
 
 /// Waits until the queue's completed counter reaches `n`. Polling is the measurement here, not
 /// synchronisation of the system under test; it costs one HGET every 2 ms.
-async fn wait_completed(raw: &mut redis::aio::MultiplexedConnection, stats: &str, n: u64, within: Duration) -> anyhow::Result<()> {
+async fn wait_completed(
+    raw: &mut redis::aio::MultiplexedConnection,
+    stats: &str,
+    n: u64,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
-        let done: Option<u64> = redis::cmd("HGET").arg(stats).arg("completed").query_async(raw).await?;
+        let done: Option<u64> = redis::cmd("HGET")
+            .arg(stats)
+            .arg("completed")
+            .query_async(raw)
+            .await?;
         if done.unwrap_or(0) >= n {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("only {} of {n} jobs completed within {within:?}", done.unwrap_or(0));
+            bail!(
+                "only {} of {n} jobs completed within {within:?}",
+                done.unwrap_or(0)
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
-async fn cleanup(raw: &mut redis::aio::MultiplexedConnection, keys: &queue::core::QueueKeys) -> anyhow::Result<()> {
-    redis::cmd("DEL").arg(keys.all_fixed()).query_async::<()>(raw).await?;
+async fn cleanup(
+    raw: &mut redis::aio::MultiplexedConnection,
+    keys: &queue::core::QueueKeys,
+) -> anyhow::Result<()> {
+    redis::cmd("DEL")
+        .arg(keys.all_fixed())
+        .query_async::<()>(raw)
+        .await?;
     Ok(())
 }
 

@@ -65,12 +65,20 @@ pub(crate) struct Call<'a> {
 
 impl Script {
     pub(crate) fn call(&self) -> Call<'_> {
-        Call { script: self, keys: Vec::new(), args: Vec::new() }
+        Call {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
     /// Loads the script into the server's script cache.
     pub(crate) async fn load(&self, con: &mut MultiplexedConnection, url: &str) -> Result<()> {
-        self.inner.prepare_invoke().load_async(con).await.map_err(Error::redis(url))?;
+        self.inner
+            .prepare_invoke()
+            .load_async(con)
+            .await
+            .map_err(Error::redis(url))?;
         Ok(())
     }
 }
@@ -90,7 +98,10 @@ impl<'a> Call<'a> {
 
     fn cmd(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.inner.get_hash()).arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd.arg(self.script.inner.get_hash())
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
         cmd
     }
 
@@ -105,12 +116,19 @@ impl<'a> Call<'a> {
     ///
     /// Not cancel safe: once sent, the script runs to completion on the server even if this
     /// future is dropped; callers must treat a dropped call as "may have happened".
-    pub(crate) async fn invoke<T: FromRedisValue>(&self, con: &mut MultiplexedConnection, url: &str) -> Result<T> {
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        con: &mut MultiplexedConnection,
+        url: &str,
+    ) -> Result<T> {
         match self.cmd().query_async(con).await {
             Ok(v) => Ok(v),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.script.load(con, url).await?;
-                self.cmd().query_async(con).await.map_err(|e| self.error(url, e))
+                self.cmd()
+                    .query_async(con)
+                    .await
+                    .map_err(|e| self.error(url, e))
             }
             Err(e) => Err(self.error(url, e)),
         }

@@ -47,19 +47,30 @@ pub struct Next<'a> {
 
 impl std::fmt::Debug for Next<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Next").field("remaining", &self.rest.len()).finish()
+        f.debug_struct("Next")
+            .field("remaining", &self.rest.len())
+            .finish()
     }
 }
 
 impl<'a> Next<'a> {
     pub(crate) fn new(chain: &'a [Arc<dyn Middleware>], handler: HandlerFn) -> Next<'a> {
-        Next { rest: chain, handler }
+        Next {
+            rest: chain,
+            handler,
+        }
     }
 
     /// Runs the rest of the chain.
     pub fn run(self, req: Request) -> BoxFuture<'a, Response> {
         match self.rest.split_first() {
-            Some((first, rest)) => first.call(req, Next { rest, handler: self.handler }),
+            Some((first, rest)) => first.call(
+                req,
+                Next {
+                    rest,
+                    handler: self.handler,
+                },
+            ),
             None => (self.handler)(req.ctx, req.args),
         }
     }

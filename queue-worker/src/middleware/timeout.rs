@@ -14,7 +14,9 @@ impl Middleware for Timeout {
         let limit = req.job.timeout();
         tokio::time::timeout(limit, next.run(req))
             .map(move |res| {
-                res.unwrap_or_else(|_| Err(JobError::retry(format!("timed out after {limit:?}")).with_kind("timeout")))
+                res.unwrap_or_else(|_| {
+                    Err(JobError::retry(format!("timed out after {limit:?}")).with_kind("timeout"))
+                })
             })
             .boxed()
     }
