@@ -297,6 +297,54 @@ async fn retention_bounds_completed_jobs_by_count() {
 }
 
 #[tokio::test]
+async fn retention_bounds_completed_jobs_by_age() {
+    let env = Env::start().await;
+    let broker = Broker::new(env.client.clone(), "default").expect("broker");
+    let retention = Retention {
+        completed_age: Duration::from_millis(100),
+        ..Retention::default()
+    };
+    let complete_all = |n: u32| {
+        let broker = broker.clone();
+        let client = env.client.clone();
+        async move {
+            client
+                .enqueue_batch((0..n).map(job).collect())
+                .await
+                .expect("enqueue");
+            let f = broker.fetch(n as usize, LEASE).await.expect("fetch");
+            let done: Vec<Completion> = f
+                .jobs
+                .iter()
+                .map(|l| Completion {
+                    lease: l.lease.clone(),
+                    result: vec![0xc0],
+                    unique_key: None,
+                })
+                .collect();
+            broker.complete(&done, &retention).await.expect("complete");
+        }
+    };
+    complete_all(5).await;
+    // Age is the point of this test: let the first five grow older than the limit.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    complete_all(3).await;
+    let mut raw = env.raw().await;
+    let keys = env.client.keys("default").expect("keys");
+    let (kept, results): (u64, u64) = redis::pipe()
+        .zcard(keys.completed())
+        .hlen(keys.results())
+        .query_async(&mut raw)
+        .await
+        .expect("counts");
+    assert_eq!(
+        (kept, results),
+        (3, 3),
+        "jobs older than the age limit were trimmed"
+    );
+}
+
+#[tokio::test]
 async fn completion_releases_the_unique_key() {
     let env = Env::start().await;
     env.client

@@ -146,6 +146,48 @@ async fn retries_with_backoff_within_jitter_bounds_then_succeeds() {
     assert_eq!((report.completed, report.failed), (1, 2));
 }
 
+#[job(name = "test.fails_once", backoff = "300ms")]
+async fn fails_once(key: String, ctx: JobContext) -> Result<u32, JobError> {
+    record(&key);
+    if ctx.attempt == 1 {
+        return Err(JobError::retry("first attempt fails"));
+    }
+    Ok(ctx.attempt)
+}
+
+#[tokio::test]
+async fn a_retry_in_backoff_survives_its_worker() {
+    let env = Env::start().await;
+    let first = start_worker(&env, |b| b).await;
+    let e = env
+        .client
+        .enqueue::<fails_once>(&"backoff-survives".to_string())
+        .await
+        .expect("enqueue");
+    common::eventually(
+        Duration::from_secs(10),
+        "the first attempt to fail",
+        || async {
+            env.client
+                .counts("default")
+                .await
+                .map(|c| c.scheduled == 1)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // The worker that scheduled the retry goes away; the retry lives in Redis, not in it.
+    first.stop().await;
+    let second = start_worker(&env, |b| b).await;
+    let out = env
+        .client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.result::<u32>().expect("result"), 2);
+    assert_eq!(second.stop().await.completed, 1);
+}
+
 #[tokio::test]
 async fn dead_letter_after_max_attempts_keeps_the_error() {
     let env = Env::start().await;

@@ -11,7 +11,7 @@ use redis::AsyncConnectionConfig;
 
 use crate::codec::{self, Outcome};
 use crate::error::{Error, Result};
-use crate::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE, WIRE_VERSION};
+use crate::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
 use crate::keys::{QueueKeys, DEFAULT_NAMESPACE};
 use crate::registry::JobType;
 use crate::scripts::scripts;
@@ -221,22 +221,19 @@ impl NewJob {
             }
             (None, None) => 0,
         };
-        let job = Job {
-            id: JobId::generate(),
-            queue: o.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
-            version: WIRE_VERSION,
-            name: self.name,
-            args: self.args,
-            created_ms: now_ms,
-            priority: o.priority.unwrap_or(0),
-            failed: 0,
-            max_attempts: o.max_attempts,
-            backoff: o.backoff,
-            timeout_ms: o.timeout.map(millis),
-            run_at_ms: (run_at_ms > now_ms).then_some(run_at_ms),
-            unique_key,
-            errors: Vec::new(),
-        };
+        let mut job = Job::new(
+            JobId::generate(),
+            o.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string()),
+            self.name,
+            self.args,
+            now_ms,
+        );
+        job.priority = o.priority.unwrap_or(0);
+        job.max_attempts = o.max_attempts;
+        job.backoff = o.backoff;
+        job.timeout_ms = o.timeout.map(millis);
+        job.run_at_ms = (run_at_ms > now_ms).then_some(run_at_ms);
+        job.unique_key = unique_key;
         Ok((job, run_at_ms, unique_for))
     }
 }
@@ -317,6 +314,7 @@ impl Client {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(Error::redis(&config.url))?;
+        check_version(&mut con, &config.url).await?;
         for script in scripts().all() {
             script.load(&mut con, &config.url).await?;
         }
@@ -749,6 +747,35 @@ impl Client {
             Err(Error::NotFound(id.to_string()))
         }
     }
+}
+
+/// The oldest Redis the scripts run on: they use `ZMSCORE` and `ZADD GT` (6.2).
+pub const MIN_REDIS: (u32, u32) = (6, 2);
+
+/// Refuses a server older than [`MIN_REDIS`] up front, with a clear message, rather than
+/// failing later inside a script.
+async fn check_version(con: &mut MultiplexedConnection, url: &str) -> Result<()> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(con)
+        .await
+        .map_err(Error::redis(url))?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if !version.is_empty() && found < MIN_REDIS {
+        return Err(Error::Config(format!(
+            "{} runs Redis {version}; queue needs Redis {}.{} or later",
+            crate::error::redact(url),
+            MIN_REDIS.0,
+            MIN_REDIS.1
+        )));
+    }
+    Ok(())
 }
 
 /// The outcome of a dead job, built from its stored member.

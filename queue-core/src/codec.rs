@@ -149,25 +149,18 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::WIRE_VERSION;
 
     fn job(priority: u8) -> Job {
-        Job {
-            id: JobId::generate(),
-            queue: "q".into(),
-            version: WIRE_VERSION,
-            name: "bench.noop".into(),
-            args: encode_value(&serde_json_like(), "args").unwrap_or_default(),
-            created_ms: 1_700_000_000_000,
-            priority,
-            failed: 0,
-            max_attempts: None,
-            backoff: None,
-            timeout_ms: None,
-            run_at_ms: None,
-            unique_key: None,
-            errors: vec![],
-        }
+        let args = encode_value(&serde_json_like(), "args").unwrap_or_default();
+        let mut job = Job::new(
+            JobId::generate(),
+            "q",
+            "bench.noop",
+            args,
+            1_700_000_000_000,
+        );
+        job.priority = priority;
+        job
     }
 
     #[derive(Serialize)]

@@ -235,6 +235,32 @@ fn is_zero_u32(v: &u32) -> bool {
 }
 
 impl Job {
+    /// A fresh job (attempt 1, default options) of `name` in `queue`, with encoded `args`.
+    pub fn new(
+        id: JobId,
+        queue: impl Into<String>,
+        name: impl Into<String>,
+        args: Vec<u8>,
+        created_ms: i64,
+    ) -> Job {
+        Job {
+            id,
+            queue: queue.into(),
+            version: WIRE_VERSION,
+            name: name.into(),
+            args,
+            created_ms,
+            priority: 0,
+            failed: 0,
+            max_attempts: None,
+            backoff: None,
+            timeout_ms: None,
+            run_at_ms: None,
+            unique_key: None,
+            errors: Vec::new(),
+        }
+    }
+
     /// Effective maximum number of attempts.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
@@ -398,22 +424,7 @@ mod tests {
 
     #[test]
     fn failure_history_is_bounded() {
-        let mut job = Job {
-            id: JobId::generate(),
-            queue: "q".into(),
-            version: WIRE_VERSION,
-            name: "n".into(),
-            args: vec![],
-            created_ms: 0,
-            priority: 0,
-            failed: 0,
-            max_attempts: None,
-            backoff: None,
-            timeout_ms: None,
-            run_at_ms: None,
-            unique_key: None,
-            errors: vec![],
-        };
+        let mut job = Job::new(JobId::generate(), "q", "n", vec![], 0);
         for i in 0..25 {
             job.record_failure("error", &format!("e{i}"), i);
         }

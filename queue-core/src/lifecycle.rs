@@ -465,28 +465,17 @@ fn int<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{Backoff, WIRE_VERSION};
+    use crate::job::Backoff;
 
     fn job(failed: u32, max: u32) -> Job {
-        Job {
-            id: JobId::generate(),
-            queue: "q".into(),
-            version: WIRE_VERSION,
-            name: "n".into(),
-            args: vec![],
-            created_ms: 0,
-            priority: 0,
-            failed,
-            max_attempts: Some(max),
-            backoff: Some(Backoff::exponential(
-                Duration::from_secs(1),
-                Duration::from_secs(60),
-            )),
-            timeout_ms: None,
-            run_at_ms: None,
-            unique_key: None,
-            errors: vec![],
-        }
+        let mut job = Job::new(JobId::generate(), "q", "n", vec![], 0);
+        job.failed = failed;
+        job.max_attempts = Some(max);
+        job.backoff = Some(Backoff::exponential(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ));
+        job
     }
 
     #[test]

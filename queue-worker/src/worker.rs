@@ -508,22 +508,14 @@ async fn run_job(
 /// lost for inspection.
 async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_core::Error) {
     let q = &rt.queues[qi];
-    let mut stand_in = Job {
-        id: lease.id.clone(),
-        queue: q.broker.queue().to_string(),
-        version: queue_core::WIRE_VERSION,
-        name: "queue.undecodable".into(),
-        args: lease.member.clone(),
-        created_ms: chrono_now_ms(),
-        priority: 0,
-        failed: 0,
-        max_attempts: Some(1),
-        backoff: None,
-        timeout_ms: None,
-        run_at_ms: None,
-        unique_key: None,
-        errors: Vec::new(),
-    };
+    let mut stand_in = Job::new(
+        lease.id.clone(),
+        q.broker.queue(),
+        "queue.undecodable",
+        lease.member.clone(),
+        chrono_now_ms(),
+    );
+    stand_in.max_attempts = Some(1);
     let message = format!(
         "the job's envelope does not decode ({error}); its raw bytes are kept as its arguments"
     );
@@ -553,38 +545,51 @@ async fn settle_failure(
 async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, counter: &str) {
     let q = &rt.queues[qi];
     q.settling(&lease.key());
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=5 {
-        match q
-            .broker
+    let recorded = retrying("recording a failure", || {
+        q.broker
             .fail(lease, job, settle, &rt.config.retention, counter)
-            .await
-        {
-            Ok(true) => {
-                rt.counters.failed.fetch_add(1, Ordering::Relaxed);
-                if *settle == Settle::Dead {
-                    rt.counters.dead.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(id = %job.id, name = %job.name, error = ?job.last_error().map(|f| &f.message), "job dead-lettered");
-                }
-                break;
+    })
+    .await;
+    match recorded {
+        Ok(true) => {
+            rt.counters.failed.fetch_add(1, Ordering::Relaxed);
+            if *settle == Settle::Dead {
+                rt.counters.dead.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(id = %job.id, name = %job.name, error = ?job.last_error().map(|f| &f.message), "job dead-lettered");
             }
-            Ok(false) => {
-                rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(id = %job.id, "lease lost before the failure was recorded; another worker owns the job");
-                break;
-            }
-            Err(e) if e.is_retryable() && attempt < 5 => {
-                tracing::warn!(id = %job.id, error = %e, "recording a failure failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                tracing::error!(id = %job.id, error = %e, "could not record a failure; the job returns when its lease expires");
-                break;
-            }
+        }
+        Ok(false) => {
+            rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %job.id, "lease lost before the failure was recorded; another worker owns the job");
+        }
+        Err(e) => {
+            tracing::error!(id = %job.id, error = %e, "could not record a failure; the job returns when its lease expires");
         }
     }
     q.release(&lease.key());
+}
+
+/// Runs `op` until it succeeds or fails for a reason a retry cannot fix, at most 5 times with
+/// pauses doubling from 50 ms: a Redis restart or failover takes a moment, and giving up early
+/// would turn a blip into re-run jobs.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> queue_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = queue_core::Result<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < 5 => {
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
@@ -603,29 +608,23 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
             for c in &batch {
                 q.settling(&c.lease.key());
             }
-            let mut delay = Duration::from_millis(50);
-            for attempt in 1..=5 {
-                match q.broker.complete(&batch, &rt.config.retention).await {
-                    Ok(recorded) => {
-                        for (c, ok) in batch.iter().zip(recorded) {
-                            if ok {
-                                rt.counters.completed.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job)");
-                            }
+            match retrying("recording completions", || {
+                q.broker.complete(&batch, &rt.config.retention)
+            })
+            .await
+            {
+                Ok(recorded) => {
+                    for (c, ok) in batch.iter().zip(recorded) {
+                        if ok {
+                            rt.counters.completed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job)");
                         }
-                        break;
                     }
-                    Err(e) if e.is_retryable() && attempt < 5 => {
-                        tracing::warn!(error = %e, "recording completions failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, jobs = batch.len(), "could not record completions; the jobs run again when their leases expire");
-                        break;
-                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = batch.len(), "could not record completions; the jobs run again when their leases expire");
                 }
             }
             for c in &batch {
