@@ -111,7 +111,7 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     );
     assert!(
         !broker
-            .extend(&[old.lease.key()], LEASE)
+            .extend(&[old.lease.key().to_string()], LEASE)
             .await
             .expect("extend")[0]
     );
@@ -128,7 +128,7 @@ async fn heartbeat_keeps_a_lease_alive() {
         .fetch(1, Duration::from_millis(200))
         .await
         .expect("fetch");
-    let key = f.jobs[0].lease.key();
+    let key = f.jobs[0].lease.key().to_string();
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
@@ -415,7 +415,7 @@ async fn requeue_hands_jobs_back_without_counting_an_attempt() {
     let f = broker.fetch(1, LEASE).await.expect("fetch");
     assert_eq!(
         broker
-            .requeue(&[f.jobs[0].lease.key()])
+            .requeue(&[f.jobs[0].lease.key().to_string()])
             .await
             .expect("requeue"),
         1

@@ -29,12 +29,25 @@ pub struct Lease {
     pub token: u64,
     /// The job's member as stored (priority prefix, id, envelope).
     pub member: Vec<u8>,
+    /// `<id>:<token>`, built once: it is used at every step of the job's life in the worker.
+    key: String,
 }
 
 impl Lease {
+    /// A lease of job `id` under fencing `token`.
+    pub fn new(id: JobId, token: u64, member: Vec<u8>) -> Lease {
+        let key = format!("{id}:{token}");
+        Lease {
+            id,
+            token,
+            member,
+            key,
+        }
+    }
+
     /// The lease's entry in the active set: `<id>:<token>`.
-    pub fn key(&self) -> String {
-        format!("{}:{}", self.id, self.token)
+    pub fn key(&self) -> &str {
+        &self.key
     }
 }
 
@@ -238,7 +251,7 @@ impl Broker {
             .unwrap_or_else(|_| JobId::from_wire(String::from_utf8_lossy(&member).into()));
         let job = codec::decode_member(&member, self.queue());
         Leased {
-            lease: Lease { id, token, member },
+            lease: Lease::new(id, token, member),
             job,
         }
     }

@@ -91,7 +91,7 @@ impl QueueState {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn hold(&self, lease: &Lease) {
-        self.leases().insert(lease.key(), false);
+        self.leases().insert(lease.key().to_string(), false);
     }
     fn settling(&self, key: &str) {
         if let Some(s) = self.leases().get_mut(key) {
@@ -451,6 +451,9 @@ async fn run_job(
         .await;
         return;
     };
+    // The arguments move into the request (no copy); the envelope is shared read-only.
+    let mut job = job;
+    let args = std::mem::take(&mut job.args);
     let job = Arc::new(job);
     let ctx = JobContext {
         id: job.id.clone(),
@@ -463,7 +466,7 @@ async fn run_job(
     let req = Request {
         ctx,
         job: job.clone(),
-        args: job.args.clone(),
+        args,
     };
     let res = Next::new(&rt.chain, registration.handler).run(req).await;
     // The slot frees before the result is recorded: completions are acknowledged in batches by
@@ -487,7 +490,10 @@ async fn run_job(
             }
         }
         Err(e) => {
-            let job = Arc::unwrap_or_clone(job);
+            // Failures are rare: rebuild the whole envelope (arguments included) from the
+            // member rather than keep a copy of the arguments for every job.
+            let job = queue_core::decode_member(&lease.member, job.queue.as_str())
+                .unwrap_or_else(|_| Arc::unwrap_or_clone(job));
             settle_failure(
                 &rt,
                 qi,
@@ -544,7 +550,7 @@ async fn settle_failure(
 /// through, the lease expires and the job is recovered, so nothing is lost.
 async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, counter: &str) {
     let q = &rt.queues[qi];
-    q.settling(&lease.key());
+    q.settling(lease.key());
     let recorded = retrying("recording a failure", || {
         q.broker
             .fail(lease, job, settle, &rt.config.retention, counter)
@@ -566,7 +572,7 @@ async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settl
             tracing::error!(id = %job.id, error = %e, "could not record a failure; the job returns when its lease expires");
         }
     }
-    q.release(&lease.key());
+    q.release(lease.key());
 }
 
 /// Runs `op` until it succeeds or fails for a reason a retry cannot fix, at most 5 times with
@@ -595,18 +601,18 @@ where
 async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
     let mut buf = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut buf, MAX_BATCH).await > 0 {
-        for qi in 0..rt.queues.len() {
-            let batch: Vec<Completion> = buf
-                .iter()
-                .filter(|a| a.queue == qi)
-                .map(|a| a.completion.clone())
-                .collect();
+        // Group by queue, moving the completions (their members can be large).
+        let mut by_queue: Vec<Vec<Completion>> = (0..rt.queues.len()).map(|_| Vec::new()).collect();
+        for ack in buf.drain(..) {
+            by_queue[ack.queue].push(ack.completion);
+        }
+        for (qi, batch) in by_queue.into_iter().enumerate() {
             if batch.is_empty() {
                 continue;
             }
             let q = &rt.queues[qi];
             for c in &batch {
-                q.settling(&c.lease.key());
+                q.settling(c.lease.key());
             }
             match retrying("recording completions", || {
                 q.broker.complete(&batch, &rt.config.retention)
@@ -628,10 +634,9 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
                 }
             }
             for c in &batch {
-                q.release(&c.lease.key());
+                q.release(c.lease.key());
             }
         }
-        buf.clear();
     }
 }
 

@@ -23,7 +23,8 @@ pub use trace::Trace;
 pub struct Request {
     /// What the handler will see.
     pub ctx: JobContext,
-    /// The decoded envelope (read-only for middlewares).
+    /// The decoded envelope (read-only for middlewares); its `args` are moved into
+    /// [`Request::args`] and empty here.
     pub job: Arc<Job>,
     /// The MessagePack arguments.
     pub args: Vec<u8>,
