@@ -174,20 +174,20 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
         .await
         .expect("fail"));
     let c = env.client.counts("default").await.expect("counts");
-    assert_eq!((c.pending, c.scheduled, c.active), (0, 1, 0));
+    assert_eq!((c.pending, c.scheduled, c.retrying, c.active), (0, 0, 1, 0));
 
     // Make it due now and fail attempt 2: max attempts reached, dead.
     let mut raw = env.raw().await;
     let keys = env.client.keys("default").expect("keys");
     let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-        .arg(keys.scheduled())
+        .arg(keys.retry())
         .arg(0)
         .arg(-1)
         .query_async(&mut raw)
         .await
         .expect("zrange");
     let _: () = redis::cmd("ZADD")
-        .arg(keys.scheduled())
+        .arg(keys.retry())
         .arg(0)
         .arg(&members[0])
         .query_async(&mut raw)

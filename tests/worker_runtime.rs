@@ -171,7 +171,7 @@ async fn a_retry_in_backoff_survives_its_worker() {
             env.client
                 .counts("default")
                 .await
-                .map(|c| c.scheduled == 1)
+                .map(|c| c.retrying == 1)
                 .unwrap_or(false)
         },
     )

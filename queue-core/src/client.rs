@@ -262,8 +262,10 @@ struct Prepared {
 pub struct QueueCounts {
     /// Ready to run.
     pub pending: u64,
-    /// Delayed or in backoff.
+    /// Delayed (enqueued to run later).
     pub scheduled: u64,
+    /// Failed, waiting for their retry (backoff).
+    pub retrying: u64,
     /// Leased by a worker.
     pub active: u64,
     /// Completed and retained.
@@ -657,19 +659,27 @@ impl Client {
     /// Cancel safe (read only).
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue)?;
-        let (pending, scheduled, active, completed, dead): (u64, u64, u64, u64, u64) =
-            redis::pipe()
-                .zcard(k.pending())
-                .zcard(k.scheduled())
-                .zcard(k.active())
-                .zcard(k.completed())
-                .zcard(k.dead())
-                .query_async(&mut self.con())
-                .await
-                .map_err(Error::redis(self.url()))?;
+        let (pending, scheduled, retrying, active, completed, dead): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
+            .zcard(k.pending())
+            .zcard(k.scheduled())
+            .zcard(k.retry())
+            .zcard(k.active())
+            .zcard(k.completed())
+            .zcard(k.dead())
+            .query_async(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))?;
         Ok(QueueCounts {
             pending,
             scheduled,
+            retrying,
             active,
             completed,
             dead,

@@ -51,6 +51,15 @@ impl QueueKeys {
     pub fn scheduled(&self) -> String {
         self.key("scheduled")
     }
+    /// Sorted set of failed jobs waiting for their retry (score = run-at in ms).
+    pub fn retry(&self) -> String {
+        self.key("retry")
+    }
+    /// Hash of throughput counters: a ring of 360 ten-second buckets (`t:<slot>` bucket number,
+    /// `c:<slot>` completed, `f:<slot>` failed attempts), so it never grows.
+    pub fn throughput(&self) -> String {
+        self.key("throughput")
+    }
     /// Sorted set of leases (score = lease deadline in ms, member = `id:token`).
     pub fn active(&self) -> String {
         self.key("active")
@@ -101,6 +110,7 @@ impl QueueKeys {
         vec![
             self.pending(),
             self.scheduled(),
+            self.retry(),
             self.active(),
             self.inflight(),
             self.completed(),
@@ -111,12 +121,46 @@ impl QueueKeys {
             self.stats(),
             self.wake(),
             self.waiters(),
+            self.throughput(),
         ]
     }
 
     /// The idempotency key for a user-given unique key.
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))
+    }
+}
+
+/// Keys shared by all queues of a namespace. They hold indexes for operators (which queues and
+/// workers exist), never job state, so they need no hash tag of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceKeys {
+    namespace: String,
+}
+
+impl NamespaceKeys {
+    /// The keys of `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace.
+    pub fn new(namespace: &str) -> Result<NamespaceKeys> {
+        validate_name("namespace", namespace)?;
+        Ok(NamespaceKeys {
+            namespace: namespace.to_string(),
+        })
+    }
+    /// Set of queue names producers and workers have used.
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.namespace)
+    }
+    /// Sorted set of worker ids (score = last heartbeat, ms).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.namespace)
+    }
+    /// Hash describing one worker (host, pid, queues, concurrency, in-flight...).
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}:worker:{id}", self.namespace)
     }
 }
 

@@ -223,7 +223,8 @@ impl Broker {
             .key(k.active())
             .key(k.inflight())
             .key(k.meta())
-            .key(k.wake());
+            .key(k.wake())
+            .key(k.retry());
         call.arg(n.min(MAX_BATCH)).arg(millis(lease));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
@@ -277,7 +278,8 @@ impl Broker {
             .key(k.completed())
             .key(k.results())
             .key(k.stats())
-            .key(k.waiters());
+            .key(k.waiters())
+            .key(k.throughput());
         let mut uniques: Vec<&str> = Vec::new();
         for c in done {
             if let Some(u) = &c.unique_key {
@@ -345,7 +347,9 @@ impl Broker {
             .key(k.wake())
             .key(k.waiters())
             .key(k.completed())
-            .key(k.results());
+            .key(k.results())
+            .key(k.retry())
+            .key(k.throughput());
         if let Some(u) = &job.unique_key {
             call.key(k.unique(u));
         }

@@ -13,11 +13,13 @@
 -- KEYS[9]  waiters sorted set
 -- KEYS[10] completed sorted set (discarded jobs are retained with the completed ones)
 -- KEYS[11] results hash
--- KEYS[12] the job's idempotency key (optional)
+-- KEYS[12] retry sorted set
+-- KEYS[13] throughput hash
+-- KEYS[14] the job's idempotency key (optional)
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  action: retry | dead | discard
--- ARGV[4]  retry: run-at in ms (0 = at once)
+-- ARGV[4]  retry: run-at in ms (0 = at once; later goes to the retry set)
 -- ARGV[5]  dead: how many dead jobs to keep
 -- ARGV[6]  dead: how long to keep them, in ms (0 = no age limit)
 -- ARGV[7]  the pub/sub channel for awaited outcomes
@@ -49,11 +51,12 @@ local now = now_ms()
 redis.call('ZREM', KEYS[1], lease)
 redis.call('HDEL', KEYS[2], id)
 redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
+count(KEYS[13], 'f', 1, now)
 if action == 'retry' then
   if at <= now then
     redis.call('ZADD', KEYS[3], 0, member)
   else
-    redis.call('ZADD', KEYS[4], at, member)
+    redis.call('ZADD', KEYS[12], at, member)
   end
   redis.call('HINCRBY', KEYS[7], 'retried', 1)
   wake(KEYS[8])
@@ -73,6 +76,6 @@ else
   end
   trim(KEYS[10], KEYS[11], keep_done, age_done, now)
 end
-release_unique(KEYS[12], id)
+release_unique(KEYS[14], id)
 notify(KEYS[9], ARGV[7], id, ARGV[8])
 return 1

@@ -6,11 +6,13 @@
 -- KEYS[4]  inflight hash
 -- KEYS[5]  meta hash
 -- KEYS[6]  wake list
+-- KEYS[7]  retry sorted set
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 --
 -- Returns {token, next_due_ms, member...}: the fencing token shared by this batch's leases
--- (a lease is `<id>:<token>`), the run-at of the earliest scheduled job (-1 if none), and the
+-- (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying job (-1 if
+-- none), and the
 -- leased jobs. A paused queue leases nothing (token 0).
 
 local n, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -20,21 +22,28 @@ end
 local now = now_ms()
 
 -- Promotion is bounded: a backlog of due jobs moves over several fetches, never all at once.
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, MAX_BATCH)
-if #due > 0 then
-  local adds = {}
-  for i = 1, #due do
-    adds[#adds + 1] = 0
-    adds[#adds + 1] = due[i]
+local function promote(from)
+  local due = redis.call('ZRANGEBYSCORE', from, '-inf', now, 'LIMIT', 0, MAX_BATCH)
+  if #due > 0 then
+    local adds = {}
+    for i = 1, #due do
+      adds[#adds + 1] = 0
+      adds[#adds + 1] = due[i]
+    end
+    redis.call('ZADD', KEYS[1], unpack(adds))
+    redis.call('ZREM', from, unpack(due))
   end
-  redis.call('ZADD', KEYS[1], unpack(adds))
-  redis.call('ZREM', KEYS[2], unpack(due))
+  local first = redis.call('ZRANGE', from, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    return tonumber(first[2])
+  end
+  return -1
 end
 
-local next_due = -1
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if #first > 0 then
-  next_due = tonumber(first[2])
+local next_due = promote(KEYS[2])
+local next_retry = promote(KEYS[7])
+if next_due < 0 or (next_retry >= 0 and next_retry < next_due) then
+  next_due = next_retry
 end
 
 if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then

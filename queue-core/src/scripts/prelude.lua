@@ -63,3 +63,14 @@ local function notify(waiters, channel, id, outcome)
     redis.call('PUBLISH', channel, outcome)
   end
 end
+
+-- Counts `n` events of `kind` ('c' completed, 'f' failed attempt) in the throughput ring: 360
+-- ten-second slots, each tagged with its bucket number and reset when the ring comes round.
+local function count(key, kind, n, now)
+  local bucket = math.floor(now / 10000)
+  local slot = bucket % 360
+  if redis.call('HGET', key, 't:' .. slot) ~= tostring(bucket) then
+    redis.call('HSET', key, 't:' .. slot, bucket, 'c:' .. slot, 0, 'f:' .. slot, 0)
+  end
+  redis.call('HINCRBY', key, kind .. ':' .. slot, n)
+end
