@@ -102,9 +102,10 @@ fn unreachable_redis_is_one_clear_line_and_a_failure_code() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("error: connecting to redis://127.0.0.1:"),
+        err.starts_with("error: cannot reach Redis at redis://127.0.0.1:"),
         "{err}"
     );
-    assert!(err.contains("unreachable"), "{err}");
+    assert!(err.contains("REDIS_URL"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

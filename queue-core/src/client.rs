@@ -12,7 +12,7 @@ use redis::AsyncConnectionConfig;
 use crate::codec::{self, Outcome};
 use crate::error::{Error, Result};
 use crate::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
-use crate::keys::{QueueKeys, DEFAULT_NAMESPACE};
+use crate::keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
 use crate::registry::JobType;
 use crate::scripts::scripts;
 
@@ -75,6 +75,8 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     redis: redis::Client,
+    /// Queues this client has already recorded in the namespace's queue registry.
+    registered: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -321,7 +323,11 @@ impl Client {
             script.load(&mut con, &config.url).await?;
         }
         Ok(Client {
-            inner: Arc::new(Inner { config, redis }),
+            inner: Arc::new(Inner {
+                config,
+                redis,
+                registered: Default::default(),
+            }),
             con,
         })
     }
@@ -432,6 +438,7 @@ impl Client {
             .keys()
             .map(|q| Ok((q.clone(), self.keys(q)?)))
             .collect::<Result<HashMap<_, _>>>()?;
+        self.register_queues(groups.keys()).await?;
         let mut calls = Vec::new();
         for (queue, group) in &groups {
             for chunk in group.chunks(MAX_BATCH) {
@@ -448,6 +455,59 @@ impl Client {
         out.into_iter()
             .map(|e| e.ok_or_else(|| Error::Redis("enqueue lost a result".into())))
             .collect()
+    }
+
+    /// Records queues in the namespace's queue registry (`queue queues` reads it), once per
+    /// queue per client: the registry is an index for operators, not job state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (SADD is idempotent).
+    pub async fn register_queues<'a>(
+        &self,
+        queues: impl IntoIterator<Item = &'a String>,
+    ) -> Result<()> {
+        let new: Vec<String> = {
+            let known = self
+                .inner
+                .registered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            queues
+                .into_iter()
+                .filter(|q| !known.contains(*q))
+                .cloned()
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let ns = NamespaceKeys::new(&self.inner.config.namespace)?;
+        redis::cmd("SADD")
+            .arg(ns.queues())
+            .arg(&new)
+            .query_async::<()>(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))?;
+        self.inner
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(new);
+        Ok(())
+    }
+
+    /// The namespace's shared keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace (checked at connect, so never in practice).
+    pub fn namespace_keys(&self) -> Result<NamespaceKeys> {
+        NamespaceKeys::new(&self.inner.config.namespace)
     }
 
     async fn enqueue_chunk(

@@ -5,6 +5,7 @@
 //! (one atomic script per state change). Key names are built only in `keys.rs`; MessagePack is
 //! named only in `codec.rs`.
 
+mod admin;
 mod client;
 mod codec;
 mod error;
@@ -15,6 +16,7 @@ mod registry;
 mod scripts;
 mod server;
 
+pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
 pub use client::{
     Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
 };
@@ -24,7 +26,7 @@ pub use job::{
     Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
 };
-pub use keys::{QueueKeys, DEFAULT_NAMESPACE};
+pub use keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
 pub use lifecycle::{
     decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle,
 };

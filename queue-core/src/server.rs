@@ -141,8 +141,12 @@ impl RedisServer {
                 return Err(format!("redis-server exited with {status}"));
             }
             if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return Ok(());
+                match redis::cmd("PING").query::<String>(&mut con) {
+                    Ok(_) => return Ok(()),
+                    // A server started with `--requirepass` answers, just not to strangers: it
+                    // is up.
+                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
+                    Err(_) => {}
                 }
             }
             if Instant::now() > deadline {

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::{
-    decide, Broker, Client, Completion, Failed, Job, JobContext, Lease, Leased, Settle, MAX_BATCH,
+    decide, Admin, Broker, Client, Completion, Failed, Job, JobContext, JobId, Lease, Leased,
+    Settle, WorkerInfo, MAX_BATCH,
 };
 use rand::Rng;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -117,6 +118,8 @@ impl QueueState {
 
 struct Runtime {
     client: Client,
+    /// This worker's heartbeat record (`queue workers` reads it).
+    identity: WorkerInfo,
     config: WorkerConfig,
     registry: Registry,
     chain: Vec<Arc<dyn Middleware>>,
@@ -153,9 +156,32 @@ impl Worker {
             })
             .collect::<Result<Vec<_>>>()?;
         let slots = Arc::new(Semaphore::new(config.concurrency));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let pid = std::process::id();
+        let suffix = JobId::generate().as_str()[20..].to_lowercase();
+        let identity = WorkerInfo {
+            id: format!("{host}:{pid}:{suffix}"),
+            host,
+            pid,
+            queues: config
+                .queues
+                .iter()
+                .map(|(q, w)| format!("{q}:{w}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            concurrency: config.concurrency as u64,
+            in_flight: 0,
+            started_ms: chrono_now_ms(),
+            last_beat_ms: 0,
+            beat_every_ms: config.heartbeat.as_millis() as i64,
+        };
         Ok(Worker {
             rt: Arc::new(Runtime {
                 client,
+                identity,
                 config,
                 registry,
                 chain,
@@ -251,6 +277,10 @@ impl Worker {
             "worker started"
         );
 
+        let queue_names: Vec<String> = rt.config.queues.iter().map(|(q, _)| q.clone()).collect();
+        if let Err(e) = rt.client.register_queues(&queue_names).await {
+            tracing::warn!(error = %e, "could not register the queues (operators will not list them)");
+        }
         let mut tasks = JoinSet::new();
         fetch_loop(&rt, &mut tasks, ack_tx, stop_rx).await;
 
@@ -284,6 +314,9 @@ impl Worker {
         }
         let _ = final_tx.send(true);
         let _ = heartbeat.await;
+        if let Err(e) = Admin::new(rt.client.clone()).retire(&rt.identity.id).await {
+            tracing::warn!(error = %e, "could not remove this worker's heartbeat record; it ages out");
+        }
         let _ = reclaimer.await;
         let _ = waker.await;
         stopper.abort();
@@ -643,10 +676,18 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
 async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(rt.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let admin = Admin::new(rt.client.clone());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        let record = WorkerInfo {
+            in_flight: rt.queues.iter().map(|q| q.leases().len() as u64).sum(),
+            ..rt.identity.clone()
+        };
+        if let Err(e) = admin.beat(&record).await {
+            tracing::warn!(error = %e, "worker heartbeat record failed");
         }
         for q in &rt.queues {
             let held = q.held();

@@ -18,9 +18,6 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Redis to benchmark against (default: REDIS_URL, else a throwaway redis-server).
-    #[arg(long)]
-    redis_url: Option<String>,
     /// Jobs to enqueue and drain.
     #[arg(long, default_value_t = 100_000)]
     jobs: u64,
@@ -49,9 +46,6 @@ pub struct Args {
     /// Queue for `--enqueue-only`.
     #[arg(long)]
     queue: Option<String>,
-    /// Print one JSON object instead of a summary.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,15 +148,16 @@ struct Results {
     process_redis_cpu_us_per_job: f64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the benchmark against `--redis-url`, or a throwaway redis-server when none is given.
+pub async fn run(
+    g: &crate::Global,
+    out: crate::output::Out,
+    args: Args,
+) -> anyhow::Result<ExitCode> {
     if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
         bail!("--jobs, --concurrency and --batch must be positive");
     }
-    let (_server, url) = match args
-        .redis_url
-        .clone()
-        .or_else(|| std::env::var("REDIS_URL").ok())
-    {
+    let (_server, url) = match g.redis_url.clone() {
         Some(u) => (None, u),
         None => {
             let s = RedisServer::start()
@@ -174,9 +169,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A namespace of its own: the benchmark never touches anyone else's keys.
     let namespace = format!("bench-{}", queue::JobId::generate().as_str().to_lowercase());
     let mut config = queue::ClientConfig::new(url.clone());
-    if !args.enqueue_only {
-        config.namespace = namespace.clone();
-    }
+    config.namespace = if args.enqueue_only {
+        g.namespace.clone()
+    } else {
+        namespace.clone()
+    };
     let client = Client::connect_with(config)
         .await
         .with_context(|| format!("connecting to {}", queue::core::redact(&url)))?;
@@ -323,8 +320,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     cleanup(&mut raw, &keys).await?;
 
-    if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+    if out.json {
+        out.json(&r)?;
     } else {
         println!(
             "queue bench against Redis {} ({} jobs, ~100-byte payloads)",

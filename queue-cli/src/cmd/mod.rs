@@ -1,1 +1,10 @@
+//! One file per subcommand.
+
 pub mod bench;
+pub mod enqueue;
+pub mod health;
+pub mod job;
+pub mod jobs;
+pub mod queue;
+pub mod stats;
+pub mod workers;

@@ -47,6 +47,10 @@ scripts! {
     requeue => "requeue.lua",
     watch => "watch.lua",
     replay => "replay.lua",
+    locate => "locate.lua",
+    delete => "delete.lua",
+    promote => "promote.lua",
+    purge => "purge.lua",
 }
 
 /// The scripts, compiled into the binary once.

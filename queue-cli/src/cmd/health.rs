@@ -1,0 +1,151 @@
+//! `queue health`: the original plan's alert thresholds, as an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::output::{bytes, Out};
+use crate::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Alert when Redis uses more than this share of maxmemory, % [default: 80]
+    #[arg(long)]
+    max_memory_pct: Option<f64>,
+    /// Alert when a queue has more pending jobs than this [default: 500]
+    #[arg(long)]
+    max_backlog: Option<u64>,
+    /// Alert when more than this share of attempts failed in the last hour, % [default: 5]
+    #[arg(long)]
+    max_failure_pct: Option<f64>,
+    /// TOML file with any of: max_memory_pct, max_backlog, max_failure_pct (flags win)
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    max_memory_pct: Option<f64>,
+    max_backlog: Option<u64>,
+    max_failure_pct: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: String,
+    ok: bool,
+    detail: String,
+}
+
+pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
+    let file = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid health config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let max_mem = a.max_memory_pct.or(file.max_memory_pct).unwrap_or(80.0);
+    let max_backlog = a.max_backlog.or(file.max_backlog).unwrap_or(500);
+    let max_fail = a.max_failure_pct.or(file.max_failure_pct).unwrap_or(5.0);
+
+    let mut checks = Vec::new();
+    let admin = match g.connect().await {
+        Ok(a) => a,
+        Err(e) => {
+            checks.push(Check {
+                check: "redis reachable".into(),
+                ok: false,
+                detail: format!("{e:#}"),
+            });
+            return finish(&out, &checks);
+        }
+    };
+    checks.push(Check {
+        check: "redis reachable".into(),
+        ok: true,
+        detail: queue::core::redact(&g.url()),
+    });
+    let server = admin.server().await?;
+    if server.maxmemory > 0 {
+        let pct = server.used_memory as f64 * 100.0 / server.maxmemory as f64;
+        checks.push(Check {
+            check: "memory".into(),
+            ok: pct <= max_mem,
+            detail: format!(
+                "{} of {} ({pct:.1}%, limit {max_mem}%)",
+                bytes(server.used_memory),
+                bytes(server.maxmemory)
+            ),
+        });
+    } else {
+        checks.push(Check {
+            check: "memory".into(),
+            ok: true,
+            detail: format!("{} used, no maxmemory set", bytes(server.used_memory)),
+        });
+    }
+    // Only `noeviction` guarantees Redis never drops a job; `volatile-*` policies evict keys
+    // with a TTL only (idempotency keys), `allkeys-*` can evict whole queues.
+    let policy = server.maxmemory_policy.as_str();
+    checks.push(Check {
+        check: "eviction policy".into(),
+        ok: !policy.starts_with("allkeys"),
+        detail: match policy {
+            "noeviction" => "noeviction: Redis refuses writes rather than drop jobs".into(),
+            p if p.starts_with("allkeys") => {
+                format!("{p} can evict queued jobs; set maxmemory-policy noeviction")
+            }
+            p => format!("{p} can evict idempotency keys (not jobs); noeviction is safest"),
+        },
+    });
+    for q in admin.queues().await? {
+        let s = admin.stats(&q).await?;
+        checks.push(Check {
+            check: format!("backlog {q}"),
+            ok: s.pending <= max_backlog,
+            detail: format!("{} pending (limit {max_backlog})", s.pending),
+        });
+        let attempts = s.processed_1h + s.failed_1h;
+        checks.push(Check {
+            check: format!("failure rate {q}"),
+            ok: s.error_rate_1h * 100.0 <= max_fail,
+            detail: format!(
+                "{:.1}% of {attempts} attempts in the last hour failed (limit {max_fail}%)",
+                s.error_rate_1h * 100.0
+            ),
+        });
+    }
+    finish(&out, &checks)
+}
+
+fn finish(out: &Out, checks: &[Check]) -> anyhow::Result<ExitCode> {
+    let healthy = checks.iter().all(|c| c.ok);
+    if out.json {
+        out.json(&serde_json::json!({ "healthy": healthy, "checks": checks }))?;
+    } else {
+        for c in checks {
+            let mark = if c.ok {
+                out.green("ok  ")
+            } else {
+                out.red("FAIL")
+            };
+            out.line(&format!("{mark} {:<24} {}", c.check, c.detail))?;
+        }
+        out.line(&if healthy {
+            out.green("healthy")
+        } else {
+            out.red("unhealthy")
+        })?;
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

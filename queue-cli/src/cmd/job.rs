@@ -1,0 +1,333 @@
+//! `queue job show|retry|delete <id>...` and `queue job retry-all|delete-all <queue>`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+use queue::core::{Admin, JobView, State};
+use serde::Serialize;
+
+use super::jobs::{page, Row};
+use crate::output::{confirm, relative, Out};
+use crate::Global;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The whole envelope with the arguments decoded to JSON, the error history and timestamps
+    Show {
+        id: String,
+        /// Look only in this queue (default: every known queue)
+        #[arg(long, short = 'q')]
+        queue: Option<String>,
+    },
+    /// Run jobs again now: dead jobs get a fresh set of attempts; delayed and retrying jobs
+    /// run at once
+    Retry {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, short = 'q')]
+        queue: Option<String>,
+    },
+    /// Delete jobs (not running ones)
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, short = 'q')]
+        queue: Option<String>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Retry every job of a queue in a state (default dead)
+    RetryAll(Bulk),
+    /// Delete every job of a queue in a state (default dead)
+    DeleteAll(Bulk),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Bulk {
+    queue: String,
+    #[arg(long, default_value = "dead")]
+    state: String,
+    /// Only jobs with this name
+    #[arg(long)]
+    name: Option<String>,
+    /// Say what would happen, change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    row: Row,
+    args: Option<serde_json::Value>,
+    args_hex: Option<String>,
+    result: Option<serde_json::Value>,
+    timeout_ms: Option<u64>,
+    unique_key: Option<String>,
+    errors: Vec<queue::Failure>,
+}
+
+pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode> {
+    let admin = g.connect().await?;
+    match cmd {
+        Command::Show { id, queue } => show(&admin, out, &id, queue.as_deref()).await,
+        Command::Retry { ids, queue } => {
+            let views = find_all(&admin, &ids, queue.as_deref()).await?;
+            let n = admin.retry(&views).await?;
+            report(&out, "retried", n, views.len())
+        }
+        Command::Delete { ids, queue, yes } => {
+            let views = find_all(&admin, &ids, queue.as_deref()).await?;
+            confirm(&format!("delete {} job(s)", views.len()), yes)?;
+            let n = admin.delete(&views).await?;
+            report(&out, "deleted", n, views.len())
+        }
+        Command::RetryAll(b) => bulk(&admin, out, b, true).await,
+        Command::DeleteAll(b) => bulk(&admin, out, b, false).await,
+    }
+}
+
+async fn find_all(
+    admin: &Admin,
+    ids: &[String],
+    queue: Option<&str>,
+) -> anyhow::Result<Vec<JobView>> {
+    if let Some(q) = queue {
+        admin.require_queue(q).await?;
+    }
+    let mut views = Vec::new();
+    for id in ids {
+        let v = admin
+            .find(id, queue)
+            .await?
+            .ok_or_else(|| anyhow!(queue::Error::NotFound(format!("job {id}"))))?;
+        views.push(v);
+    }
+    Ok(views)
+}
+
+fn report(out: &Out, what: &str, n: u64, asked: usize) -> anyhow::Result<ExitCode> {
+    if out.json {
+        out.json(&serde_json::json!({ "result": what, "count": n, "requested": asked }))?;
+    } else {
+        out.line(&format!("{what} {n} of {asked} job(s)"))?;
+        if n < asked as u64 {
+            out.line("the others changed state meanwhile; look again with `queue job show`")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Some(q) = queue {
+        admin.require_queue(q).await?;
+    }
+    let v = admin
+        .find(id, queue)
+        .await?
+        .ok_or_else(|| anyhow!(queue::Error::NotFound(format!("job {id}"))))?;
+    let job = v.job.as_ref().ok();
+    let (args, args_hex) = match job {
+        Some(j) => match queue::core::decode_value::<serde_json::Value>(&j.args, "arguments") {
+            Ok(a) => (Some(a), None),
+            Err(_) => (
+                None,
+                Some(j.args.iter().map(|b| format!("{b:02x}")).collect()),
+            ),
+        },
+        None => (None, None),
+    };
+    let result = v
+        .outcome
+        .as_ref()
+        .and_then(|o| o.result.as_deref())
+        .and_then(|r| queue::core::decode_value::<serde_json::Value>(r, "result").ok());
+    let shown = Shown {
+        row: Row::from_view(&v),
+        args,
+        args_hex,
+        result,
+        timeout_ms: job.map(|j| j.timeout().as_millis() as u64),
+        unique_key: job.and_then(|j| j.unique_key.clone()),
+        errors: job.map(|j| j.errors.clone()).unwrap_or_default(),
+    };
+    if out.json {
+        out.json(&shown)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let r = &shown.row;
+    let mut lines = vec![
+        format!("{} {}", out.bold("job"), r.id),
+        format!("  queue      {}", r.queue),
+        format!("  state      {}", r.state),
+        format!(
+            "  name       {}",
+            r.name.clone().unwrap_or_else(|| "<undecodable>".into())
+        ),
+    ];
+    if let Some(e) = &r.decode_error {
+        lines.push(format!("  decode     {}", out.red(e)));
+    }
+    if let Some(p) = r.priority {
+        lines.push(format!("  priority   {p}"));
+    }
+    if let (Some(a), Some(m)) = (r.attempt, r.max_attempts) {
+        lines.push(format!("  attempts   {a} of {m} used"));
+    }
+    if let Some(c) = r.created_ms {
+        lines.push(format!("  created    {} ({})", iso(c), relative(c, now)));
+    }
+    if let Some(at) = r.at_ms {
+        let label = match v.state {
+            State::Scheduled | State::Retrying => "runs",
+            State::Active => "lease ends",
+            State::Dead => "died",
+            State::Completed => "finished",
+            _ => "at",
+        };
+        lines.push(format!("  {label:<10} {} ({})", iso(at), relative(at, now)));
+    }
+    if let Some(t) = shown.timeout_ms {
+        lines.push(format!("  timeout    {t} ms"));
+    }
+    if let Some(u) = &shown.unique_key {
+        lines.push(format!("  unique key {u}"));
+    }
+    match (&shown.args, &shown.args_hex) {
+        (Some(a), _) => lines.push(format!(
+            "  args       {}",
+            serde_json::to_string_pretty(a)?.replace('\n', "\n             ")
+        )),
+        (None, Some(h)) => lines.push(format!("  args (hex) {h}")),
+        _ => {}
+    }
+    if let Some(res) = &shown.result {
+        lines.push(format!("  result     {}", serde_json::to_string(res)?));
+    }
+    if let Some(o) = &v.outcome {
+        if let Some(e) = &o.error {
+            lines.push(format!("  reason     {}", out.red(e)));
+        }
+    }
+    if !shown.errors.is_empty() {
+        lines.push("  errors".into());
+        for f in &shown.errors {
+            lines.push(format!(
+                "    #{} {} {}: {}",
+                f.attempt,
+                iso(f.at_ms),
+                f.kind,
+                out.red(&f.message)
+            ));
+        }
+    }
+    out.line(&lines.join("\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<ExitCode> {
+    let state = State::parse(&b.state)?;
+    admin.require_queue(&b.queue).await?;
+    let verb = if retry { "retry" } else { "delete" };
+    if state == State::Active {
+        bail!("running (active) jobs cannot be {verb}d: they finish, or are recovered when their lease expires");
+    }
+    if retry && !matches!(state, State::Dead | State::Scheduled | State::Retrying) {
+        bail!("only dead, scheduled and retrying jobs can be retried");
+    }
+    let stats = admin.stats(&b.queue).await?;
+    let total = match state {
+        State::Pending => stats.pending,
+        State::Scheduled => stats.scheduled,
+        State::Retrying => stats.retrying,
+        State::Dead => stats.dead,
+        _ => stats.completed,
+    };
+    let scope = match &b.name {
+        Some(n) => format!("{} {} jobs named {n:?}", state.name(), b.queue),
+        None => format!("{total} {} jobs of {}", state.name(), b.queue),
+    };
+    if b.dry_run {
+        let n = match &b.name {
+            Some(n) => page(admin, &b.queue, state, Some(n), 0, usize::MAX)
+                .await?
+                .len() as u64,
+            None => total,
+        };
+        if out.json {
+            out.json(&serde_json::json!({ "dry_run": true, "action": verb, "queue": b.queue, "state": state.name(), "count": n }))?;
+        } else {
+            out.line(&format!(
+                "would {verb} {n} {} job(s) of {} (dry run: nothing changed)",
+                state.name(),
+                b.queue
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !retry {
+        confirm(&format!("delete {scope}"), b.yes)?;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if !std::io::stderr().is_terminal() || out.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut done = 0;
+    if !retry && b.name.is_none() {
+        done = super::queue::purge_all(admin, &b.queue, state, Some(&bar)).await?;
+    } else {
+        // Walk the set from the front in batches; processed jobs leave the set, so the front
+        // always holds the next ones (jobs that do not match the name are skipped past).
+        let mut offset = 0;
+        loop {
+            let views = admin
+                .list(&b.queue, state, offset, queue::core::MAX_BATCH)
+                .await?;
+            if views.is_empty() {
+                break;
+            }
+            let (take, skip): (Vec<JobView>, Vec<JobView>) = views.into_iter().partition(|v| {
+                b.name
+                    .as_ref()
+                    .is_none_or(|n| v.job.as_ref().is_ok_and(|j| &j.name == n))
+            });
+            offset += skip.len();
+            if take.is_empty() {
+                continue;
+            }
+            let n = if retry {
+                admin.retry(&take).await?
+            } else {
+                admin.delete(&take).await?
+            };
+            if n == 0 {
+                // Nothing moved (changed state meanwhile): step past them.
+                offset += take.len();
+            }
+            done += n;
+            bar.inc(n);
+        }
+    }
+    bar.finish_and_clear();
+    if out.json {
+        out.json(&serde_json::json!({ "action": verb, "queue": b.queue, "state": state.name(), "count": done }))?;
+    } else {
+        out.line(
+            &format!("{verb}d {done} {} job(s) of {}", state.name(), b.queue)
+                .replace("retryd", "retried"),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

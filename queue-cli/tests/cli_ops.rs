@@ -1,0 +1,552 @@
+//! The `queue` binary against real redis-server processes: every command's output and every
+//! error path. A worker runs in the test process where a command needs real jobs to act on.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use queue::{job, Client, JobError, JobState, RedisServer, WorkerBuilder};
+use serde::{Deserialize, Serialize};
+
+fn queue(server: &RedisServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(args)
+        .env("REDIS_URL", server.url())
+        .env_remove("QUEUE_NAMESPACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run queue")
+}
+
+fn ok(server: &RedisServer, args: &[&str]) -> String {
+    let out = queue(server, args);
+    assert!(
+        out.status.success(),
+        "queue {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn fails(server: &RedisServer, args: &[&str]) -> String {
+    let out = queue(server, args);
+    assert!(
+        !out.status.success(),
+        "queue {args:?} should fail; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(err.starts_with("error: "), "one clear line: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    err
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Email {
+    to: String,
+    subject: Option<String>,
+}
+
+#[job(name = "cli.email", crate = "::queue")]
+async fn email(e: Email) -> Result<String, JobError> {
+    Ok(format!("sent to {}", e.to))
+}
+
+#[job(name = "cli.broken", crate = "::queue", max_attempts = 1)]
+async fn broken(_n: u32) -> Result<(), JobError> {
+    Err(JobError::retry("smtp refused"))
+}
+
+async fn run_worker_until<F: std::future::Future<Output = ()>>(
+    client: &Client,
+    queue_name: &str,
+    until: F,
+) {
+    let worker = WorkerBuilder::with_client(client.clone())
+        .queue(queue_name, 1)
+        .build()
+        .await
+        .expect("worker");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    until.await;
+    let _ = tx.send(());
+    handle.await.expect("join").expect("run");
+}
+
+#[tokio::test]
+async fn enqueue_from_json_runs_in_a_rust_worker_and_shows_everywhere() {
+    let server = RedisServer::start().expect("redis");
+    let out = ok(
+        &server,
+        &[
+            "enqueue",
+            "cli.email",
+            "--queue",
+            "mail",
+            "--args",
+            r#"{"to":"ada@example.com","subject":"hi"}"#,
+            "--json",
+        ],
+    );
+    let id = json(&out)["id"].as_str().expect("id").to_string();
+    assert_eq!(json(&out)["duplicate"], false);
+
+    let table = ok(&server, &["jobs", "mail"]);
+    assert!(table.starts_with("ID  "), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("cli.email") && table.contains("0/3"),
+        "{table}"
+    );
+
+    let shown = json(&ok(&server, &["job", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "pending");
+    assert_eq!(shown["args"]["to"], "ada@example.com");
+    let human = ok(&server, &["job", "show", &id]);
+    assert!(
+        human.contains("state      pending") && human.contains("\"to\": \"ada@example.com\""),
+        "{human}"
+    );
+
+    let client = Client::connect(server.url()).await.expect("client");
+    let id_parsed = queue::JobId::parse(&id).expect("id");
+    run_worker_until(&client, "mail", async {
+        let o = client
+            .wait_for("mail", &id_parsed, Duration::from_secs(20))
+            .await
+            .expect("outcome");
+        assert_eq!(o.state, JobState::Completed);
+        assert_eq!(
+            o.result::<String>().expect("result"),
+            "sent to ada@example.com"
+        );
+    })
+    .await;
+
+    let shown = json(&ok(&server, &["job", "show", &id, "--json"]));
+    assert_eq!(shown["state"], "completed");
+    assert_eq!(shown["result"], "sent to ada@example.com");
+    let stats = json(&ok(&server, &["stats", "--json"]));
+    let mail = &stats["queues"][0];
+    assert_eq!(mail["queue"], "mail");
+    assert_eq!(mail["processed_1m"], 1);
+    assert_eq!(mail["completed"], 1);
+    assert!(stats["redis"]["version"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+}
+
+#[tokio::test]
+async fn enqueue_options_and_duplicates() {
+    let server = RedisServer::start().expect("redis");
+    let a = json(&ok(
+        &server,
+        &[
+            "enqueue",
+            "x.y",
+            "--args",
+            "[1,2]",
+            "--unique-key",
+            "k1",
+            "--unique-for",
+            "1h",
+            "--json",
+        ],
+    ));
+    let b = json(&ok(
+        &server,
+        &[
+            "enqueue",
+            "x.y",
+            "--args",
+            "[1,2]",
+            "--unique-key",
+            "k1",
+            "--unique-for",
+            "1h",
+            "--json",
+        ],
+    ));
+    assert_eq!(b["duplicate"], true);
+    assert_eq!(a["id"], b["id"]);
+    let human = ok(
+        &server,
+        &["enqueue", "x.y", "--unique-key", "k1", "--unique-for", "1h"],
+    );
+    assert!(human.starts_with("duplicate: job "), "{human}");
+    ok(
+        &server,
+        &["enqueue", "x.y", "--delay", "10m", "--priority", "9"],
+    );
+    ok(&server, &["enqueue", "x.y", "--at", "2099-01-01T00:00:00Z"]);
+    let sched = ok(&server, &["jobs", "default", "--state", "scheduled"]);
+    assert!(
+        sched.contains("in 10m") && sched.contains("  9  "),
+        "{sched}"
+    );
+
+    // Run a delayed job now.
+    let rows = json(&ok(
+        &server,
+        &["jobs", "default", "--state", "scheduled", "--json"],
+    ));
+    let sid = rows[0]["id"].as_str().expect("id").to_string();
+    let out = ok(&server, &["job", "retry", &sid]);
+    assert_eq!(out.trim(), "retried 1 of 1 job(s)");
+    assert_eq!(
+        json(&ok(&server, &["job", "show", &sid, "--json"]))["state"],
+        "pending"
+    );
+
+    assert!(fails(&server, &["enqueue", "x.y", "--args", "{not json"])
+        .contains("--args is not valid JSON"));
+    assert!(fails(&server, &["enqueue", "x.y", "--at", "tomorrow"]).contains("RFC 3339"));
+}
+
+#[tokio::test]
+async fn dead_jobs_can_be_listed_retried_and_deleted_in_bulk() {
+    let server = RedisServer::start().expect("redis");
+    let client = Client::connect(server.url()).await.expect("client");
+    let jobs = (0..30u32)
+        .map(|i| {
+            queue::NewJob::of::<broken>(&i)
+                .expect("encode")
+                .queue("flaky")
+        })
+        .collect();
+    let enq = client.enqueue_batch(jobs).await.expect("enqueue");
+    run_worker_until(&client, "flaky", async {
+        for e in &enq {
+            client
+                .wait_for("flaky", &e.id, Duration::from_secs(20))
+                .await
+                .expect("outcome");
+        }
+    })
+    .await;
+
+    let dead = ok(
+        &server,
+        &["jobs", "flaky", "--state", "dead", "--limit", "5"],
+    );
+    assert_eq!(dead.lines().count(), 6, "header + 5 rows:\n{dead}");
+    assert!(
+        dead.contains("error: smtp refused") && dead.contains("DIED"),
+        "{dead}"
+    );
+    let page2 = json(&ok(
+        &server,
+        &[
+            "jobs", "flaky", "--state", "dead", "--limit", "25", "--page", "2", "--json",
+        ],
+    ));
+    assert_eq!(page2.as_array().map(Vec::len), Some(5));
+
+    let one = page2[0]["id"].as_str().expect("id").to_string();
+    let shown = ok(&server, &["job", "show", &one]);
+    assert!(
+        shown.contains("state      dead") && shown.contains("#1") && shown.contains("smtp refused"),
+        "{shown}"
+    );
+    assert_eq!(
+        ok(&server, &["job", "retry", &one]).trim(),
+        "retried 1 of 1 job(s)"
+    );
+    assert_eq!(
+        json(&ok(&server, &["job", "show", &one, "--json"]))["state"],
+        "pending"
+    );
+
+    let dry = ok(&server, &["job", "retry-all", "flaky", "--dry-run"]);
+    assert!(dry.contains("would retry 29 dead job(s)"), "{dry}");
+    let dry_named = json(&ok(
+        &server,
+        &[
+            "job",
+            "delete-all",
+            "flaky",
+            "--name",
+            "nope",
+            "--dry-run",
+            "--json",
+        ],
+    ));
+    assert_eq!(dry_named["count"], 0);
+
+    // Without a terminal and without --yes, destructive commands refuse and say how to re-run.
+    let err = fails(&server, &["job", "delete-all", "flaky"]);
+    assert!(
+        err.contains("re-run with --yes") && err.contains("queue job delete-all flaky --yes"),
+        "{err}"
+    );
+    let done = json(&ok(
+        &server,
+        &[
+            "job",
+            "delete-all",
+            "flaky",
+            "--name",
+            "cli.broken",
+            "--yes",
+            "--json",
+        ],
+    ));
+    assert_eq!(done["count"], 29);
+    let counts = client.counts("flaky").await.expect("counts");
+    assert_eq!((counts.dead, counts.pending), (0, 1));
+
+    let err = fails(&server, &["job", "delete", &one]);
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(
+        ok(&server, &["job", "delete", &one, "--yes"]).trim(),
+        "deleted 1 of 1 job(s)"
+    );
+    assert!(fails(&server, &["job", "show", &one]).contains(&format!("no such job {one}")));
+}
+
+#[tokio::test]
+async fn queue_pause_resume_purge_and_rm() {
+    let server = RedisServer::start().expect("redis");
+    let client = Client::connect(server.url()).await.expect("client");
+    ok(&server, &["enqueue", "a.b", "-q", "ops"]);
+    ok(&server, &["enqueue", "a.b", "-q", "ops", "--delay", "1h"]);
+    assert_eq!(
+        ok(&server, &["queue", "pause", "ops"]).trim(),
+        "queue ops paused: workers lease nothing from it until `queue queue resume`"
+    );
+    assert!(client.is_paused("ops").await.expect("paused"));
+    assert!(ok(&server, &["queue", "inspect", "ops"]).contains("paused"));
+    ok(&server, &["queue", "resume", "ops"]);
+    assert!(!client.is_paused("ops").await.expect("paused"));
+
+    let err = fails(&server, &["queue", "rm", "ops"]);
+    assert!(
+        err.contains("is not empty (1 pending, 1 scheduled")
+            && err.contains("queue queue rm ops --force"),
+        "{err}"
+    );
+    assert!(fails(&server, &["queue", "purge", "ops", "--state", "scheduled"]).contains("--yes"));
+    let purged = json(&ok(
+        &server,
+        &[
+            "queue",
+            "purge",
+            "ops",
+            "--state",
+            "scheduled",
+            "--yes",
+            "--json",
+        ],
+    ));
+    assert_eq!(purged["deleted"], 1);
+    assert!(fails(
+        &server,
+        &["queue", "purge", "ops", "--state", "active", "--yes"]
+    )
+    .contains("cannot be purged"));
+    ok(&server, &["queue", "rm", "ops", "--force", "--yes"]);
+    assert!(!ok(&server, &["queues"]).contains("ops"));
+    let mut con = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("con");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("queue:{ops}:*")
+        .query(&mut con)
+        .expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn workers_are_listed_from_their_heartbeats() {
+    let server = RedisServer::start().expect("redis");
+    let client = Client::connect(server.url()).await.expect("client");
+    let url = server.url().to_string();
+    run_worker_until(&client, "mail", async {
+        let mut found = serde_json::Value::Null;
+        for _ in 0..100 {
+            let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+                .args(["workers", "--json", "--redis-url", &url])
+                .output()
+                .expect("run");
+            found = json(&String::from_utf8_lossy(&out.stdout));
+            if found.as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            // The first heartbeat is written within one heartbeat interval (1 s).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let w = &found[0];
+        assert_eq!(w["alive"], true, "{found}");
+        assert_eq!(w["pid"], std::process::id());
+        assert_eq!(w["queues"], "mail:1");
+        assert_eq!(w["concurrency"], 5);
+    })
+    .await;
+    // A graceful stop removes the record.
+    assert_eq!(
+        json(&ok(&server, &["workers", "--json"])),
+        serde_json::json!([])
+    );
+    assert!(ok(&server, &["workers"]).contains("no workers"));
+}
+
+#[tokio::test]
+async fn health_reports_each_breach_and_exits_non_zero() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["enqueue", "a.b", "-q", "h"]);
+    let healthy = ok(&server, &["health"]);
+    assert!(
+        healthy.contains("ok   redis reachable") && healthy.trim_end().ends_with("healthy"),
+        "{healthy}"
+    );
+    let out = queue(&server, &["health", "--max-backlog", "0"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL backlog h") && text.contains("1 pending (limit 0)"),
+        "{text}"
+    );
+
+    let dir = tempfile_dir();
+    let cfg = dir.join("health.toml");
+    std::fs::File::create(&cfg)
+        .and_then(|mut f| f.write_all(b"max_backlog = 0\n"))
+        .expect("write config");
+    let out = queue(
+        &server,
+        &["health", "--config", cfg.to_str().expect("path"), "--json"],
+    );
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["healthy"], false);
+    std::fs::write(&cfg, "max_backlogg = 0\n").expect("write");
+    assert!(fails(
+        &server,
+        &["health", "--config", cfg.to_str().expect("path")]
+    )
+    .contains("invalid health config"));
+
+    // Redis with an eviction policy that can drop jobs.
+    let lossy = RedisServer::start_with(queue::RedisServerOptions {
+        args: vec![
+            "--maxmemory".into(),
+            "100mb".into(),
+            "--maxmemory-policy".into(),
+            "allkeys-lru".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("redis");
+    let out = queue(&lossy, &["health"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("allkeys-lru can evict queued jobs"));
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("queue-cli-test-{}", queue::JobId::generate()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[tokio::test]
+async fn clear_errors_for_every_failure() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["enqueue", "a.b", "-q", "known"]);
+    let err = fails(&server, &["jobs", "nope"]);
+    assert_eq!(
+        err.trim(),
+        "error: no such queue \"nope\" (known queues: known)"
+    );
+    let err = fails(&server, &["job", "show", "01M8BTC4K86Y9DSR580WBYYWS3"]);
+    assert_eq!(err.trim(), "error: no such job 01M8BTC4K86Y9DSR580WBYYWS3");
+    assert!(fails(&server, &["job", "show", "not-an-id"]).contains("is not a ULID"));
+    assert!(fails(&server, &["jobs", "known", "--state", "sleeping"])
+        .contains("unknown state \"sleeping\""));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["stats", "--redis-url", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: cannot reach Redis at redis://127.0.0.1:")
+            && err.contains("REDIS_URL"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args([
+            "health",
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL redis reachable"));
+
+    let locked = RedisServer::start_with(queue::RedisServerOptions {
+        args: vec!["--requirepass".into(), "s3cret".into()],
+        ..Default::default()
+    })
+    .expect("redis");
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["stats", "--redis-url", locked.url()])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Redis refused the credentials")
+            && err.contains("redis://user:password@host:port"),
+        "{err}"
+    );
+    let with_pass = locked.url().replace("redis://", "redis://:s3cret@");
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["stats", "--redis-url", &with_pass])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["stats", "--namespace", "bad name"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namespace"));
+}
+
+#[test]
+fn completions_and_plain_output_without_a_terminal() {
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_queue()"));
+    let server = RedisServer::start().expect("redis");
+    let text = ok(&server, &["stats"]);
+    assert!(
+        !text.contains('\x1b'),
+        "no colour codes when stdout is not a terminal"
+    );
+    assert!(text.contains("no queues yet"));
+}

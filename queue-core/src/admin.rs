@@ -1,0 +1,960 @@
+//! Operator access: what the `queue` CLI shows and does. Reads are O(1) or O(log n + page) per
+//! queue (no KEYS, no scan of all jobs); writes go through one script per state change.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::{now_ms, Client, QueueCounts, MAX_BATCH};
+use crate::codec::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId, JobState};
+use crate::keys::QueueKeys;
+use crate::scripts::scripts;
+
+/// A state as operators name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum State {
+    /// Ready to run.
+    Pending,
+    /// Delayed.
+    Scheduled,
+    /// Failed, waiting for the retry.
+    Retrying,
+    /// Leased by a worker.
+    Active,
+    /// Dead-lettered.
+    Dead,
+    /// Finished and retained (completed or discarded).
+    Completed,
+}
+
+impl State {
+    /// Every state, in life order.
+    pub const ALL: [State; 6] = [
+        State::Pending,
+        State::Scheduled,
+        State::Retrying,
+        State::Active,
+        State::Dead,
+        State::Completed,
+    ];
+
+    /// Parses a state name (`pending`, `scheduled`, `retrying`, `active`, `dead`, `completed`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the valid states.
+    pub fn parse(s: &str) -> Result<State> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| Error::Config(format!("unknown state {s:?}; expected one of: pending, scheduled, retrying, active, dead, completed")))
+    }
+
+    /// The state's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Scheduled => "scheduled",
+            State::Retrying => "retrying",
+            State::Active => "active",
+            State::Dead => "dead",
+            State::Completed => "completed",
+        }
+    }
+
+    /// (sorted set, hash, whether the sorted set holds whole members).
+    fn storage(self, k: &QueueKeys) -> (String, String, bool) {
+        match self {
+            State::Pending => (k.pending(), k.pending(), true),
+            State::Scheduled => (k.scheduled(), k.scheduled(), true),
+            State::Retrying => (k.retry(), k.retry(), true),
+            State::Active => (k.active(), k.inflight(), false),
+            State::Dead => (k.dead(), k.dead_jobs(), false),
+            State::Completed => (k.completed(), k.results(), false),
+        }
+    }
+}
+
+/// Throughput and health figures of one queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Jobs by state.
+    pub pending: u64,
+    /// Delayed jobs.
+    pub scheduled: u64,
+    /// Jobs waiting for a retry.
+    pub retrying: u64,
+    /// Running jobs.
+    pub active: u64,
+    /// Dead-lettered jobs.
+    pub dead: u64,
+    /// Retained finished jobs.
+    pub completed: u64,
+    /// Whether workers lease from it.
+    pub paused: bool,
+    /// Jobs completed in the last minute (10-second resolution).
+    pub processed_1m: u64,
+    /// Failed attempts in the last minute.
+    pub failed_1m: u64,
+    /// Jobs completed in the last hour.
+    pub processed_1h: u64,
+    /// Failed attempts in the last hour.
+    pub failed_1h: u64,
+    /// Failed attempts / all attempts in the last hour, 0..=1.
+    pub error_rate_1h: f64,
+    /// How long the oldest pending job has existed, ms (its id's creation time).
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// A job as listed or shown to operators.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    /// Where it is.
+    pub state: State,
+    /// The queue.
+    pub queue: String,
+    /// The job id.
+    pub id: JobId,
+    /// The envelope, or why it does not decode.
+    pub job: std::result::Result<Job, String>,
+    /// Run-at (scheduled, retrying), lease deadline (active) or finish time (dead, completed), ms.
+    pub at_ms: Option<i64>,
+    /// The outcome (completed jobs).
+    pub outcome: Option<Outcome>,
+    /// The member exactly as stored (empty when not retained): operations match on these
+    /// bytes, never on a re-encoding, so jobs written by any producer are found.
+    pub member: Vec<u8>,
+}
+
+/// A live or dead worker process, from its heartbeat record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerInfo {
+    /// Worker id (`host:pid:suffix`).
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues and weights, e.g. `emails:3,default:1`.
+    pub queues: String,
+    /// Configured concurrency.
+    pub concurrency: u64,
+    /// Jobs held at the last heartbeat.
+    pub in_flight: u64,
+    /// When it started, ms.
+    pub started_ms: i64,
+    /// Last heartbeat, ms.
+    pub last_beat_ms: i64,
+    /// Heartbeat interval, ms.
+    pub beat_every_ms: i64,
+}
+
+impl WorkerInfo {
+    /// A worker is presumed dead after three missed heartbeats.
+    pub fn alive(&self, now_ms: i64) -> bool {
+        now_ms - self.last_beat_ms <= 3 * self.beat_every_ms.max(1000)
+    }
+}
+
+/// How long a worker's record outlives its last heartbeat (it is then shown as dead, and
+/// pruned after an hour).
+const WORKER_RECORD_TTL: Duration = Duration::from_secs(3600);
+
+/// Operator access to the queues of one namespace.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+fn rerr(client: &Client) -> impl Fn(redis::RedisError) -> Error + '_ {
+    move |e| Error::from_redis(client.url(), e)
+}
+
+impl Admin {
+    /// Operator access through `client`.
+    pub fn new(client: Client) -> Admin {
+        Admin { client }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Queues producers and workers have used, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let ns = self.client.namespace_keys()?;
+        let mut qs: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(ns.queues())
+            .query_async(&mut self.client.con())
+            .await
+            .map_err(rerr(&self.client))?;
+        qs.sort();
+        Ok(qs)
+    }
+
+    /// Fails with [`Error::NotFound`] when `queue` is neither registered nor holds any job.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] (the message lists the known queues), [`Error::Unreachable`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn require_queue(&self, queue: &str) -> Result<QueueKeys> {
+        let keys = self.client.keys(queue)?;
+        let known = self.queues().await?;
+        if known.iter().any(|q| q == queue) {
+            return Ok(keys);
+        }
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(keys.all_fixed())
+            .query_async(&mut self.client.con())
+            .await
+            .map_err(rerr(&self.client))?;
+        if exists > 0 {
+            return Ok(keys);
+        }
+        Err(Error::NotFound(format!(
+            "queue {queue:?} (known queues: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
+    }
+
+    /// Counts, throughput and the oldest pending job of a queue: a fixed number of O(1) and
+    /// O(log n) commands, whatever the queue's size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let k = self.client.keys(queue)?;
+        let mut con = self.client.con();
+        let counts: QueueCounts = self.client.counts(queue).await?;
+        let (paused, ring): (bool, HashMap<String, i64>) = redis::pipe()
+            .hexists(k.meta(), "paused")
+            .hgetall(k.throughput())
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        let now = now_ms();
+        let bucket = now / 10_000;
+        let (mut c1m, mut f1m, mut c1h, mut f1h) = (0u64, 0u64, 0u64, 0u64);
+        for slot in 0..360 {
+            let Some(b) = ring.get(&format!("t:{slot}")) else {
+                continue;
+            };
+            let age = bucket - b;
+            if !(0..360).contains(&age) {
+                continue;
+            }
+            let c = ring.get(&format!("c:{slot}")).copied().unwrap_or(0).max(0) as u64;
+            let f = ring.get(&format!("f:{slot}")).copied().unwrap_or(0).max(0) as u64;
+            c1h += c;
+            f1h += f;
+            if age < 6 {
+                c1m += c;
+                f1m += f;
+            }
+        }
+        let heads: Vec<Vec<u8>> = {
+            let mut call = scripts().locate.call();
+            call.key(k.pending()).arg("");
+            call.invoke(&mut con, self.client.url()).await?
+        };
+        let oldest = heads
+            .iter()
+            .filter_map(|h| codec::member_id(h).ok())
+            .filter_map(|id| ulid::Ulid::from_string(id.as_str()).ok())
+            .map(|u| u.timestamp_ms() as i64)
+            .min()
+            .map(|created| (now - created).max(0));
+        let attempts = c1h + f1h;
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            pending: counts.pending,
+            scheduled: counts.scheduled,
+            retrying: counts.retrying,
+            active: counts.active,
+            dead: counts.dead,
+            completed: counts.completed,
+            paused,
+            processed_1m: c1m,
+            failed_1m: f1m,
+            processed_1h: c1h,
+            failed_1h: f1h,
+            error_rate_1h: if attempts == 0 {
+                0.0
+            } else {
+                f1h as f64 / attempts as f64
+            },
+            oldest_pending_ms: oldest,
+        })
+    }
+
+    /// One page of jobs in `state`: pending in run order, scheduled and retrying by run-at,
+    /// active by lease deadline, dead and completed newest first. O(log n + limit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: State,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobView>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let k = self.client.keys(queue)?;
+        let (zset, hash, members) = state.storage(&k);
+        let mut con = self.client.con();
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(&zset).arg(offset).arg(offset + limit - 1);
+        if matches!(state, State::Dead | State::Completed) {
+            cmd.arg("REV");
+        }
+        cmd.arg("WITHSCORES");
+        let entries: Vec<(Vec<u8>, f64)> = cmd
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        if members {
+            return Ok(entries
+                .into_iter()
+                .map(|(m, score)| {
+                    self.view_member(
+                        queue,
+                        state,
+                        &m,
+                        (state != State::Pending).then_some(score as i64),
+                    )
+                })
+                .collect());
+        }
+        // Id-keyed states: fetch the bodies in one HMGET.
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|(e, _)| {
+                let s = String::from_utf8_lossy(e).to_string();
+                // Leases are `<id>:<token>`.
+                s.split(':').next().unwrap_or_default().to_string()
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bodies: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&hash)
+            .arg(&ids)
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        Ok(ids
+            .into_iter()
+            .zip(bodies)
+            .zip(entries)
+            .map(|((id, body), (_, score))| {
+                self.view_stored(queue, state, &id, body.as_deref(), Some(score as i64))
+            })
+            .collect())
+    }
+
+    fn view_member(&self, queue: &str, state: State, member: &[u8], at_ms: Option<i64>) -> JobView {
+        let id = codec::member_id(member).unwrap_or_default();
+        JobView {
+            state,
+            queue: queue.to_string(),
+            id,
+            job: codec::decode_member(member, queue).map_err(|e| e.to_string()),
+            at_ms,
+            outcome: None,
+            member: member.to_vec(),
+        }
+    }
+
+    /// A job stored by id: an inflight or dead member, or a completed outcome.
+    fn view_stored(
+        &self,
+        queue: &str,
+        state: State,
+        id: &str,
+        body: Option<&[u8]>,
+        at_ms: Option<i64>,
+    ) -> JobView {
+        let id = JobId::parse(id).unwrap_or_default();
+        let Some(body) = body else {
+            return JobView {
+                state,
+                queue: queue.into(),
+                id,
+                job: Err("no stored body".into()),
+                at_ms,
+                outcome: None,
+                member: Vec::new(),
+            };
+        };
+        if state == State::Completed {
+            let outcome = Outcome::decode(body).ok();
+            let member = outcome
+                .as_ref()
+                .and_then(|o| o.job.clone())
+                .unwrap_or_default();
+            let job = if member.is_empty() {
+                Err("arguments not retained (retention keeps outcomes only)".into())
+            } else {
+                codec::decode_member(&member, queue).map_err(|e| e.to_string())
+            };
+            return JobView {
+                state,
+                queue: queue.into(),
+                id,
+                job,
+                at_ms,
+                outcome,
+                member,
+            };
+        }
+        let mut v = self.view_member(queue, state, body, at_ms);
+        v.id = id;
+        v
+    }
+
+    /// Finds a job by id in `queue`, or in every known queue. Pending jobs are found in
+    /// O(bands x log n); delayed and retrying jobs need a scan of those sets (ZSCAN), so they
+    /// are looked up last.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] for an id that is not a ULID, [`Error::Unreachable`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn find(&self, id: &str, queue: Option<&str>) -> Result<Option<JobView>> {
+        let id = JobId::parse(id)?;
+        let queues = match queue {
+            Some(q) => vec![q.to_string()],
+            None => self.queues().await?,
+        };
+        for q in &queues {
+            if let Some(v) = self.find_in(&id, q).await? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn find_in(&self, id: &JobId, queue: &str) -> Result<Option<JobView>> {
+        let k = self.client.keys(queue)?;
+        let mut con = self.client.con();
+        type Body = Option<Vec<u8>>;
+        let (inflight, dead, result): (Body, Body, Body) = redis::pipe()
+            .hget(k.inflight(), id.as_str())
+            .hget(k.dead_jobs(), id.as_str())
+            .hget(k.results(), id.as_str())
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        if let Some(m) = inflight {
+            return Ok(Some(self.view_stored(
+                queue,
+                State::Active,
+                id.as_str(),
+                Some(&m),
+                None,
+            )));
+        }
+        if let Some(m) = dead {
+            let at: Option<f64> = redis::cmd("ZSCORE")
+                .arg(k.dead())
+                .arg(id.as_str())
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            return Ok(Some(self.view_stored(
+                queue,
+                State::Dead,
+                id.as_str(),
+                Some(&m),
+                at.map(|a| a as i64),
+            )));
+        }
+        if let Some(o) = result {
+            let at: Option<f64> = redis::cmd("ZSCORE")
+                .arg(k.completed())
+                .arg(id.as_str())
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            return Ok(Some(self.view_stored(
+                queue,
+                State::Completed,
+                id.as_str(),
+                Some(&o),
+                at.map(|a| a as i64),
+            )));
+        }
+        let pending: Option<Vec<u8>> = {
+            let mut call = scripts().locate.call();
+            call.key(k.pending()).arg(id.as_str());
+            call.invoke(&mut con, self.client.url()).await?
+        };
+        if let Some(m) = pending {
+            return Ok(Some(self.view_member(queue, State::Pending, &m, None)));
+        }
+        for state in [State::Retrying, State::Scheduled] {
+            let (zset, _, _) = state.storage(&k);
+            if let Some((m, at)) = self.scan_for(&zset, id).await? {
+                return Ok(Some(self.view_member(queue, state, &m, Some(at))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Scans a member-keyed sorted set for the job `id` (ZSCAN with a MATCH on the id).
+    async fn scan_for(&self, zset: &str, id: &JobId) -> Result<Option<(Vec<u8>, i64)>> {
+        let mut con = self.client.con();
+        let pattern = format!("??{}*", id.as_str());
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<(Vec<u8>, f64)>) = redis::cmd("ZSCAN")
+                .arg(zset)
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            if let Some((m, at)) = found.into_iter().next() {
+                return Ok(Some((m, at as i64)));
+            }
+            if next == 0 {
+                return Ok(None);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes jobs (not running ones) of one state; releases their idempotency keys. Returns
+    /// how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] for active jobs (they finish, or are recovered by their lease);
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may have deleted some jobs.
+    pub async fn delete(&self, views: &[JobView]) -> Result<u64> {
+        let mut removed = 0;
+        for group in group_by_queue_state(views) {
+            let (queue, state, items) = group;
+            if state == State::Active {
+                return Err(Error::InvalidJob(format!(
+                    "{} job(s) are running; a running job cannot be deleted (it finishes, or its lease expires and it is recovered)",
+                    items.len()
+                )));
+            }
+            let k = self.client.keys(&queue)?;
+            let (zset, hash, members) = state.storage(&k);
+            for chunk in items.chunks(MAX_BATCH) {
+                let mut call = scripts().delete.call();
+                call.key(zset.clone()).key(hash.clone());
+                call.arg(if members { "member" } else { "id" });
+                let mut uniques: Vec<String> = Vec::new();
+                let mut args: Vec<(Vec<u8>, usize)> = Vec::new();
+                for v in chunk {
+                    let entry = if members {
+                        v.member.clone()
+                    } else {
+                        v.id.as_str().as_bytes().to_vec()
+                    };
+                    let idx = match v.job.as_ref().ok().and_then(|j| j.unique_key.clone()) {
+                        Some(u) => {
+                            let pos = uniques.iter().position(|x| *x == u).unwrap_or_else(|| {
+                                uniques.push(u.clone());
+                                uniques.len() - 1
+                            });
+                            pos + 1
+                        }
+                        None => 0,
+                    };
+                    args.push((entry, idx));
+                }
+                if args.is_empty() {
+                    continue;
+                }
+                for u in &uniques {
+                    call.key(k.unique(u));
+                }
+                for (entry, idx) in &args {
+                    call.arg(entry.as_slice()).arg(*idx);
+                }
+                let n: u64 = call
+                    .invoke(&mut self.client.con(), self.client.url())
+                    .await?;
+                removed += n;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs jobs again now: dead jobs are replayed with a fresh set of attempts, delayed and
+    /// retrying jobs move to pending. Returns how many moved.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] for pending, active or completed jobs; [`Error::Unreachable`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn retry(&self, views: &[JobView]) -> Result<u64> {
+        let mut moved = 0;
+        for (queue, state, items) in group_by_queue_state(views) {
+            let k = self.client.keys(&queue)?;
+            for chunk in items.chunks(MAX_BATCH) {
+                let jobs: Vec<&Job> = chunk.iter().filter_map(|v| v.job.as_ref().ok()).collect();
+                if jobs.is_empty() {
+                    continue;
+                }
+                let n: u64 = match state {
+                    State::Dead => {
+                        let mut call = scripts().replay.call();
+                        call.key(k.dead())
+                            .key(k.dead_jobs())
+                            .key(k.pending())
+                            .key(k.wake());
+                        for job in jobs {
+                            let mut fresh = job.clone();
+                            fresh.failed = 0;
+                            call.arg(job.id.as_str()).arg(codec::encode_member(&fresh)?);
+                        }
+                        call.invoke(&mut self.client.con(), self.client.url())
+                            .await?
+                    }
+                    State::Scheduled | State::Retrying => {
+                        let (zset, _, _) = state.storage(&k);
+                        let mut call = scripts().promote.call();
+                        call.key(zset).key(k.pending()).key(k.wake());
+                        for v in chunk {
+                            call.arg(v.member.as_slice());
+                        }
+                        call.invoke(&mut self.client.con(), self.client.url())
+                            .await?
+                    }
+                    other => {
+                        return Err(Error::InvalidJob(format!(
+                        "{} job(s) are {}: only dead, scheduled and retrying jobs can be retried",
+                        chunk.len(),
+                        other.name()
+                    )))
+                    }
+                };
+                moved += n;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Removes up to `limit` jobs of a state, oldest first (one bounded script call); call in a
+    /// loop to empty a large set. Idempotency keys of purged pending jobs expire at their TTL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] for the active state; [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn purge_some(&self, queue: &str, state: State, limit: usize) -> Result<u64> {
+        if state == State::Active {
+            return Err(Error::InvalidJob("running jobs cannot be purged".into()));
+        }
+        let k = self.client.keys(queue)?;
+        let (zset, hash, members) = state.storage(&k);
+        let mut call = scripts().purge.call();
+        call.key(zset)
+            .key(hash)
+            .arg(if members { "member" } else { "id" })
+            .arg(limit.clamp(1, MAX_BATCH));
+        call.invoke(&mut self.client.con(), self.client.url()).await
+    }
+
+    /// Deletes every key of a queue and drops it from the registry. The caller checks that it
+    /// is empty (or was told to force).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe.
+    pub async fn remove_queue(&self, queue: &str) -> Result<()> {
+        let k = self.client.keys(queue)?;
+        let ns = self.client.namespace_keys()?;
+        let mut con = self.client.con();
+        // Idempotency keys are the only keys of a queue with open-ended names; SCAN finds them
+        // without blocking the server (this is an operator action, not a hot path).
+        let pattern = k.unique("*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(rerr(&self.client))?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis::pipe()
+            .del(k.all_fixed())
+            .ignore()
+            .srem(ns.queues(), queue)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(rerr(&self.client))
+    }
+
+    /// Every worker that sent a heartbeat in the last hour, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let ns = self.client.namespace_keys()?;
+        let mut con = self.client.con();
+        let ids: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(ns.workers())
+            .arg(0)
+            .arg(-1)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &ids {
+            pipe.hgetall(ns.worker(id));
+        }
+        let records: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        Ok(ids
+            .into_iter()
+            .zip(records)
+            .map(|((id, beat), r)| {
+                let num = |f: &str| r.get(f).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                WorkerInfo {
+                    id,
+                    host: r.get("host").cloned().unwrap_or_default(),
+                    pid: num("pid") as u32,
+                    queues: r.get("queues").cloned().unwrap_or_default(),
+                    concurrency: num("concurrency") as u64,
+                    in_flight: num("in_flight") as u64,
+                    started_ms: num("started"),
+                    last_beat_ms: beat as i64,
+                    beat_every_ms: num("beat_every"),
+                }
+            })
+            .collect())
+    }
+
+    /// Records a worker's heartbeat (called by workers every heartbeat interval); prunes
+    /// records of workers silent for an hour.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (idempotent writes).
+    pub async fn beat(&self, w: &WorkerInfo) -> Result<()> {
+        let ns = self.client.namespace_keys()?;
+        let now = now_ms();
+        let key = ns.worker(&w.id);
+        redis::pipe()
+            .hset_multiple(
+                &key,
+                &[
+                    ("host", w.host.clone()),
+                    ("pid", w.pid.to_string()),
+                    ("queues", w.queues.clone()),
+                    ("concurrency", w.concurrency.to_string()),
+                    ("in_flight", w.in_flight.to_string()),
+                    ("started", w.started_ms.to_string()),
+                    ("beat_every", w.beat_every_ms.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, WORKER_RECORD_TTL.as_millis() as i64)
+            .ignore()
+            .zadd(ns.workers(), &w.id, now)
+            .ignore()
+            .zrembyscore(
+                ns.workers(),
+                "-inf",
+                now - WORKER_RECORD_TTL.as_millis() as i64,
+            )
+            .ignore()
+            .query_async::<()>(&mut self.client.con())
+            .await
+            .map_err(rerr(&self.client))
+    }
+
+    /// Removes a worker's record (graceful shutdown).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn retire(&self, id: &str) -> Result<()> {
+        let ns = self.client.namespace_keys()?;
+        redis::pipe()
+            .zrem(ns.workers(), id)
+            .ignore()
+            .del(ns.worker(id))
+            .ignore()
+            .query_async::<()>(&mut self.client.con())
+            .await
+            .map_err(rerr(&self.client))
+    }
+
+    /// Facts about the server for health checks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn server(&self) -> Result<ServerInfo> {
+        let mut con = self.client.con();
+        let info: String = redis::cmd("INFO")
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
+        Ok(ServerInfo {
+            version: field("redis_version:"),
+            used_memory: num("used_memory:"),
+            maxmemory: num("maxmemory:"),
+            maxmemory_policy: field("maxmemory_policy:"),
+            connected_clients: num("connected_clients:"),
+        })
+    }
+}
+
+/// Server facts shown by `queue stats` and checked by `queue health`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerInfo {
+    /// `redis_version`.
+    pub version: String,
+    /// Bytes in use.
+    pub used_memory: u64,
+    /// `maxmemory` (0 = no limit).
+    pub maxmemory: u64,
+    /// `maxmemory-policy`.
+    pub maxmemory_policy: String,
+    /// Connected clients.
+    pub connected_clients: u64,
+}
+
+fn group_by_queue_state(views: &[JobView]) -> Vec<(String, State, Vec<&JobView>)> {
+    let mut out: Vec<(String, State, Vec<&JobView>)> = Vec::new();
+    for v in views {
+        match out
+            .iter_mut()
+            .find(|(q, s, _)| *q == v.queue && *s == v.state)
+        {
+            Some((_, _, items)) => items.push(v),
+            None => out.push((v.queue.clone(), v.state, vec![v])),
+        }
+    }
+    out
+}
+
+impl JobView {
+    /// The job's state in the engine's vocabulary, for display.
+    pub fn engine_state(&self) -> JobState {
+        match self.state {
+            State::Pending => JobState::Pending,
+            State::Scheduled | State::Retrying => JobState::Scheduled,
+            State::Active => JobState::Active,
+            State::Dead => JobState::Dead,
+            State::Completed => self
+                .outcome
+                .as_ref()
+                .map(|o| o.state)
+                .unwrap_or(JobState::Completed),
+        }
+    }
+}
