@@ -309,6 +309,32 @@ async fn malformed_payload_and_unknown_job_are_dead_lettered_and_the_worker_keep
 }
 
 #[tokio::test]
+async fn handler_defaults_apply_to_jobs_enqueued_without_options() {
+    let env = Env::start().await;
+    let running = start_worker(&env, |b| b).await;
+    // Enqueued by name only, as the CLI or another language would: no timeout, no attempts.
+    let raw = NewJob::raw(
+        "test.slow",
+        queue::core::encode_value(&"raw".to_string(), "args").expect("encode"),
+    );
+    let e = env.client.enqueue_job(raw).await.expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &e.id, WAIT)
+        .await
+        .expect("wait");
+    // test.slow declares timeout = "100ms" and max_attempts = 1: both apply.
+    assert_eq!(out.state, JobState::Dead);
+    assert_eq!(out.error.as_deref(), Some("timeout: timed out after 100ms"));
+    let dead = env.client.dead_jobs("default", 1).await.expect("dead");
+    assert_eq!(
+        (dead[0].max_attempts, dead[0].timeout_ms),
+        (Some(1), Some(100))
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_panic_and_a_timeout_are_failed_attempts() {
     let env = Env::start().await;
     let running = start_worker(&env, |b| b).await;

@@ -486,6 +486,7 @@ async fn run_job(
     };
     // The arguments move into the request (no copy); the envelope is shared read-only.
     let mut job = job;
+    apply_defaults(&mut job, registration);
     let args = std::mem::take(&mut job.args);
     let job = Arc::new(job);
     let ctx = JobContext {
@@ -525,8 +526,13 @@ async fn run_job(
         Err(e) => {
             // Failures are rare: rebuild the whole envelope (arguments included) from the
             // member rather than keep a copy of the arguments for every job.
-            let job = queue_core::decode_member(&lease.member, job.queue.as_str())
-                .unwrap_or_else(|_| Arc::unwrap_or_clone(job));
+            let job = match queue_core::decode_member(&lease.member, job.queue.as_str()) {
+                Ok(mut full) => {
+                    apply_defaults(&mut full, registration);
+                    full
+                }
+                Err(_) => Arc::unwrap_or_clone(job),
+            };
             settle_failure(
                 &rt,
                 qi,
@@ -539,6 +545,22 @@ async fn run_job(
             )
             .await;
         }
+    }
+}
+
+/// Options the producer did not set come from the handler's `#[job]` attributes, so a job
+/// enqueued by the CLI or another language gets the timeout, attempts and backoff its handler
+/// declares (the crate defaults apply only when neither says).
+fn apply_defaults(job: &mut Job, registration: &queue_core::JobRegistration) {
+    let defaults = (registration.options)();
+    if job.max_attempts.is_none() {
+        job.max_attempts = defaults.max_attempts;
+    }
+    if job.backoff.is_none() {
+        job.backoff = defaults.backoff;
+    }
+    if job.timeout_ms.is_none() {
+        job.timeout_ms = defaults.timeout.map(|t| t.as_millis() as u64);
     }
 }
 

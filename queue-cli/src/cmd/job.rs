@@ -67,6 +67,8 @@ struct Shown {
     args: Option<serde_json::Value>,
     args_hex: Option<String>,
     result: Option<serde_json::Value>,
+    /// The per-attempt timeout the envelope carries; absent: the handler's `#[job]` default
+    /// applies (30 s when it declares none).
     timeout_ms: Option<u64>,
     unique_key: Option<String>,
     errors: Vec<queue::Failure>,
@@ -152,7 +154,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         args,
         args_hex,
         result,
-        timeout_ms: job.map(|j| j.timeout().as_millis() as u64),
+        timeout_ms: job.and_then(|j| j.timeout_ms),
         unique_key: job.and_then(|j| j.unique_key.clone()),
         errors: job.map(|j| j.errors.clone()).unwrap_or_default(),
     };
@@ -178,7 +180,12 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         lines.push(format!("  priority   {p}"));
     }
     if let (Some(a), Some(m)) = (r.attempt, r.max_attempts) {
-        lines.push(format!("  attempts   {a} of {m} used"));
+        let note = if job.is_some_and(|j| j.max_attempts.is_none()) {
+            " (unless its handler's #[job] says otherwise)"
+        } else {
+            ""
+        };
+        lines.push(format!("  attempts   {a} of {m} used{note}"));
     }
     if let Some(c) = r.created_ms {
         lines.push(format!("  created    {} ({})", iso(c), relative(c, now)));
@@ -193,8 +200,12 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         };
         lines.push(format!("  {label:<10} {} ({})", iso(at), relative(at, now)));
     }
-    if let Some(t) = shown.timeout_ms {
-        lines.push(format!("  timeout    {t} ms"));
+    match shown.timeout_ms {
+        Some(t) => lines.push(format!("  timeout    {t} ms")),
+        None if job.is_some() => {
+            lines.push("  timeout    the handler's default (30 s unless its #[job] says)".into())
+        }
+        None => {}
     }
     if let Some(u) = &shown.unique_key {
         lines.push(format!("  unique key {u}"));
