@@ -550,3 +550,70 @@ fn completions_and_plain_output_without_a_terminal() {
     );
     assert!(text.contains("no queues yet"));
 }
+
+#[tokio::test]
+async fn a_worker_that_stopped_beating_is_shown_dead() {
+    let server = RedisServer::start().expect("redis");
+    let client = Client::connect(server.url()).await.expect("client");
+    let admin = queue::core::Admin::new(client.clone());
+    let w = queue::core::WorkerInfo {
+        id: "host:42:abc".into(),
+        host: "host".into(),
+        pid: 42,
+        queues: "mail:1".into(),
+        concurrency: 5,
+        in_flight: 2,
+        started_ms: 0,
+        last_beat_ms: 0,
+        beat_every_ms: 1000,
+    };
+    admin.beat(&w).await.expect("beat");
+    // Its last heartbeat was a minute ago: three missed beats make it dead.
+    let ns = client.namespace_keys().expect("ns");
+    let mut con = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("con");
+    let minute_ago = chrono::Utc::now().timestamp_millis() - 60_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(ns.workers())
+        .arg(minute_ago)
+        .arg("host:42:abc")
+        .query(&mut con)
+        .expect("zadd");
+    let rows = json(&ok(&server, &["workers", "--json"]));
+    assert_eq!(rows[0]["alive"], false);
+    assert_eq!(rows[0]["in_flight"], 2);
+    let table = ok(&server, &["workers"]);
+    assert!(
+        table.contains("host:42:abc") && table.contains("dead") && table.contains("1m ago"),
+        "{table}"
+    );
+}
+
+#[test]
+fn stats_watch_refreshes_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    let server = RedisServer::start().expect("redis");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args([
+            "stats",
+            "--watch",
+            "--interval",
+            "100ms",
+            "--json",
+            "--redis-url",
+            server.url(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a refresh").expect("read");
+        assert!(json(&line)["redis"]["version"].is_string(), "{line}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
