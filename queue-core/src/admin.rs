@@ -478,52 +478,38 @@ impl Admin {
     async fn find_in(&self, id: &JobId, queue: &str) -> Result<Option<JobView>> {
         let k = self.client.keys(queue)?;
         let mut con = self.client.con();
+        // One round trip for every id-keyed state: the body and, where kept, the time.
         type Body = Option<Vec<u8>>;
-        let (inflight, dead, result): (Body, Body, Body) = redis::pipe()
+        let (inflight, dead, dead_at, result, done_at): (
+            Body,
+            Body,
+            Option<f64>,
+            Body,
+            Option<f64>,
+        ) = redis::pipe()
             .hget(k.inflight(), id.as_str())
             .hget(k.dead_jobs(), id.as_str())
+            .zscore(k.dead(), id.as_str())
             .hget(k.results(), id.as_str())
+            .zscore(k.completed(), id.as_str())
             .query_async(&mut con)
             .await
             .map_err(rerr(&self.client))?;
-        if let Some(m) = inflight {
-            return Ok(Some(self.view_stored(
-                queue,
-                State::Active,
-                id.as_str(),
-                Some(&m),
-                None,
-            )));
-        }
-        if let Some(m) = dead {
-            let at: Option<f64> = redis::cmd("ZSCORE")
-                .arg(k.dead())
-                .arg(id.as_str())
-                .query_async(&mut con)
-                .await
-                .map_err(rerr(&self.client))?;
-            return Ok(Some(self.view_stored(
-                queue,
-                State::Dead,
-                id.as_str(),
-                Some(&m),
-                at.map(|a| a as i64),
-            )));
-        }
-        if let Some(o) = result {
-            let at: Option<f64> = redis::cmd("ZSCORE")
-                .arg(k.completed())
-                .arg(id.as_str())
-                .query_async(&mut con)
-                .await
-                .map_err(rerr(&self.client))?;
-            return Ok(Some(self.view_stored(
-                queue,
-                State::Completed,
-                id.as_str(),
-                Some(&o),
-                at.map(|a| a as i64),
-            )));
+        let stored = [
+            (State::Active, inflight, None),
+            (State::Dead, dead, dead_at),
+            (State::Completed, result, done_at),
+        ];
+        for (state, body, at) in stored {
+            if let Some(body) = body {
+                return Ok(Some(self.view_stored(
+                    queue,
+                    state,
+                    id.as_str(),
+                    Some(&body),
+                    at.map(|a| a as i64),
+                )));
+            }
         }
         let pending: Option<Vec<u8>> = {
             let mut call = scripts().locate.call();
