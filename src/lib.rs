@@ -40,8 +40,8 @@
 
 pub use queue_core::{
     Action, Backoff, Broker, Client, ClientConfig, Enqueued, Error, Failure, Job, JobContext,
-    JobError, JobId, JobOptions, JobState, JobType, NewJob, Outcome, QueueCounts, RedisServer,
-    RedisServerOptions, Result, Retention,
+    JobError, JobId, JobOptions, JobState, JobType, Misfire, NewJob, Outcome, QueueCounts,
+    RedisServer, RedisServerOptions, Result, Retention, Schedule,
 };
 pub use queue_macros::job;
 pub use queue_worker::{
@@ -58,5 +58,6 @@ pub mod __private {
     pub use queue_core::__private::*;
     pub use queue_core::{
         Backoff, HandlerFuture, JobContext, JobError, JobOptions, JobRegistration, JobType,
+        Schedule,
     };
 }

@@ -751,6 +751,35 @@ impl Admin {
             .map_err(rerr(&self.client))
     }
 
+    /// Applies `retention` to a queue now (the maintenance schedule calls it for idle queues).
+    /// Returns (completed, dead) jobs removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (trimming is idempotent).
+    pub async fn trim(
+        &self,
+        queue: &str,
+        retention: &crate::lifecycle::Retention,
+    ) -> Result<(u64, u64)> {
+        let k = self.client.keys(queue)?;
+        let mut call = scripts().trim.call();
+        call.key(k.completed())
+            .key(k.results())
+            .key(k.dead())
+            .key(k.dead_jobs())
+            .key(k.waiters());
+        call.arg(retention.completed_count)
+            .arg(crate::job::millis(retention.completed_age))
+            .arg(retention.dead_count)
+            .arg(crate::job::millis(retention.dead_age));
+        call.invoke(&mut self.client.con(), self.client.url()).await
+    }
+
     /// Every worker that sent a heartbeat in the last hour, newest first.
     ///
     /// # Errors

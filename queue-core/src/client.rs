@@ -186,7 +186,17 @@ impl NewJob {
         &self.options
     }
 
-    fn into_job(self, now_ms: i64) -> Result<(Job, i64, Option<Duration>)> {
+    /// The job name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The encoded arguments.
+    pub fn args(&self) -> &[u8] {
+        &self.args
+    }
+
+    pub(crate) fn into_job(self, now_ms: i64) -> Result<(Job, i64, Option<Duration>)> {
         let o = self.options;
         if self.name.is_empty() {
             return Err(Error::InvalidJob("job name must not be empty".into()));
@@ -212,7 +222,11 @@ impl NewJob {
             (Some(k), Some(_)) => Some(k),
             // A job type declared `unique_for` without the producer naming a key: the job is
             // unique by name and arguments (what asynq's `Unique` option does).
-            (None, Some(_)) => Some(format!("{}:{:016x}", self.name, fnv1a(&self.args))),
+            (None, Some(_)) => Some(format!(
+                "{}:{:016x}",
+                self.name,
+                crate::job::fnv1a(&self.args, 0xcbf2_9ce4_8422_2325)
+            )),
             (None, None) => None,
         };
         let unique_for = o.unique_for;
@@ -238,14 +252,6 @@ impl NewJob {
         job.unique_key = unique_key;
         Ok((job, run_at_ms, unique_for))
     }
-}
-
-/// FNV-1a, 64 bits: a stable hash of a job's arguments for derived unique keys (the standard
-/// library's hasher is randomly seeded per process, so it cannot be used across producers).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// A validated, encoded job on its way to the enqueue script.

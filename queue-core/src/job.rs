@@ -48,6 +48,16 @@ impl JobId {
         JobId(id.to_string())
     }
 
+    /// The same id for the same inputs, on any machine: a ULID whose time part is
+    /// `timestamp_ms` and whose random part is a hash of `seed`. Cron ticks use it, so every
+    /// scheduler derives the one id of a tick.
+    pub fn deterministic(timestamp_ms: u64, seed: &str) -> JobId {
+        let hi = fnv1a(seed.as_bytes(), 0xcbf2_9ce4_8422_2325);
+        let lo = fnv1a(seed.as_bytes(), 0x8422_2325_cbf2_9ce4);
+        let random = ((u128::from(hi) << 16) | u128::from(lo & 0xffff)) & ((1u128 << 80) - 1);
+        JobId(ulid::Ulid::from_parts(timestamp_ms, random).to_string())
+    }
+
     /// Parses and validates an id given by a user or read from Redis.
     ///
     /// # Errors
@@ -151,6 +161,14 @@ impl Backoff {
             Backoff::Fixed { .. } => nominal,
         }
     }
+}
+
+/// FNV-1a, 64 bits, from `offset`: a stable hash (the standard library's hasher is seeded per
+/// process, so it cannot give the same answer in two producers).
+pub(crate) fn fnv1a(bytes: &[u8], offset: u64) -> u64 {
+    bytes.iter().fold(offset, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {
@@ -396,6 +414,16 @@ mod tests {
         assert_eq!(a.as_str().len(), JobId::LEN);
         assert!(JobId::parse(a.as_str()).is_ok());
         assert!(JobId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn deterministic_ids_agree_and_differ_by_seed() {
+        let a = JobId::deterministic(1_700_000_000_000, "nightly@2026-01-01T00:00");
+        let b = JobId::deterministic(1_700_000_000_000, "nightly@2026-01-01T00:00");
+        let c = JobId::deterministic(1_700_000_000_000, "nightly@2026-01-02T00:00");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(JobId::parse(a.as_str()).is_ok());
     }
 
     #[test]

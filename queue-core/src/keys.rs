@@ -60,6 +60,11 @@ impl QueueKeys {
     pub fn throughput(&self) -> String {
         self.key("throughput")
     }
+    /// Hash of cron state for schedules that enqueue into this queue: `last:<name>` (ms of the
+    /// last fired tick), `paused:<name>`.
+    pub fn cron(&self) -> String {
+        self.key("cron")
+    }
     /// Sorted set of leases (score = lease deadline in ms, member = `id:token`).
     pub fn active(&self) -> String {
         self.key("active")
@@ -122,6 +127,7 @@ impl QueueKeys {
             self.wake(),
             self.waiters(),
             self.throughput(),
+            self.cron(),
         ]
     }
 
@@ -153,6 +159,10 @@ impl NamespaceKeys {
     /// Set of queue names producers and workers have used.
     pub fn queues(&self) -> String {
         format!("{}:queues", self.namespace)
+    }
+    /// Hash of cron schedule definitions: name -> JSON (what `queue cron ls` shows).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.namespace)
     }
     /// Sorted set of worker ids (score = last heartbeat, ms).
     pub fn workers(&self) -> String {

@@ -8,6 +8,7 @@
 mod admin;
 mod client;
 mod codec;
+mod cron;
 mod error;
 mod job;
 mod keys;
@@ -21,6 +22,10 @@ pub use client::{
     Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
 };
 pub use codec::{decode_member, decode_value, encode_member, encode_value, member_id, Outcome};
+pub use cron::{
+    due_ticks, next_tick, parse_tz, resolve, Cron, CronExpr, Fired, Misfire, Schedule, ScheduleDef,
+    ScheduleState, Tick, MISFIRE_GRACE,
+};
 pub use error::{redact, Error, Result};
 pub use job::{
     Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,

@@ -166,6 +166,8 @@ pub struct JobRegistration {
     pub options: fn() -> JobOptions,
     /// Where it was declared (`file:line`), for error messages about duplicates.
     pub location: &'static str,
+    /// The schedule declared with `#[job(cron = "...")]`, if any.
+    pub schedule: Option<fn() -> crate::error::Result<crate::cron::Schedule>>,
 }
 
 inventory::collect!(JobRegistration);

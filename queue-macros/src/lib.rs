@@ -41,6 +41,8 @@ struct Attrs {
     backoff_fixed: Option<u64>,
     timeout: Option<u64>,
     unique_for: Option<u64>,
+    cron: Option<LitStr>,
+    cron_tz: Option<LitStr>,
     krate: Option<Path>,
 }
 
@@ -149,15 +151,27 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
             "backoff_fixed" => out.backoff_fixed = dur(errors),
             "timeout" => out.timeout = dur(errors),
             "unique_for" => out.unique_for = dur(errors),
+            "cron" | "cron_tz" => match lit_str(v) {
+                Some(s) if !s.value().trim().is_empty() => {
+                    if key == "cron" { out.cron = Some(s) } else { out.cron_tz = Some(s) }
+                }
+                _ => errors.push(syn::Error::new(v.span(), format!("`{key}` takes a string, e.g. `cron = \"0 */5 * * * *\"`, `cron_tz = \"Europe/Paris\"`"))),
+            },
             "crate" => match lit_str(v).map(|s| s.parse::<Path>()) {
                 Some(Ok(p)) => out.krate = Some(p),
                 _ => errors.push(syn::Error::new(v.span(), "`crate` takes a path string, e.g. `crate = \"::queue\"`")),
             },
             _ => errors.push(syn::Error::new(
                 nv.path.span(),
-                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, crate"),
+                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, cron, cron_tz, crate"),
             )),
         }
+    }
+    if let (Some(tz), None) = (&out.cron_tz, &out.cron) {
+        errors.push(syn::Error::new(
+            tz.span(),
+            "`cron_tz` needs `cron`: add `cron = \"...\"`",
+        ));
     }
     if out.backoff_fixed.is_some() && (out.backoff.is_some() || out.backoff_max.is_some()) {
         errors.push(syn::Error::new(
@@ -271,6 +285,20 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     };
     let timeout = opt(attrs.timeout.map(ms));
     let unique_for = opt(attrs.unique_for.map(ms));
+    // A scheduled job runs with its arguments' `Default` value; the expression and zone are
+    // checked when the worker starts (an invalid one is a start-up error naming the job).
+    let schedule = match &attrs.cron {
+        Some(expr) => {
+            let tz = attrs
+                .cron_tz
+                .clone()
+                .unwrap_or_else(|| LitStr::new("UTC", Span::call_site()));
+            quote!(::core::option::Option::Some(|| {
+                #p::Schedule::of::<#ident>(#name, #expr, &<#args_ty as ::core::default::Default>::default())?.tz(#tz)
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let doc = format!("The `{}` job (see [`{ident}()`](fn@{ident})): enqueue it with `client.enqueue::<{ident}>(&args)`.", name.value());
 
     Ok(quote_spanned! {Span::call_site()=>
@@ -312,6 +340,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                     handler: __queue_handler,
                     options: <#ident as #p::JobType>::options,
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+                    schedule: #schedule,
                 }
             }
         };

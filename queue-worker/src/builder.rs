@@ -76,6 +76,10 @@ pub struct WorkerBuilder {
     queues_set: bool,
     middlewares: Vec<Arc<dyn Middleware>>,
     existing: Option<Client>,
+    schedules: Vec<queue_core::Schedule>,
+    tasks: Vec<(String, crate::scheduler::MaintenanceTask)>,
+    scheduler: bool,
+    maintenance_cron: String,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -95,6 +99,10 @@ impl WorkerBuilder {
             queues_set: false,
             middlewares: Vec::new(),
             existing: None,
+            schedules: Vec::new(),
+            tasks: Vec::new(),
+            scheduler: true,
+            maintenance_cron: crate::scheduler::MAINTENANCE_CRON.to_string(),
         }
     }
 
@@ -191,6 +199,36 @@ impl WorkerBuilder {
         self
     }
 
+    /// Adds a schedule registered in code (beside those declared with `#[job(cron = ...)]`).
+    pub fn schedule(mut self, schedule: queue_core::Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// Adds a task to the built-in maintenance schedule (every minute, on one worker).
+    pub fn maintenance_task<F, Fut>(mut self, name: impl Into<String>, task: F) -> Self
+    where
+        F: Fn(Client) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task: crate::scheduler::MaintenanceTask = Arc::new(move |c| Box::pin(task(c)));
+        self.tasks.push((name.into(), task));
+        self
+    }
+
+    /// How often the maintenance schedule runs (a cron expression; default every minute).
+    pub fn maintenance_cron(mut self, expr: impl Into<String>) -> Self {
+        self.maintenance_cron = expr.into();
+        self
+    }
+
+    /// Whether this worker runs the scheduler (cron ticks and maintenance); on by default, so
+    /// every worker covers for the others.
+    pub fn scheduler(mut self, on: bool) -> Self {
+        self.scheduler = on;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         if c.concurrency == 0 || c.concurrency > 10_000 {
@@ -242,6 +280,13 @@ impl WorkerBuilder {
     pub async fn build(self) -> Result<Worker> {
         self.validate()?;
         let registry = Registry::discover()?;
+        let mut schedules = registry.schedules()?;
+        schedules.extend(self.schedules);
+        let mut names: Vec<&str> = schedules.iter().map(|s| s.name()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::Config(format!("two schedules are named {:?}", w[0])));
+        }
         for (q, _) in &self.config.queues {
             queue_core::QueueKeys::new(&self.client.namespace, q)?;
         }
@@ -249,6 +294,14 @@ impl WorkerBuilder {
             Some(c) => c,
             None => Client::connect_with(self.client).await?,
         };
-        Worker::new(client, self.config, registry, self.middlewares)
+        let maintenance = crate::scheduler::maintenance_schedule(&self.maintenance_cron)?;
+        let scheduler = self.scheduler.then(|| crate::scheduler::Scheduler {
+            client: client.clone(),
+            schedules,
+            tasks: self.tasks,
+            retention: self.config.retention,
+            maintenance,
+        });
+        Worker::new(client, self.config, registry, self.middlewares, scheduler)
     }
 }

@@ -6,9 +6,11 @@ mod builder;
 mod error;
 pub mod middleware;
 mod registry;
+mod scheduler;
 mod worker;
 
 pub use builder::{QueueOrder, WorkerBuilder, WorkerConfig};
 pub use error::{Error, Result};
 pub use registry::Registry;
+pub use scheduler::{MaintenanceTask, MAINTENANCE, MAINTENANCE_CRON};
 pub use worker::{Report, Worker};

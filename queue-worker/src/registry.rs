@@ -43,6 +43,33 @@ impl Registry {
         v
     }
 
+    /// Schedules declared with `#[job(cron = "...")]`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registry`] listing every job whose expression or zone is invalid.
+    pub fn schedules(&self) -> Result<Vec<queue_core::Schedule>> {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for reg in self.jobs.values() {
+            if let Some(make) = reg.schedule {
+                match make() {
+                    Ok(s) => out.push(s),
+                    Err(e) => bad.push(format!("{} ({}): {e}", reg.name, reg.location)),
+                }
+            }
+        }
+        if !bad.is_empty() {
+            bad.sort();
+            return Err(Error::Registry(format!(
+                "invalid schedules: {}",
+                bad.join("; ")
+            )));
+        }
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(out)
+    }
+
     /// Queues named by the handlers' `#[job(queue = ...)]` defaults, plus `default`.
     pub fn queues(&self) -> Vec<String> {
         let mut qs: Vec<String> = self

@@ -38,6 +38,7 @@ const RECLAIM_BATCH: usize = 100;
 /// A configured worker, ready to [`run`](Worker::run).
 pub struct Worker {
     rt: Arc<Runtime>,
+    scheduler: Option<crate::scheduler::Scheduler>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -140,6 +141,7 @@ impl Worker {
         config: WorkerConfig,
         registry: Registry,
         user: Vec<Arc<dyn Middleware>>,
+        scheduler: Option<crate::scheduler::Scheduler>,
     ) -> Result<Worker> {
         let mut chain: Vec<Arc<dyn Middleware>> =
             vec![Arc::new(Trace), Arc::new(CatchPanic), Arc::new(Timeout)];
@@ -179,6 +181,7 @@ impl Worker {
             beat_every_ms: config.heartbeat.as_millis() as i64,
         };
         Ok(Worker {
+            scheduler,
             rt: Arc::new(Runtime {
                 client,
                 identity,
@@ -257,6 +260,7 @@ impl Worker {
     /// Not cancel safe (see [`Worker::run_until_signal`]).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Report> {
         let rt = self.rt;
+        let scheduler = self.scheduler;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (final_tx, final_rx) = watch::channel(false);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -270,6 +274,7 @@ impl Worker {
         // need their leases.
         let heartbeat = tokio::spawn(heartbeat_loop(rt.clone(), final_rx));
         let acker = tokio::spawn(ack_loop(rt.clone(), ack_rx));
+        let scheduler = scheduler.map(|s| tokio::spawn(s.run(stop_rx.clone())));
         tracing::info!(
             queues = ?rt.config.queues,
             concurrency = rt.config.concurrency,
@@ -319,6 +324,9 @@ impl Worker {
         }
         let _ = reclaimer.await;
         let _ = waker.await;
+        if let Some(s) = scheduler {
+            let _ = s.await;
+        }
         stopper.abort();
         let c = &rt.counters;
         let report = Report {

@@ -51,6 +51,8 @@ scripts! {
     delete => "delete.lua",
     promote => "promote.lua",
     purge => "purge.lua",
+    cron_fire => "cron_fire.lua",
+    trim => "trim.lua",
 }
 
 /// The scripts, compiled into the binary once.

@@ -1,0 +1,310 @@
+//! Cron schedules in a worker: declared with #[job(cron)], registered in code, paused,
+//! triggered, misfires after downtime, and the maintenance schedule.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{bounded, eventually, Env};
+use queue::core::{Cron, ScheduleDef};
+use queue::{job, JobError, Misfire, NewJob, Report, Retention, Schedule, WorkerBuilder};
+use tokio::sync::oneshot;
+
+static HEARTBEATS: AtomicU32 = AtomicU32::new(0);
+
+/// Declared with a schedule: runs every second with its arguments' default value.
+#[job(name = "cron.heartbeat", cron = "* * * * * *", queue = "cron")]
+async fn heartbeat(_unit: ()) -> Result<(), JobError> {
+    HEARTBEATS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[job(name = "cron.report", queue = "reports")]
+async fn report(day: String) -> Result<String, JobError> {
+    Ok(day)
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<Report, queue::WorkerError>>,
+}
+
+impl Running {
+    async fn stop(self) -> Report {
+        let _ = self.stop.send(());
+        bounded(Duration::from_secs(30), "worker shutdown", self.handle)
+            .await
+            .expect("join")
+            .expect("run")
+    }
+}
+
+async fn start(env: &Env, b: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Running {
+    let worker = b(WorkerBuilder::with_client(env.client.clone()).queue("cron", 1))
+        .build()
+        .await
+        .expect("build");
+    let (stop, rx) = oneshot::channel();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    Running { stop, handle }
+}
+
+async fn pending(env: &Env, queue: &str) -> u64 {
+    env.client
+        .counts(queue)
+        .await
+        .map(|c| c.pending)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_declared_schedule_runs_every_tick_and_is_listed() {
+    let env = Env::start().await;
+    let running = start(&env, |b| b).await;
+    eventually(
+        Duration::from_secs(10),
+        "the heartbeat job to run twice",
+        || async { HEARTBEATS.load(Ordering::SeqCst) >= 2 },
+    )
+    .await;
+    running.stop().await;
+    let list = Cron::new(env.client.clone()).list().await.expect("list");
+    let hb = list
+        .iter()
+        .find(|s| s.def.name == "cron.heartbeat")
+        .expect("listed");
+    assert_eq!(hb.def.cron, "* * * * * *");
+    assert_eq!(hb.def.queue, "cron");
+    assert!(hb.last_ms.is_some() && hb.next_ms.is_some() && !hb.paused);
+}
+
+#[tokio::test]
+async fn schedules_registered_in_code_can_be_paused_resumed_and_triggered() {
+    let env = Env::start().await;
+    let s = Schedule::of::<report>("daily-report", "* * * * * *", &"today".to_string())
+        .expect("schedule");
+    // The worker serves "cron" only: jobs of "reports" stay pending, so they can be counted.
+    let running = start(&env, |b| b.schedule(s)).await;
+    eventually(Duration::from_secs(10), "two ticks", || async {
+        pending(&env, "reports").await >= 2
+    })
+    .await;
+
+    let cron = Cron::new(env.client.clone());
+    cron.set_paused("daily-report", true).await.expect("pause");
+    // A tick may be in flight as we pause: settle on the count after one second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let paused_at = pending(&env, "reports").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        pending(&env, "reports").await,
+        paused_at,
+        "no ticks fire while paused"
+    );
+    assert!(cron
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .any(|s| s.def.name == "daily-report" && s.paused));
+
+    let e = cron.trigger("daily-report").await.expect("trigger");
+    assert!(!e.duplicate);
+    assert_eq!(
+        pending(&env, "reports").await,
+        paused_at + 1,
+        "trigger enqueues at once, even paused"
+    );
+
+    cron.set_paused("daily-report", false)
+        .await
+        .expect("resume");
+    eventually(Duration::from_secs(10), "ticks after resume", || async {
+        pending(&env, "reports").await >= paused_at + 2
+    })
+    .await;
+    running.stop().await;
+    assert!(matches!(
+        cron.trigger("nope").await,
+        Err(queue::Error::NotFound(_))
+    ));
+}
+
+async fn misfire_run(policy: Misfire, name: &str) -> u64 {
+    let env = Env::start().await;
+    let job = NewJob::raw(
+        "cron.report",
+        queue::core::encode_value(&"x".to_string(), "args").expect("encode"),
+    )
+    .queue("missed");
+    let s = Schedule::new(name, "0 * * * * *", job)
+        .expect("schedule")
+        .misfire(policy);
+    // Every scheduler was down for ten minutes: the last tick fired ten whole minutes ago.
+    let keys = env.client.keys("missed").expect("keys");
+    let now = chrono::Utc::now().timestamp_millis();
+    let ten_ago = (now / 60_000 - 10) * 60_000;
+    let mut raw = env.raw().await;
+    let _: () = redis::cmd("HSET")
+        .arg(keys.cron())
+        .arg(format!("last:{name}"))
+        .arg(ten_ago)
+        .query_async(&mut raw)
+        .await
+        .expect("hset");
+    let running = start(&env, |b| b.schedule(s)).await;
+    let cron = Cron::new(env.client.clone());
+    eventually(
+        Duration::from_secs(10),
+        "the scheduler to catch up",
+        || async {
+            cron.list()
+                .await
+                .map(|l| {
+                    l.iter()
+                        .any(|s| s.def.name == name && s.last_ms.is_some_and(|l| l > ten_ago))
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    running.stop().await;
+    pending(&env, "missed").await
+}
+
+#[tokio::test]
+async fn misfire_policies_after_every_scheduler_was_down() {
+    // The minute ticks missed are 9 or 10 (the current minute's tick may be on time or not yet
+    // due); the policies bound what fires.
+    let once = misfire_run(Misfire::FireOnce, "m-once").await;
+    assert!((1..=2).contains(&once), "fire once: {once}");
+    let catch = misfire_run(Misfire::CatchUp(3), "m-catch").await;
+    assert!((3..=4).contains(&catch), "catch up 3: {catch}");
+}
+
+#[tokio::test]
+async fn misfire_skip_fires_nothing_from_the_downtime() {
+    let env = Env::start().await;
+    let job = NewJob::raw("cron.report", vec![0xc0]).queue("skipped");
+    // An hourly schedule whose last tick was a day ago: nothing is due now, and skip ignores
+    // the missed ones.
+    let s = Schedule::new("m-skip", "0 0 * * * *", job)
+        .expect("schedule")
+        .misfire(Misfire::Skip);
+    let keys = env.client.keys("skipped").expect("keys");
+    let mut raw = env.raw().await;
+    let day_ago = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    let _: () = redis::cmd("HSET")
+        .arg(keys.cron())
+        .arg("last:m-skip")
+        .arg(day_ago)
+        .query_async(&mut raw)
+        .await
+        .expect("hset");
+    let running = start(&env, |b| b.schedule(s)).await;
+    // Absence over a bounded time: the scheduler's first round happens at start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop().await;
+    assert_eq!(pending(&env, "skipped").await, 0);
+}
+
+#[tokio::test]
+async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
+    let env = Env::start().await;
+    // An idle queue holding 20 completed jobs, beyond a retention of 5.
+    let client = env.client.clone();
+    client
+        .enqueue_batch(
+            (0..20)
+                .map(|i| NewJob::raw("x", vec![i]).queue("idle"))
+                .collect(),
+        )
+        .await
+        .expect("enqueue");
+    let broker = queue::Broker::new(client.clone(), "idle").expect("broker");
+    let f = broker
+        .fetch(20, Duration::from_secs(30))
+        .await
+        .expect("fetch");
+    let done: Vec<queue::core::Completion> = f
+        .jobs
+        .iter()
+        .map(|l| queue::core::Completion {
+            lease: l.lease.clone(),
+            result: vec![0xc0],
+            unique_key: None,
+        })
+        .collect();
+    broker
+        .complete(&done, &Retention::default())
+        .await
+        .expect("complete");
+    assert_eq!(client.counts("idle").await.expect("counts").completed, 20);
+
+    let ran = std::sync::Arc::new(AtomicU32::new(0));
+    let seen = ran.clone();
+    let retention = Retention {
+        completed_count: 5,
+        ..Retention::default()
+    };
+    let running = start(&env, move |b| {
+        b.retention(retention)
+            .maintenance_cron("* * * * * *")
+            .maintenance_task("count", move |_client| {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "maintenance to trim and run the task",
+        || async {
+            client
+                .counts("idle")
+                .await
+                .map(|c| c.completed == 5)
+                .unwrap_or(false)
+                && ran.load(Ordering::SeqCst) >= 1
+        },
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_schedules_are_start_up_errors() {
+    let env = Env::start().await;
+    let job = NewJob::raw("x", vec![0xc0]);
+    assert!(Schedule::new("bad", "every minute", job.clone()).is_err());
+    assert!(Schedule::new("bad", "* * * * *", job.clone())
+        .expect("valid")
+        .tz("Mars/Olympus")
+        .is_err());
+    let s = Schedule::new("twice", "* * * * *", job.clone()).expect("valid");
+    let err = WorkerBuilder::with_client(env.client.clone())
+        .schedule(s.clone())
+        .schedule(s)
+        .build()
+        .await
+        .expect_err("dup");
+    assert!(
+        err.to_string()
+            .contains("two schedules are named \"twice\""),
+        "{err}"
+    );
+    let def: ScheduleDef = Schedule::new("d", "0 9 * * 1-5", job)
+        .expect("valid")
+        .tz("Europe/Paris")
+        .expect("tz")
+        .def();
+    assert_eq!(
+        (def.tz.as_str(), def.cron.as_str()),
+        ("Europe/Paris", "0 9 * * 1-5")
+    );
+}
