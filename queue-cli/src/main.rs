@@ -72,6 +72,9 @@ enum Command {
     Enqueue(cmd::enqueue::Args),
     /// Live and dead worker processes, from their heartbeats
     Workers,
+    /// List, pause, resume or trigger cron schedules
+    #[command(subcommand)]
+    Cron(cmd::cron::Command),
     /// Check health thresholds; exits 1 when any is breached (for cron, probes and CI)
     Health(cmd::health::Args),
     /// End-to-end benchmark: enqueue, drain, latency, memory and Redis CPU per job
@@ -146,6 +149,7 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Job(c) => cmd::job::run(&g, out, c).await,
             Command::Enqueue(a) => cmd::enqueue::run(&g, out, a).await,
             Command::Workers => cmd::workers::run(&g, out).await,
+            Command::Cron(c) => cmd::cron::run(&g, out, c).await,
             Command::Health(a) => cmd::health::run(&g, out, a).await,
             Command::Bench(a) => cmd::bench::run(&g, out, a).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),

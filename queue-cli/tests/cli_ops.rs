@@ -617,3 +617,64 @@ fn stats_watch_refreshes_until_interrupted() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
+    let server = RedisServer::start().expect("redis");
+    let client = Client::connect(server.url()).await.expect("client");
+    let s = queue::Schedule::of::<email>(
+        "welcome-digest",
+        "0 9 * * 1-5",
+        &Email {
+            to: "team@example.com".into(),
+            subject: None,
+        },
+    )
+    .expect("schedule")
+    .tz("Europe/Paris")
+    .expect("tz");
+    queue::core::Cron::new(client.clone())
+        .register(&[s])
+        .await
+        .expect("register");
+
+    let table = ok(&server, &["cron", "ls"]);
+    assert!(table.starts_with("SCHEDULE"), "{table}");
+    assert!(
+        table.contains("welcome-digest")
+            && table.contains("0 9 * * 1-5")
+            && table.contains("Europe/Paris")
+            && table.contains("fire once"),
+        "{table}"
+    );
+    let rows = json(&ok(&server, &["cron", "ls", "--json"]));
+    assert_eq!(rows[0]["job"], "cli.email");
+    assert!(rows[0]["next_ms"].as_i64().is_some());
+
+    assert_eq!(
+        ok(&server, &["cron", "pause", "welcome-digest"]).trim(),
+        "schedule welcome-digest paused"
+    );
+    assert_eq!(
+        json(&ok(&server, &["cron", "ls", "--json"]))[0]["paused"],
+        true
+    );
+    ok(&server, &["cron", "resume", "welcome-digest"]);
+    assert_eq!(
+        json(&ok(&server, &["cron", "ls", "--json"]))[0]["paused"],
+        false
+    );
+
+    let t = json(&ok(
+        &server,
+        &["cron", "trigger", "welcome-digest", "--json"],
+    ));
+    let id = t["id"].as_str().expect("id").to_string();
+    let shown = json(&ok(&server, &["job", "show", &id, "--json"]));
+    assert_eq!(shown["args"]["to"], "team@example.com");
+    assert_eq!(shown["queue"], "default");
+    assert_eq!(
+        fails(&server, &["cron", "pause", "nope"]).trim(),
+        "error: no such schedule \"nope\""
+    );
+}

@@ -144,7 +144,6 @@ pub enum Misfire {
     CatchUp(u32),
 }
 
-
 /// A tick is "on time" when it is at most this late; older unfired ticks are misfires.
 pub const MISFIRE_GRACE: Duration = Duration::from_secs(5);
 
@@ -597,7 +596,18 @@ impl Cron {
             let json = serde_json::to_string(&s.def()).map_err(|e| Error::encode("schedule", e))?;
             cmd.arg(s.name()).arg(json);
         }
-        cmd.query_async::<()>(&mut self.client.con())
+        // A schedule starts from its first registration: recording "now" as its last tick
+        // (HSETNX, so only the first scheduler to register does) means no tick from before it
+        // existed is ever fired, while every later tick is.
+        let now = Utc::now().timestamp_millis();
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).ignore();
+        for s in schedules {
+            let k = self.client.keys(&s.queue())?;
+            pipe.hset_nx(k.cron(), format!("last:{}", s.name()), now)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.client.con())
             .await
             .map_err(self.err())?;
         let queues: Vec<String> = schedules.iter().map(Schedule::queue).collect();

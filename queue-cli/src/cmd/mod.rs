@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod cron;
 pub mod enqueue;
 pub mod health;
 pub mod job;
