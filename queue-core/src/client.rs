@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
 
 use crate::codec::{self, Outcome};
@@ -69,7 +69,9 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    con: MultiplexedConnection,
+    /// Reconnects by itself after a Redis restart or a dropped connection: the request that
+    /// hit the failure errors (callers retry), later ones go through the new connection.
+    con: ConnectionManager,
 }
 
 struct Inner {
@@ -328,6 +330,17 @@ impl Client {
         for script in scripts().all() {
             script.load(&mut con, &config.url).await?;
         }
+        drop(con);
+        // Reachability and version were checked on a plain connection, so a Redis that is down
+        // at start fails fast; the long-lived connection reconnects by itself from now on.
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(6);
+        let con = ConnectionManager::new_lazy_with_config(redis.clone(), manager)
+            .map_err(Error::redis(&config.url))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
@@ -356,7 +369,7 @@ impl Client {
         QueueKeys::new(&self.inner.config.namespace, queue)
     }
 
-    pub(crate) fn con(&self) -> MultiplexedConnection {
+    pub(crate) fn con(&self) -> ConnectionManager {
         self.con.clone()
     }
 
@@ -525,7 +538,9 @@ impl Client {
         let mut call = script.call();
         call.key(keys.pending())
             .key(keys.scheduled())
-            .key(keys.wake());
+            .key(keys.wake())
+            .key(keys.meta())
+            .key(keys.events());
         // Unique keys go in KEYS (declared, never built inside the script); jobs refer to them by
         // index, and two jobs of one batch with the same key share one entry.
         let mut unique_index: HashMap<&str, usize> = HashMap::new();
@@ -830,7 +845,7 @@ pub const MIN_REDIS: (u32, u32) = (6, 2);
 
 /// Refuses a server older than [`MIN_REDIS`] up front, with a clear message, rather than
 /// failing later inside a script.
-async fn check_version(con: &mut MultiplexedConnection, url: &str) -> Result<()> {
+async fn check_version<C: redis::aio::ConnectionLike + Send>(con: &mut C, url: &str) -> Result<()> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(con)

@@ -60,6 +60,11 @@ impl QueueKeys {
     pub fn throughput(&self) -> String {
         self.key("throughput")
     }
+    /// Capped stream of lifecycle events (when enabled); also the name of their pub/sub
+    /// channel.
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
     /// Hash of cron state for schedules that enqueue into this queue: `last:<name>` (ms of the
     /// last fired tick), `paused:<name>`.
     pub fn cron(&self) -> String {
@@ -128,6 +133,7 @@ impl QueueKeys {
             self.waiters(),
             self.throughput(),
             self.cron(),
+            self.events(),
         ]
     }
 

@@ -10,6 +10,7 @@ mod client;
 mod codec;
 mod cron;
 mod error;
+mod events;
 mod job;
 mod keys;
 mod lifecycle;
@@ -27,6 +28,7 @@ pub use cron::{
     ScheduleState, Tick, MISFIRE_GRACE,
 };
 pub use error::{redact, Error, Result};
+pub use events::{gaps, Event, EventBus, Gap, Lifecycle, LifecycleEvent, Subscription};
 pub use job::{
     Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,

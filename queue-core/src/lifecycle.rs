@@ -224,7 +224,8 @@ impl Broker {
             .key(k.inflight())
             .key(k.meta())
             .key(k.wake())
-            .key(k.retry());
+            .key(k.retry())
+            .key(k.events());
         call.arg(n.min(MAX_BATCH)).arg(millis(lease));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
@@ -279,7 +280,9 @@ impl Broker {
             .key(k.results())
             .key(k.stats())
             .key(k.waiters())
-            .key(k.throughput());
+            .key(k.throughput())
+            .key(k.meta())
+            .key(k.events());
         let mut uniques: Vec<&str> = Vec::new();
         for c in done {
             if let Some(u) = &c.unique_key {
@@ -349,7 +352,9 @@ impl Broker {
             .key(k.completed())
             .key(k.results())
             .key(k.retry())
-            .key(k.throughput());
+            .key(k.throughput())
+            .key(k.meta())
+            .key(k.events());
         if let Some(u) = &job.unique_key {
             call.key(k.unique(u));
         }
@@ -382,7 +387,12 @@ impl Broker {
             .arg(outcome)
             .arg(counter)
             .arg(retention.completed_count)
-            .arg(millis(retention.completed_age));
+            .arg(millis(retention.completed_age))
+            .arg(
+                job.last_error()
+                    .map(|f| format!("{}: {}", f.kind, f.message))
+                    .unwrap_or_default(),
+            );
         let applied: i64 = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;

@@ -15,6 +15,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     url: String,
     port: Option<u16>,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
 
 /// How to start a [`RedisServer`].
@@ -102,30 +104,31 @@ impl RedisServer {
                 Some(port),
             )
         };
-        let child = Command::new(&program)
-            .args(&listen)
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"))
-            .args(&opts.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                spawn_err(format!(
-                    "{}: {e} (install it: `apt-get install redis-server`, or set REDIS_URL)",
-                    program.display()
-                ))
-            })?;
+        let mut args: Vec<std::ffi::OsString> = listen.iter().map(Into::into).collect();
+        for a in [
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+        ] {
+            args.push(a.into());
+        }
+        args.push(dir.path().into());
+        args.push("--logfile".into());
+        args.push(dir.path().join("redis.log").into());
+        args.extend(opts.args.iter().map(Into::into));
+        let child = spawn(&program, &args)?;
         // From here on, Drop kills the child whatever happens.
         let mut server = RedisServer {
             child,
             dir,
             url,
             port,
+            program,
+            args,
         };
         server
             .wait_ready(Duration::from_secs(10))
@@ -159,6 +162,23 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGKILL: nothing is saved, as after a crash) and starts it again on the
+    /// same address, empty. For testing what survives a Redis restart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if it does not come back.
+    pub fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.program, &self.args)?;
+        self.wait_ready(Duration::from_secs(10))
+            .map_err(|m| Error::Spawn {
+                what: "redis-server",
+                message: format!("{m}; log: {}", self.log()),
+            })
+    }
+
     /// The URL to connect to.
     pub fn url(&self) -> &str {
         &self.url
@@ -185,6 +205,22 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(program: &std::path::Path, args: &[std::ffi::OsString]) -> Result<Child> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Spawn {
+            what: "redis-server",
+            message: format!(
+                "{}: {e} (install it: `apt-get install redis-server`, or set REDIS_URL)",
+                program.display()
+            ),
+        })
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -7,7 +7,9 @@
 -- KEYS[5]    stats hash
 -- KEYS[6]    waiters sorted set
 -- KEYS[7]    throughput hash
--- KEYS[7+k]  the k-th distinct idempotency key to release
+-- KEYS[8]    meta hash
+-- KEYS[9]    events stream
+-- KEYS[9+k]  the k-th distinct idempotency key to release
 -- ARGV[1]    number of jobs n (1..1000)
 -- ARGV[2]    retention: how many completed jobs to keep (0 = none)
 -- ARGV[3]    retention: how long to keep them, in ms (0 = no age limit)
@@ -23,7 +25,7 @@ if not n or n < 1 or n > MAX_BATCH or #ARGV ~= 4 + 3 * n or not keep or not age 
 end
 for i = 0, n - 1 do
   local k = tonumber(ARGV[7 + i * 3])
-  if not k or (k > 0 and KEYS[7 + k] == nil) then
+  if not k or (k > 0 and KEYS[9 + k] == nil) then
     return fail('job ' .. (i + 1) .. ': unique key index is not in KEYS')
   end
 end
@@ -49,7 +51,7 @@ for i = 1, n do
     results[#results + 1] = id
     results[#results + 1] = outcome
     if k > 0 then
-      release_unique(KEYS[7 + k], id)
+      release_unique(KEYS[9 + k], id)
     end
     if any_waiters then
       notify(KEYS[6], ARGV[4], id, outcome)
@@ -69,5 +71,6 @@ if #valid > 0 then
     redis.call('HSET', KEYS[4], unpack(results))
   end
   trim(KEYS[3], KEYS[4], keep, age, now)
+  emit(KEYS[8], KEYS[9], 'completed', ids, now)
 end
 return out

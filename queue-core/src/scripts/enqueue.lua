@@ -3,7 +3,9 @@
 -- KEYS[1]    pending sorted set
 -- KEYS[2]    scheduled sorted set
 -- KEYS[3]    wake list
--- KEYS[3+k]  the k-th distinct idempotency key used by this batch
+-- KEYS[4]    meta hash (is the `events` flag on?)
+-- KEYS[5]    events stream (also the pub/sub channel of lifecycle events)
+-- KEYS[5+k]  the k-th distinct idempotency key used by this batch
 -- ARGV[1]    number of jobs n (1..1000)
 -- ARGV[...]  four values per job: member, run_at_ms (0 = now), k (0 = no unique key),
 --            unique ttl in ms
@@ -28,23 +30,26 @@ for i = 0, n - 1 do
   if not at or not k or not ttl then
     return fail('job ' .. (i + 1) .. ': run_at, unique index and ttl must be numbers')
   end
-  if k > 0 and (KEYS[3 + k] == nil or ttl <= 0) then
+  if k > 0 and (KEYS[5 + k] == nil or ttl <= 0) then
     return fail('job ' .. (i + 1) .. ': unique key ' .. k .. ' is not in KEYS or has no ttl')
   end
 end
 
 local now = now_ms()
-local pending, scheduled, out = {}, {}, {}
+local pending, scheduled, out, created, dups = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
   local member, at, k, ttl = ARGV[2 + i * 4], tonumber(ARGV[3 + i * 4]), tonumber(ARGV[4 + i * 4]), ARGV[5 + i * 4]
   local existing = false
   if k > 0 then
-    if not redis.call('SET', KEYS[3 + k], member_id(member), 'NX', 'PX', ttl) then
-      existing = redis.call('GET', KEYS[3 + k])
+    if not redis.call('SET', KEYS[5 + k], member_id(member), 'NX', 'PX', ttl) then
+      existing = redis.call('GET', KEYS[5 + k])
+      -- The event names the job the caller was handed, so it shows in that job's history.
+      dups[#dups + 1] = existing
     end
   end
   out[i + 1] = existing
   if not existing then
+    created[#created + 1] = member_id(member)
     if at > now then
       scheduled[#scheduled + 1] = at
       scheduled[#scheduled + 1] = member
@@ -65,4 +70,6 @@ end
 if #pending + #scheduled > 0 then
   wake(KEYS[3])
 end
+emit(KEYS[4], KEYS[5], 'enqueued', created, now)
+emit(KEYS[4], KEYS[5], 'deduplicated', dups, now)
 return out

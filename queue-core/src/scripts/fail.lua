@@ -15,7 +15,9 @@
 -- KEYS[11] results hash
 -- KEYS[12] retry sorted set
 -- KEYS[13] throughput hash
--- KEYS[14] the job's idempotency key (optional)
+-- KEYS[14] meta hash
+-- KEYS[15] events stream
+-- KEYS[16] the job's idempotency key (optional)
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  action: retry | dead | discard
@@ -27,6 +29,7 @@
 -- ARGV[9]  the counter to bump besides the action's own: failed | recovered
 -- ARGV[10] discard: how many completed jobs to keep
 -- ARGV[11] discard: how long to keep them, in ms (0 = no age limit)
+-- ARGV[12] the attempt's error, for lifecycle events
 --
 -- Returns 1 when applied, 0 when the lease was lost (nothing changed).
 
@@ -52,6 +55,7 @@ redis.call('ZREM', KEYS[1], lease)
 redis.call('HDEL', KEYS[2], id)
 redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
 count(KEYS[13], 'f', 1, now)
+emit(KEYS[14], KEYS[15], 'failed', {id}, now, ARGV[12])
 if action == 'retry' then
   if at <= now then
     redis.call('ZADD', KEYS[3], 0, member)
@@ -60,6 +64,7 @@ if action == 'retry' then
   end
   redis.call('HINCRBY', KEYS[7], 'retried', 1)
   wake(KEYS[8])
+  emit(KEYS[14], KEYS[15], 'retrying', {id}, now)
   return 1
 end
 
@@ -76,6 +81,7 @@ else
   end
   trim(KEYS[10], KEYS[11], keep_done, age_done, now)
 end
-release_unique(KEYS[14], id)
+release_unique(KEYS[16], id)
+emit(KEYS[14], KEYS[15], action == 'dead' and 'dead' or 'discarded', {id}, now, ARGV[12])
 notify(KEYS[9], ARGV[7], id, ARGV[8])
 return 1

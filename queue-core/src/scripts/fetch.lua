@@ -7,6 +7,7 @@
 -- KEYS[5]  meta hash
 -- KEYS[6]  wake list
 -- KEYS[7]  retry sorted set
+-- KEYS[8]  events stream
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 --
@@ -57,7 +58,7 @@ end
 
 local token = redis.call('HINCRBY', KEYS[5], 'fence', 1)
 local deadline = now + lease_ms
-local out, leases, inflight = {token, next_due}, {}, {}
+local out, leases, inflight, ids = {token, next_due}, {}, {}, {}
 for i = 1, #popped, 2 do
   local member = popped[i]
   local id = member_id(member)
@@ -66,7 +67,9 @@ for i = 1, #popped, 2 do
   leases[#leases + 1] = id .. ':' .. token
   inflight[#inflight + 1] = id
   inflight[#inflight + 1] = member
+  ids[#ids + 1] = id
 end
+emit(KEYS[5], KEYS[8], 'started', ids, now)
 redis.call('ZADD', KEYS[3], unpack(leases))
 redis.call('HSET', KEYS[4], unpack(inflight))
 

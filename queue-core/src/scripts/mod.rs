@@ -3,7 +3,6 @@
 //! Scripts run with EVALSHA; when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH) the
 //! script is loaded and the call retried once, so callers never see the cache.
 
-use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, ToRedisArgs};
 
 use crate::error::{Error, Result};
@@ -79,7 +78,11 @@ impl Script {
     }
 
     /// Loads the script into the server's script cache.
-    pub(crate) async fn load(&self, con: &mut MultiplexedConnection, url: &str) -> Result<()> {
+    pub(crate) async fn load<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        url: &str,
+    ) -> Result<()> {
         self.inner
             .prepare_invoke()
             .load_async(con)
@@ -122,9 +125,9 @@ impl<'a> Call<'a> {
     ///
     /// Not cancel safe: once sent, the script runs to completion on the server even if this
     /// future is dropped; callers must treat a dropped call as "may have happened".
-    pub(crate) async fn invoke<T: FromRedisValue>(
+    pub(crate) async fn invoke<T: FromRedisValue, C: redis::aio::ConnectionLike + Send>(
         &self,
-        con: &mut MultiplexedConnection,
+        con: &mut C,
         url: &str,
     ) -> Result<T> {
         match self.cmd().query_async(con).await {

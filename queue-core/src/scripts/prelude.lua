@@ -64,6 +64,28 @@ local function notify(waiters, channel, id, outcome)
   end
 end
 
+-- Lifecycle events, when the queue has them on (`events` in its meta hash): one capped stream
+-- entry and one pub/sub message (on a channel named like the stream) per call and type, listing
+-- every job the call concerns, so their cost is per batch, not per job.
+local EVENTS_MAXLEN = 10000
+
+local function emit(meta, stream, kind, ids, now, err)
+  if #ids == 0 or redis.call('HGET', meta, 'events') ~= '1' then
+    return
+  end
+  -- A sequence number per queue lets any consumer see exactly how many events it missed.
+  local seq = redis.call('HINCRBY', meta, 'event_seq', 1)
+  local fields = {'type', kind, 'at', now, 'seq', seq, 'ids', table.concat(ids, ',')}
+  local event = {type = kind, at = now, seq = seq, ids = ids}
+  if err then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+    event.error = err
+  end
+  redis.call('XADD', stream, 'MAXLEN', '~', EVENTS_MAXLEN, '*', unpack(fields))
+  redis.call('PUBLISH', stream, cmsgpack.pack(event))
+end
+
 -- Counts `n` events of `kind` ('c' completed, 'f' failed attempt) in the throughput ring: 360
 -- ten-second slots, each tagged with its bucket number and reset when the ring comes round.
 local function count(key, kind, n, now)

@@ -26,6 +26,11 @@ async fn default_name(_n: u32) -> Result<(), Box<dyn std::error::Error + Send + 
     Ok(())
 }
 
+#[job(cron = "0 30 2 * * *", cron_tz = "Europe/Paris")]
+async fn nightly(_unit: ()) -> Result<(), JobError> {
+    Ok(())
+}
+
 #[job(backoff_fixed = "5s")]
 async fn fixed(_s: String) -> Result<(), std::io::Error> {
     Ok(())
