@@ -72,6 +72,8 @@ enum Command {
     Enqueue(cmd::enqueue::Args),
     /// Live and dead worker processes, from their heartbeats
     Workers,
+    /// Lifecycle events of a queue's jobs (enqueued, started, completed, failed, retrying, dead)
+    Events(cmd::events::Args),
     /// List, pause, resume or trigger cron schedules
     #[command(subcommand)]
     Cron(cmd::cron::Command),
@@ -150,6 +152,7 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Enqueue(a) => cmd::enqueue::run(&g, out, a).await,
             Command::Workers => cmd::workers::run(&g, out).await,
             Command::Cron(c) => cmd::cron::run(&g, out, c).await,
+            Command::Events(a) => cmd::events::run(&g, out, a).await,
             Command::Health(a) => cmd::health::run(&g, out, a).await,
             Command::Bench(a) => cmd::bench::run(&g, out, a).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),

@@ -678,3 +678,69 @@ async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
         "error: no such schedule \"nope\""
     );
 }
+
+#[tokio::test]
+async fn events_are_shown_with_their_gaps() {
+    let server = RedisServer::start().expect("redis");
+    assert_eq!(
+        ok(&server, &["events", "audit", "--enable"]).trim(),
+        "lifecycle events of audit are on"
+    );
+    for i in 0..5 {
+        ok(
+            &server,
+            &["enqueue", "a.b", "-q", "audit", "--args", &i.to_string()],
+        );
+    }
+    let lines: Vec<serde_json::Value> = ok(&server, &["events", "audit", "--json"])
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["type"], "enqueued");
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["seq"].as_u64().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let human = ok(&server, &["events", "audit", "--last", "2"]);
+    assert!(
+        human.contains("#4")
+            && human.contains("#5")
+            && human.contains("enqueued")
+            && !human.contains("#3"),
+        "{human}"
+    );
+
+    // Entries 2 and 3 vanish from the log: the reader is told how many it missed.
+    let mut con = redis::Client::open(server.url())
+        .expect("url")
+        .get_connection()
+        .expect("con");
+    let entries: Vec<String> = lines
+        .iter()
+        .map(|l| l["entry"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let _: i64 = redis::cmd("XDEL")
+        .arg("queue:{audit}:events")
+        .arg(&entries[1])
+        .arg(&entries[2])
+        .query(&mut con)
+        .expect("xdel");
+    let human = ok(&server, &["events", "audit"]);
+    assert!(
+        human.contains("gap: 2 event(s) missed (seq 2..3)"),
+        "{human}"
+    );
+    let since = ok(
+        &server,
+        &["events", "audit", "--since", &entries[3], "--json"],
+    );
+    assert_eq!(since.lines().count(), 1, "{since}");
+    assert_eq!(
+        ok(&server, &["events", "audit", "--disable"]).trim(),
+        "lifecycle events of audit are off"
+    );
+}

@@ -378,18 +378,17 @@ impl Lifecycle {
             .client
             .dedicated(Some(block + Duration::from_secs(5)))
             .await?;
-        let reply: Option<Vec<(String, Entries)>> =
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(k.events())
-                .arg(after)
-                .query_async(&mut con)
-                .await
-                .map_err(Error::redis(self.client.url()))?;
+        let reply: Option<Vec<(String, Entries)>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(k.events())
+            .arg(after)
+            .query_async(&mut con)
+            .await
+            .map_err(Error::redis(self.client.url()))?;
         Ok(reply
             .unwrap_or_default()
             .into_iter()

@@ -40,6 +40,15 @@ pub struct Args {
     /// with removeOnComplete; the library default keeps 1000).
     #[arg(long, default_value_t = 0)]
     keep_completed: u64,
+    /// Turn lifecycle events on for the benchmark's queues (to measure what they cost)
+    #[arg(long)]
+    events: bool,
+    /// Length of the event-bus latency phase, seconds (0 skips it)
+    #[arg(long, default_value_t = 0)]
+    bus_secs: u64,
+    /// Rate of the event-bus latency phase, events per second
+    #[arg(long, default_value_t = 1000)]
+    bus_rate: u64,
     /// Only enqueue the jobs into `--queue` and leave them waiting.
     #[arg(long, requires = "queue")]
     enqueue_only: bool,
@@ -146,6 +155,11 @@ struct Results {
     redis_cmds_per_job: f64,
     enqueue_redis_cpu_us_per_job: f64,
     process_redis_cpu_us_per_job: f64,
+    lifecycle_events: bool,
+    event_bus_p50_ms: Option<f64>,
+    event_bus_p99_ms: Option<f64>,
+    event_bus_sent: u64,
+    event_bus_received: u64,
 }
 
 /// Runs the benchmark against `--redis-url`, or a throwaway redis-server when none is given.
@@ -210,8 +224,14 @@ pub async fn run(
         batch: args.batch,
         keep_completed: args.keep_completed,
         redis_version,
+        lifecycle_events: args.events,
         ..Results::default()
     };
+    if args.events {
+        let life = queue::core::Lifecycle::new(client.clone());
+        life.set_enabled("bench", true).await?;
+        life.set_enabled("bench-latency", true).await?;
+    }
 
     // Phase 1: enqueue, measuring memory per waiting job.
     let drain_q = "bench";
@@ -320,6 +340,10 @@ pub async fn run(
     }
     cleanup(&mut raw, &keys).await?;
 
+    if args.bus_secs > 0 && args.bus_rate > 0 {
+        bus_latency(&client, args.bus_rate, args.bus_secs, &mut r).await?;
+    }
+
     if out.json {
         out.json(&r)?;
     } else {
@@ -353,8 +377,59 @@ pub async fn run(
             "  Redis commands per job:        {:>10.2}",
             r.redis_cmds_per_job
         );
+        if r.lifecycle_events {
+            println!("  (lifecycle events on)");
+        }
+        if let (Some(p50), Some(p99)) = (r.event_bus_p50_ms, r.event_bus_p99_ms) {
+            println!(
+                "  event bus at {}/s:             p50 {p50:.3} ms, p99 {p99:.3} ms ({} of {} received)",
+                args.bus_rate, r.event_bus_received, r.event_bus_sent
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publish-to-receive latency of the event bus at a steady rate: one subscriber, one publisher.
+async fn bus_latency(client: &Client, rate: u64, secs: u64, r: &mut Results) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let bus = queue::core::EventBus::new(client.clone());
+    let mut sub = bus.subscribe::<f64>("bench.bus").await?;
+    let n = rate * secs;
+    let receiver = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n as usize);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs + 30);
+        while (lat.len() as u64) < n {
+            match tokio::time::timeout_at(deadline, sub.next()).await {
+                Ok(Some(Ok(ev))) => lat.push(now_ms_f64() - ev.payload),
+                Ok(Some(Err(_))) => {}
+                _ => break,
+            }
+        }
+        lat
+    });
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while sent < n {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(n);
+        while sent < due {
+            bus.publish("bench.bus", &now_ms_f64()).await?;
+            sent += 1;
+        }
+    }
+    let mut lat = receiver.await?;
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .map(|v| round3(*v))
+    };
+    r.event_bus_p50_ms = pct(0.5);
+    r.event_bus_p99_ms = pct(0.99);
+    r.event_bus_sent = sent;
+    r.event_bus_received = lat.len() as u64;
+    Ok(())
 }
 
 async fn enqueue(client: &Client, queue: &str, n: u64, batch: usize) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cron;
 pub mod enqueue;
+pub mod events;
 pub mod health;
 pub mod job;
 pub mod jobs;

@@ -1,0 +1,119 @@
+//! `queue events <queue> [--follow]`: the lifecycle log of a queue's jobs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use queue::core::{gaps, Lifecycle, LifecycleEvent};
+
+use crate::output::Out;
+use crate::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The queue
+    queue: String,
+    /// Keep printing new events until interrupted
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// How many past events to print first
+    #[arg(long, default_value_t = 20)]
+    last: usize,
+    /// Print what came after this stream entry id instead (resume where you left off)
+    #[arg(long, conflicts_with = "last")]
+    since: Option<String>,
+    /// Turn the queue's lifecycle events on (they are off by default)
+    #[arg(long, conflicts_with = "disable")]
+    enable: bool,
+    /// Turn them off
+    #[arg(long)]
+    disable: bool,
+}
+
+pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
+    let admin = g.connect().await?;
+    let life = Lifecycle::new(admin.client().clone());
+    if a.enable || a.disable {
+        admin.client().keys(&a.queue)?;
+        life.set_enabled(&a.queue, a.enable).await?;
+        admin.client().register_queues([&a.queue]).await?;
+        let state = if a.enable { "on" } else { "off" };
+        if out.json {
+            out.json(&serde_json::json!({ "queue": a.queue, "events": state }))?;
+        } else {
+            out.line(&format!("lifecycle events of {} are {state}", a.queue))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    admin.require_queue(&a.queue).await?;
+    let mut batch = match &a.since {
+        Some(entry) => life.read(&a.queue, Some(entry), 10_000).await?,
+        None => life.tail(&a.queue, a.last).await?,
+    };
+    // Gaps are reported between events this command saw; `--since` callers compare the first
+    // sequence number with the last one they saw (JSON output carries it).
+    let mut last_seq: Option<u64> = None;
+    let mut cursor = "$".to_string();
+    loop {
+        for gap in gaps(last_seq, &batch) {
+            if out.json {
+                out.json(&serde_json::json!({ "gap": gap, "missed": gap.len() }))?;
+            } else {
+                out.line(&out.yellow(&format!(
+                    "-- gap: {} event(s) missed (seq {}..{}): trimmed from the log or published while away --",
+                    gap.len(),
+                    gap.from,
+                    gap.to
+                )))?;
+            }
+        }
+        for e in &batch {
+            print_event(&out, e)?;
+            last_seq = Some(e.seq);
+            cursor = e.entry.clone();
+        }
+        if !a.follow {
+            if batch.is_empty() && !out.json {
+                out.line(&out.dim(&format!(
+                    "no events for {} (turn them on with `queue events {} --enable`)",
+                    a.queue, a.queue
+                )))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        batch = tokio::select! {
+            r = life.follow(&a.queue, &cursor, Duration::from_secs(5)) => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+    }
+}
+
+fn print_event(out: &Out, e: &LifecycleEvent) -> anyhow::Result<()> {
+    if out.json {
+        return out.json(e);
+    }
+    let at = chrono::DateTime::from_timestamp_millis(e.at)
+        .map(|d| d.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    let kind = match e.kind.as_str() {
+        "completed" => out.green(&e.kind),
+        "failed" | "dead" => out.red(&e.kind),
+        "retrying" | "deduplicated" | "discarded" => out.yellow(&e.kind),
+        _ => e.kind.clone(),
+    };
+    let ids = if e.ids.len() <= 3 {
+        e.ids.join(" ")
+    } else {
+        format!(
+            "{} … {} ({} jobs)",
+            e.ids[0],
+            e.ids[e.ids.len() - 1],
+            e.ids.len()
+        )
+    };
+    let err = e
+        .error
+        .as_deref()
+        .map(|m| format!("  {}", out.red(m)))
+        .unwrap_or_default();
+    out.line(&format!("{at}  #{:<6} {kind:<12} {ids}{err}", e.seq))
+}
