@@ -14,6 +14,7 @@ mod events;
 mod job;
 mod keys;
 mod lifecycle;
+mod rate_limit;
 mod registry;
 mod scripts;
 mod server;
@@ -34,6 +35,7 @@ pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
 };
 pub use keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
+pub use rate_limit::{rate_limit_stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter, RateLimiterBuilder};
 pub use lifecycle::{
     decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle,
 };

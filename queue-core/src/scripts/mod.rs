@@ -15,7 +15,7 @@ pub(crate) struct Script {
 }
 
 macro_rules! scripts {
-    ($($ident:ident => $file:literal),* $(,)?) => {
+    ($($ident:ident => [$($file:literal),+]),* $(,)?) => {
         /// Every script of the engine.
         #[derive(Debug)]
         pub(crate) struct Scripts { $( pub(crate) $ident: Script, )* }
@@ -24,7 +24,7 @@ macro_rules! scripts {
             fn new() -> Scripts {
                 Scripts { $( $ident: Script {
                     name: stringify!($ident),
-                    inner: redis::Script::new(concat!(include_str!("prelude.lua"), include_str!($file))),
+                    inner: redis::Script::new(concat!(include_str!("prelude.lua"), $(include_str!($file)),+)),
                 }, )* }
             }
 
@@ -37,21 +37,25 @@ macro_rules! scripts {
 }
 
 scripts! {
-    enqueue => "enqueue.lua",
-    fetch => "fetch.lua",
-    complete => "complete.lua",
-    fail => "fail.lua",
-    reclaim => "reclaim.lua",
-    extend => "extend.lua",
-    requeue => "requeue.lua",
-    watch => "watch.lua",
-    replay => "replay.lua",
-    locate => "locate.lua",
-    delete => "delete.lua",
-    promote => "promote.lua",
-    purge => "purge.lua",
-    cron_fire => "cron_fire.lua",
-    trim => "trim.lua",
+    enqueue => ["enqueue.lua"],
+    fetch => ["fetch.lua"],
+    complete => ["complete.lua"],
+    fail => ["fail.lua"],
+    reclaim => ["reclaim.lua"],
+    extend => ["extend.lua"],
+    requeue => ["requeue.lua"],
+    watch => ["watch.lua"],
+    replay => ["replay.lua"],
+    locate => ["locate.lua"],
+    delete => ["delete.lua"],
+    promote => ["promote.lua"],
+    purge => ["purge.lua"],
+    cron_fire => ["cron_fire.lua"],
+    trim => ["trim.lua"],
+    // The algorithms are files of their own, assembled into the one script that checks every
+    // limit of a request atomically.
+    rate_limit => ["rate/sliding_log.lua", "rate/sliding_counter.lua", "rate/gcra.lua", "rate/check.lua"],
+    rate_block => ["rate/block.lua"],
 }
 
 /// The scripts, compiled into the binary once.
