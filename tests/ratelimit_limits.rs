@@ -53,15 +53,27 @@ fn max_in_window(times: &[f64], window_ms: f64) -> usize {
 }
 
 fn secs() -> u64 {
-    if std::env::var("QUEUE_SOAK").is_ok_and(|v| v == "1") { 10 } else { 3 }
+    if std::env::var("QUEUE_SOAK").is_ok_and(|v| v == "1") {
+        10
+    } else {
+        3
+    }
 }
 
 async fn assert_ttls(env: &Env) {
     let mut raw = env.raw().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("queue:rl:*").query_async(&mut raw).await.expect("keys");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("queue:rl:*")
+        .query_async(&mut raw)
+        .await
+        .expect("keys");
     assert!(!keys.is_empty());
     for k in keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut raw).await.expect("pttl");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut raw)
+            .await
+            .expect("pttl");
         assert!(ttl > 0, "{k} has no TTL ({ttl})");
     }
 }
@@ -69,12 +81,22 @@ async fn assert_ttls(env: &Env) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sliding_log_never_admits_more_than_the_limit_in_any_window() {
     let env = Env::start().await;
-    let limiter = RateLimiter::new(env.client.clone(), vec![Limit::parse("100/s").expect("limit")]);
+    let limiter = RateLimiter::new(
+        env.client.clone(),
+        vec![Limit::parse("100/s").expect("limit")],
+    );
     let (admitted, checks) = hammer(&limiter, "api", secs()).await;
     let worst = max_in_window(&admitted, 1000.0);
-    println!("sliding log: {checks} checks, {} admitted, at most {worst} in any 1 s window", admitted.len());
+    println!(
+        "sliding log: {checks} checks, {} admitted, at most {worst} in any 1 s window",
+        admitted.len()
+    );
     assert!(worst <= 100, "{worst} admitted in one window");
-    assert!(admitted.len() as u64 >= 100 * secs() - 5, "the limit is also reached: {}", admitted.len());
+    assert!(
+        admitted.len() as u64 >= 100 * secs() - 5,
+        "the limit is also reached: {}",
+        admitted.len()
+    );
     assert_ttls(&env).await;
 }
 
@@ -82,14 +104,26 @@ async fn sliding_log_never_admits_more_than_the_limit_in_any_window() {
 async fn gcra_never_admits_more_than_max_plus_burst_minus_one_in_any_window() {
     let env = Env::start().await;
     for burst in [1u64, 10] {
-        let limit = Limit::parse("100/s").expect("limit").algorithm(Algorithm::Gcra { burst }).named(format!("gcra-{burst}"));
+        let limit = Limit::parse("100/s")
+            .expect("limit")
+            .algorithm(Algorithm::Gcra { burst })
+            .named(format!("gcra-{burst}"));
         let limiter = RateLimiter::new(env.client.clone(), vec![limit]);
         let (admitted, checks) = hammer(&limiter, &format!("api-{burst}"), secs()).await;
         let worst = max_in_window(&admitted, 1000.0);
-        println!("gcra burst {burst}: {checks} checks, {} admitted, at most {worst} in any 1 s window", admitted.len());
-        assert!(worst as u64 <= 100 + burst - 1, "burst {burst}: {worst} in one window");
+        println!(
+            "gcra burst {burst}: {checks} checks, {} admitted, at most {worst} in any 1 s window",
+            admitted.len()
+        );
+        assert!(
+            worst as u64 <= 100 + burst - 1,
+            "burst {burst}: {worst} in one window"
+        );
         // Requests are also spaced: never more than `burst` within one emission interval.
-        assert!(max_in_window(&admitted, 9.99) as u64 <= burst, "burst {burst}");
+        assert!(
+            max_in_window(&admitted, 9.99) as u64 <= burst,
+            "burst {burst}"
+        );
     }
     assert_ttls(&env).await;
 }
@@ -97,24 +131,39 @@ async fn gcra_never_admits_more_than_max_plus_burst_minus_one_in_any_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sliding_counter_stays_within_its_documented_error() {
     let env = Env::start().await;
-    let limit = Limit::parse("100/s").expect("limit").algorithm(Algorithm::SlidingCounter);
+    let limit = Limit::parse("100/s")
+        .expect("limit")
+        .algorithm(Algorithm::SlidingCounter);
     let limiter = RateLimiter::new(env.client.clone(), vec![limit]);
     let (admitted, checks) = hammer(&limiter, "api", secs()).await;
     let worst = max_in_window(&admitted, 1000.0);
-    println!("sliding counter: {checks} checks, {} admitted, at most {worst} in any 1 s window", admitted.len());
+    println!(
+        "sliding counter: {checks} checks, {} admitted, at most {worst} in any 1 s window",
+        admitted.len()
+    );
     // Documented bound (Algorithm::SlidingCounter): never more than `max` per fixed window, so
     // the average rate holds; fewer than 2 x max in any sliding window, the excess coming from
     // a burst at the end of the previous window.
     assert!(worst < 200, "{worst} admitted in one window");
     let windows = secs() + 1;
-    assert!(admitted.len() as u64 <= 100 * windows, "{} admitted over {windows} fixed windows", admitted.len());
+    assert!(
+        admitted.len() as u64 <= 100 * windows,
+        "{} admitted over {windows} fixed windows",
+        admitted.len()
+    );
     assert_ttls(&env).await;
 }
 
 #[tokio::test]
 async fn several_limits_apply_together_and_a_rejection_costs_nothing() {
     let env = Env::start().await;
-    let limiter = RateLimiter::new(env.client.clone(), vec![Limit::parse("3/s").expect("l"), Limit::parse("5/10s").expect("l")]);
+    let limiter = RateLimiter::new(
+        env.client.clone(),
+        vec![
+            Limit::parse("3/s").expect("l"),
+            Limit::parse("5/10s").expect("l"),
+        ],
+    );
     let mut allowed = 0;
     for _ in 0..3 {
         let d = limiter.check("u").await;
@@ -124,9 +173,15 @@ async fn several_limits_apply_together_and_a_rejection_costs_nothing() {
     let d = limiter.check("u").await;
     assert!(!d.allowed, "the per-second limit rejects the fourth");
     assert!(!d.limits[0].allowed && d.limits[1].allowed);
-    assert_eq!(d.limits[1].remaining, 2, "the rejected request did not count against 5/10s");
+    assert_eq!(
+        d.limits[1].remaining, 2,
+        "the rejected request did not count against 5/10s"
+    );
     let retry = d.retry_after().expect("retry after");
-    assert!(retry > Duration::ZERO && retry <= Duration::from_secs(1), "{retry:?}");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
     let h: std::collections::HashMap<_, _> = d.headers().into_iter().collect();
     assert_eq!(h["ratelimit-limit"], "3");
     assert_eq!(h["ratelimit-remaining"], "0");
@@ -137,7 +192,10 @@ async fn several_limits_apply_together_and_a_rejection_costs_nothing() {
         allowed += 1;
     }
     let d = limiter.check("u").await;
-    assert!(!d.allowed && d.limits[0].allowed && !d.limits[1].allowed, "now the 5/10s limit rejects");
+    assert!(
+        !d.allowed && d.limits[0].allowed && !d.limits[1].allowed,
+        "now the 5/10s limit rejects"
+    );
     assert_eq!(allowed, 5);
 }
 
@@ -156,23 +214,40 @@ async fn bypass_and_per_subject_separation() {
     assert!(limiter.check("user:1").await.allowed);
     assert!(limiter.check("user:1").await.allowed);
     assert!(!limiter.check("user:1").await.allowed);
-    assert!(limiter.check("user:2").await.allowed, "another subject has its own budget");
+    assert!(
+        limiter.check("user:2").await.allowed,
+        "another subject has its own budget"
+    );
     assert!(limiter.check("ip:10.0.0.2").await.allowed);
     // Nothing was stored for bypassed subjects.
     let mut raw = env.raw().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("queue:rl:*").query_async(&mut raw).await.expect("keys");
-    assert!(keys.iter().all(|k| !k.contains("10.0.0.1") && !k.contains("admin")), "{keys:?}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("queue:rl:*")
+        .query_async(&mut raw)
+        .await
+        .expect("keys");
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("10.0.0.1") && !k.contains("admin")),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test]
 async fn push_back_blocks_a_subject_for_the_given_time() {
     let env = Env::start().await;
     let limiter = RateLimiter::new(env.client.clone(), vec![Limit::parse("1000/s").expect("l")]);
-    limiter.push_back("partner-api", Duration::from_millis(300)).await.expect("push back");
+    limiter
+        .push_back("partner-api", Duration::from_millis(300))
+        .await
+        .expect("push back");
     let d = limiter.check("partner-api").await;
     assert!(!d.allowed);
     let r = d.retry_after().expect("retry");
-    assert!(r > Duration::from_millis(200) && r <= Duration::from_millis(300), "{r:?}");
+    assert!(
+        r > Duration::from_millis(200) && r <= Duration::from_millis(300),
+        "{r:?}"
+    );
     assert!(limiter.check("other").await.allowed);
     tokio::time::sleep(r + Duration::from_millis(20)).await;
     assert!(limiter.check("partner-api").await.allowed);
@@ -182,24 +257,44 @@ async fn push_back_blocks_a_subject_for_the_given_time() {
 async fn unreachable_redis_fails_open_or_closed_as_configured() {
     let mut env = Env::start().await;
     let open = RateLimiter::new(env.client.clone(), vec![Limit::parse("1/s").expect("l")]);
-    let closed = RateLimiter::builder(env.client.clone(), vec![Limit::parse("1/s").expect("l")]).on_error(OnError::FailClosed).build();
+    let closed = RateLimiter::builder(env.client.clone(), vec![Limit::parse("1/s").expect("l")])
+        .on_error(OnError::FailClosed)
+        .build();
     assert!(open.check("x").await.allowed);
-    drop(std::mem::replace(&mut env.server, queue::RedisServer::start().expect("another server")));
+    drop(std::mem::replace(
+        &mut env.server,
+        queue::RedisServer::start().expect("another server"),
+    ));
     let d = open.check("x").await;
-    assert!(d.allowed && d.note.as_deref() == Some("redis unreachable (fail open)"), "{d:?}");
+    assert!(
+        d.allowed && d.note.as_deref() == Some("redis unreachable (fail open)"),
+        "{d:?}"
+    );
     let d = closed.check("x").await;
-    assert!(!d.allowed && d.note.as_deref() == Some("redis unreachable (fail closed)"), "{d:?}");
+    assert!(
+        !d.allowed && d.note.as_deref() == Some("redis unreachable (fail closed)"),
+        "{d:?}"
+    );
 }
 
 #[tokio::test]
 async fn metrics_are_shared_through_redis() {
     let env = Env::start().await;
-    let limiter = RateLimiter::new(env.client.clone(), vec![Limit::parse("2/10s").expect("l").named("login")]);
+    let limiter = RateLimiter::new(
+        env.client.clone(),
+        vec![Limit::parse("2/10s").expect("l").named("login")],
+    );
     for _ in 0..5 {
         limiter.check("u").await;
     }
     assert_eq!(limiter.local_metrics(), vec![("login".to_string(), 2, 3)]);
     limiter.flush_metrics().await.expect("flush");
-    limiter.flush_metrics().await.expect("flushing twice adds nothing");
-    assert_eq!(rate_limit_stats(&env.client).await.expect("stats"), vec![("login".to_string(), 2, 3)]);
+    limiter
+        .flush_metrics()
+        .await
+        .expect("flushing twice adds nothing");
+    assert_eq!(
+        rate_limit_stats(&env.client).await.expect("stats"),
+        vec![("login".to_string(), 2, 3)]
+    );
 }

@@ -35,9 +35,12 @@ pub use job::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
 };
 pub use keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
-pub use rate_limit::{rate_limit_stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter, RateLimiterBuilder};
 pub use lifecycle::{
     decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle,
+};
+pub use rate_limit::{
+    rate_limit_stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter,
+    RateLimiterBuilder,
 };
 pub use registry::{
     registered_jobs, Action, BoxError, HandlerFn, HandlerFuture, JobContext, JobError,

@@ -119,6 +119,11 @@ pub enum Settle {
     Dead,
     /// Drop the job (the handler asked for it).
     Discard,
+    /// Run again at this time without counting an attempt.
+    Snooze {
+        /// When.
+        at_ms: i64,
+    },
 }
 
 /// Why an attempt did not succeed, as the worker saw it.
@@ -132,6 +137,8 @@ pub enum Failed {
     DeadLetter,
     /// Drop the job.
     Discard,
+    /// Not an attempt: run again after this delay.
+    Snooze(Duration),
 }
 
 impl From<crate::registry::Action> for Failed {
@@ -142,6 +149,7 @@ impl From<crate::registry::Action> for Failed {
             Action::RetryAfter(d) => Failed::RetryAfter(d),
             Action::DeadLetter => Failed::DeadLetter,
             Action::Discard => Failed::Discard,
+            Action::Snooze(d) | Action::RateLimited(d) => Failed::Snooze(d),
         }
     }
 }
@@ -151,6 +159,9 @@ impl From<crate::registry::Action> for Failed {
 pub fn decide(job: &Job, failed: &Failed, now_ms: i64, unit: f64) -> Settle {
     let exhausted = job.failed >= job.max_attempts();
     match failed {
+        Failed::Snooze(d) => Settle::Snooze {
+            at_ms: now_ms.saturating_add(millis(*d) as i64),
+        },
         Failed::Discard => Settle::Discard,
         Failed::DeadLetter => Settle::Dead,
         _ if exhausted => Settle::Dead,
@@ -360,6 +371,7 @@ impl Broker {
         }
         let (action, at, state) = match settle {
             Settle::Retry { at_ms } => ("retry", *at_ms, None),
+            Settle::Snooze { at_ms } => ("snooze", *at_ms, None),
             Settle::Dead => ("dead", 0, Some(JobState::Dead)),
             Settle::Discard => ("discard", 0, Some(JobState::Discarded)),
         };
@@ -388,11 +400,14 @@ impl Broker {
             .arg(counter)
             .arg(retention.completed_count)
             .arg(millis(retention.completed_age))
-            .arg(
-                job.last_error()
+            .arg(match settle {
+                // A snooze is no failure: the job's last error is not what happened now.
+                Settle::Snooze { .. } => String::new(),
+                _ => job
+                    .last_error()
                     .map(|f| format!("{}: {}", f.kind, f.message))
                     .unwrap_or_default(),
-            );
+            });
         let applied: i64 = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;

@@ -67,13 +67,21 @@ impl Limit {
     ///
     /// [`Error::Config`] for a malformed spec.
     pub fn parse(spec: &str) -> Result<Limit> {
-        let bad = || Error::Config(format!("invalid rate limit {spec:?}: expected e.g. \"100/1m\", \"10/s\", \"1000/1h\""));
+        let bad = || {
+            Error::Config(format!(
+                "invalid rate limit {spec:?}: expected e.g. \"100/1m\", \"10/s\", \"1000/1h\""
+            ))
+        };
         let (n, per) = spec.trim().split_once('/').ok_or_else(bad)?;
         let max: u64 = n.trim().parse().map_err(|_| bad())?;
         let per = per.trim();
         let split = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
         let (num, unit) = per.split_at(split);
-        let count: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| bad())? };
+        let count: u64 = if num.is_empty() {
+            1
+        } else {
+            num.parse().map_err(|_| bad())?
+        };
         let ms = match unit {
             "ms" => count,
             "s" => count * 1_000,
@@ -85,7 +93,12 @@ impl Limit {
         if max == 0 || ms == 0 {
             return Err(bad());
         }
-        Ok(Limit { name: spec.trim().to_string(), max, window: Duration::from_millis(ms), algorithm: Algorithm::SlidingLog })
+        Ok(Limit {
+            name: spec.trim().to_string(),
+            max,
+            window: Duration::from_millis(ms),
+            algorithm: Algorithm::SlidingLog,
+        })
     }
 
     /// Counts with `algorithm` instead.
@@ -143,7 +156,12 @@ pub struct Decision {
 
 impl Decision {
     fn unlimited(note: &str, allowed: bool) -> Decision {
-        Decision { allowed, note: Some(note.to_string()), at_ms: 0.0, limits: Vec::new() }
+        Decision {
+            allowed,
+            note: Some(note.to_string()),
+            at_ms: 0.0,
+            limits: Vec::new(),
+        }
     }
 
     /// The most constraining limit (fewest remaining), which the headers describe.
@@ -153,7 +171,14 @@ impl Decision {
 
     /// When a rejected request may be retried (the longest wait of the rejecting limits).
     pub fn retry_after(&self) -> Option<Duration> {
-        (!self.allowed).then(|| self.limits.iter().filter(|l| !l.allowed).map(|l| l.retry_after).max().unwrap_or_default())
+        (!self.allowed).then(|| {
+            self.limits
+                .iter()
+                .filter(|l| !l.allowed)
+                .map(|l| l.retry_after)
+                .max()
+                .unwrap_or_default()
+        })
     }
 
     /// The standard headers (IETF draft `RateLimit-Limit`, `RateLimit-Remaining`,
@@ -185,7 +210,10 @@ pub struct Bypass {
 
 impl std::fmt::Debug for Bypass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bypass").field("keys", &self.keys).field("rule", &self.rule.is_some()).finish()
+        f.debug_struct("Bypass")
+            .field("keys", &self.keys)
+            .field("rule", &self.rule.is_some())
+            .finish()
     }
 }
 
@@ -256,7 +284,10 @@ struct Inner {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("limits", &self.inner.limits).field("on_error", &self.inner.on_error).finish()
+        f.debug_struct("RateLimiter")
+            .field("limits", &self.inner.limits)
+            .field("on_error", &self.inner.on_error)
+            .finish()
     }
 }
 
@@ -269,12 +300,26 @@ impl RateLimiter {
     fn build(client: Client, limits: Vec<Limit>, bypass: Bypass, on_error: OnError) -> RateLimiter {
         let counters = limits.iter().map(|_| Counters::default()).collect();
         let flushed = Mutex::new(vec![(0, 0); limits.len()]);
-        RateLimiter { inner: Arc::new(Inner { client, limits, bypass, on_error, counters, flushed }) }
+        RateLimiter {
+            inner: Arc::new(Inner {
+                client,
+                limits,
+                bypass,
+                on_error,
+                counters,
+                flushed,
+            }),
+        }
     }
 
     /// A builder, for bypass rules and the behaviour when Redis is unreachable.
     pub fn builder(client: Client, limits: Vec<Limit>) -> RateLimiterBuilder {
-        RateLimiterBuilder { client, limits, bypass: Bypass::default(), on_error: OnError::FailOpen }
+        RateLimiterBuilder {
+            client,
+            limits,
+            bypass: Bypass::default(),
+            on_error: OnError::FailOpen,
+        }
     }
 
     /// The limits.
@@ -287,7 +332,11 @@ impl RateLimiter {
         let tag = subject.replace(['{', '}'], "_");
         (
             format!("{ns}:rl:{{{tag}}}:block"),
-            self.inner.limits.iter().map(|l| format!("{ns}:rl:{{{tag}}}:{}", l.name)).collect(),
+            self.inner
+                .limits
+                .iter()
+                .map(|l| format!("{ns}:rl:{{{tag}}}:{}", l.name))
+                .collect(),
         )
     }
 
@@ -319,7 +368,14 @@ impl RateLimiter {
             Err(e) => {
                 let open = self.inner.on_error == OnError::FailOpen;
                 tracing::warn!(subject, error = %e, fail_open = open, "rate limit check failed");
-                Decision::unlimited(if open { "redis unreachable (fail open)" } else { "redis unreachable (fail closed)" }, open)
+                Decision::unlimited(
+                    if open {
+                        "redis unreachable (fail open)"
+                    } else {
+                        "redis unreachable (fail closed)"
+                    },
+                    open,
+                )
             }
         }
     }
@@ -334,10 +390,20 @@ impl RateLimiter {
         call.arg(rand::random::<u64>());
         for l in &self.inner.limits {
             let (algo, burst) = l.algorithm.wire();
-            call.arg(algo).arg(l.max).arg(l.window.as_millis() as u64).arg(burst);
+            call.arg(algo)
+                .arg(l.max)
+                .arg(l.window.as_millis() as u64)
+                .arg(burst);
         }
-        let reply: Vec<String> = call.invoke(&mut self.inner.client.con(), self.inner.client.url()).await?;
-        let num = |i: usize| -> f64 { reply.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) };
+        let reply: Vec<String> = call
+            .invoke(&mut self.inner.client.con(), self.inner.client.url())
+            .await?;
+        let num = |i: usize| -> f64 {
+            reply
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         let ms = |v: f64| Duration::from_micros((v.max(0.0) * 1000.0) as u64);
         let limits = self
             .inner
@@ -353,7 +419,12 @@ impl RateLimiter {
                 retry_after: ms(num(5 + i * 4)),
             })
             .collect();
-        Ok(Decision { allowed: num(0) == 1.0, note: None, at_ms: num(1), limits })
+        Ok(Decision {
+            allowed: num(0) == 1.0,
+            note: None,
+            at_ms: num(1),
+            limits,
+        })
     }
 
     /// Rejects every request of `subject` for `duration` (an upstream answered 429).
@@ -369,7 +440,9 @@ impl RateLimiter {
         let (block, _) = self.keys(subject);
         let mut call = scripts().rate_block.call();
         call.key(block).arg(duration.as_millis().max(1) as u64);
-        let _: i64 = call.invoke(&mut self.inner.client.con(), self.inner.client.url()).await?;
+        let _: i64 = call
+            .invoke(&mut self.inner.client.con(), self.inner.client.url())
+            .await?;
         Ok(())
     }
 
@@ -389,9 +462,19 @@ impl RateLimiter {
             .inner
             .counters
             .iter()
-            .map(|c| (c.allowed.load(Ordering::Relaxed), c.rejected.load(Ordering::Relaxed)))
+            .map(|c| {
+                (
+                    c.allowed.load(Ordering::Relaxed),
+                    c.rejected.load(Ordering::Relaxed),
+                )
+            })
             .collect();
-        let before = self.inner.flushed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let before = self
+            .inner
+            .flushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let key = stats_key(&self.inner.client);
         let mut pipe = redis::pipe();
         let mut any = false;
@@ -409,7 +492,9 @@ impl RateLimiter {
         if !any {
             return Ok(());
         }
-        pipe.query_async::<()>(&mut self.inner.client.con()).await.map_err(Error::redis(self.inner.client.url()))?;
+        pipe.query_async::<()>(&mut self.inner.client.con())
+            .await
+            .map_err(Error::redis(self.inner.client.url()))?;
         *self.inner.flushed.lock().unwrap_or_else(|p| p.into_inner()) = now;
         Ok(())
     }
@@ -420,7 +505,13 @@ impl RateLimiter {
             .limits
             .iter()
             .zip(&self.inner.counters)
-            .map(|(l, c)| (l.name.clone(), c.allowed.load(Ordering::Relaxed), c.rejected.load(Ordering::Relaxed)))
+            .map(|(l, c)| {
+                (
+                    l.name.clone(),
+                    c.allowed.load(Ordering::Relaxed),
+                    c.rejected.load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 }
@@ -435,8 +526,11 @@ fn stats_key(client: &Client) -> String {
 ///
 /// [`Error::Unreachable`], [`Error::Redis`].
 pub async fn rate_limit_stats(client: &Client) -> Result<Vec<(String, u64, u64)>> {
-    let all: HashMap<String, u64> =
-        redis::cmd("HGETALL").arg(stats_key(client)).query_async(&mut client.con()).await.map_err(Error::redis(client.url()))?;
+    let all: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(stats_key(client))
+        .query_async(&mut client.con())
+        .await
+        .map_err(Error::redis(client.url()))?;
     let mut by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for (field, n) in all {
         if let Some(name) = field.strip_suffix(":allowed") {
@@ -456,8 +550,14 @@ mod tests {
     fn parses_limits() {
         let l = Limit::parse("100/1m").expect("valid");
         assert_eq!((l.max, l.window), (100, Duration::from_secs(60)));
-        assert_eq!(Limit::parse("10/s").expect("valid").window, Duration::from_secs(1));
-        assert_eq!(Limit::parse("5/250ms").expect("valid").window, Duration::from_millis(250));
+        assert_eq!(
+            Limit::parse("10/s").expect("valid").window,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            Limit::parse("5/250ms").expect("valid").window,
+            Duration::from_millis(250)
+        );
         for bad in ["", "10", "0/s", "10/0s", "x/s", "10/5y"] {
             assert!(Limit::parse(bad).is_err(), "{bad}");
         }
@@ -470,8 +570,22 @@ mod tests {
             note: None,
             at_ms: 0.0,
             limits: vec![
-                LimitState { name: "a".into(), limit: 10, allowed: false, remaining: 0, reset: Duration::from_millis(400), retry_after: Duration::from_millis(400) },
-                LimitState { name: "b".into(), limit: 1000, allowed: true, remaining: 900, reset: Duration::from_secs(3000), retry_after: Duration::ZERO },
+                LimitState {
+                    name: "a".into(),
+                    limit: 10,
+                    allowed: false,
+                    remaining: 0,
+                    reset: Duration::from_millis(400),
+                    retry_after: Duration::from_millis(400),
+                },
+                LimitState {
+                    name: "b".into(),
+                    limit: 1000,
+                    allowed: true,
+                    remaining: 900,
+                    reset: Duration::from_secs(3000),
+                    retry_after: Duration::ZERO,
+                },
             ],
         };
         let h: HashMap<_, _> = d.headers().into_iter().collect();

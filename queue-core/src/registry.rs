@@ -42,6 +42,11 @@ pub enum Action {
     DeadLetter,
     /// Drop the job silently (it is counted, not dead-lettered).
     Discard,
+    /// Run again after this delay without counting an attempt (rate limited).
+    Snooze(Duration),
+    /// An upstream answered 429: push the job's rate-limit key back for this long (when the job
+    /// has a `rate_limit`), and run again then without counting an attempt.
+    RateLimited(Duration),
 }
 
 /// A failed attempt: what went wrong and what to do about it.
@@ -85,6 +90,24 @@ impl JobError {
             action: Action::Discard,
             kind: "discarded",
             message: message.to_string(),
+        }
+    }
+    /// Run again after `delay`, not counted as an attempt (the job could not run yet).
+    pub fn snooze(delay: Duration, message: impl fmt::Display) -> JobError {
+        JobError {
+            action: Action::Snooze(delay),
+            kind: "snoozed",
+            message: message.to_string(),
+        }
+    }
+    /// An upstream service answered 429 (too many requests): with a `rate_limit` on the job,
+    /// every job of its rate key waits `retry_after`; this one runs again then, not counted
+    /// as an attempt.
+    pub fn rate_limited(retry_after: Duration) -> JobError {
+        JobError {
+            action: Action::RateLimited(retry_after),
+            kind: "rate_limited",
+            message: format!("upstream rate limit: retry after {retry_after:?}"),
         }
     }
     /// Sets the short kind recorded in the error history (`error`, `panic`, `timeout`...).
@@ -166,6 +189,9 @@ pub struct JobRegistration {
     pub options: fn() -> JobOptions,
     /// Where it was declared (`file:line`), for error messages about duplicates.
     pub location: &'static str,
+    /// The rate limit declared with `#[job(rate_limit = "100/1m", rate_key = "...")]`: the
+    /// limit and the key (default: the job name).
+    pub rate_limit: Option<(&'static str, &'static str)>,
     /// The schedule declared with `#[job(cron = "...")]`, if any.
     pub schedule: Option<fn() -> crate::error::Result<crate::cron::Schedule>>,
 }

@@ -43,6 +43,8 @@ struct Attrs {
     unique_for: Option<u64>,
     cron: Option<LitStr>,
     cron_tz: Option<LitStr>,
+    rate_limit: Option<LitStr>,
+    rate_key: Option<LitStr>,
     krate: Option<Path>,
 }
 
@@ -81,6 +83,20 @@ where
         }) => i.base10_parse().ok(),
         _ => None,
     }
+}
+
+/// Checks "100/1m", "10/s": a positive count, a slash, a period with a unit.
+fn valid_limit(s: &str) -> bool {
+    let Some((n, per)) = s.split_once('/') else {
+        return false;
+    };
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        per.to_string()
+    } else {
+        format!("1{per}")
+    };
+    n.trim().parse::<u64>().is_ok_and(|n| n > 0) && parse_duration(&per).is_some()
 }
 
 /// Parses "500ms", "30s", "5m", "2h", "1d" into milliseconds.
@@ -157,15 +173,29 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
                 }
                 _ => errors.push(syn::Error::new(v.span(), format!("`{key}` takes a string, e.g. `cron = \"0 */5 * * * *\"`, `cron_tz = \"Europe/Paris\"`"))),
             },
+            "rate_limit" => match lit_str(v) {
+                Some(s) if valid_limit(&s.value()) => out.rate_limit = Some(s),
+                _ => errors.push(syn::Error::new(v.span(), "`rate_limit` takes \"<count>/<period>\", e.g. `rate_limit = \"100/1m\"` (periods: ms, s, m, h, d)")),
+            },
+            "rate_key" => match lit_str(v) {
+                Some(s) if !s.value().is_empty() => out.rate_key = Some(s),
+                _ => errors.push(syn::Error::new(v.span(), "`rate_key` takes a non-empty string, e.g. `rate_key = \"smtp\"`")),
+            },
             "crate" => match lit_str(v).map(|s| s.parse::<Path>()) {
                 Some(Ok(p)) => out.krate = Some(p),
                 _ => errors.push(syn::Error::new(v.span(), "`crate` takes a path string, e.g. `crate = \"::queue\"`")),
             },
             _ => errors.push(syn::Error::new(
                 nv.path.span(),
-                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, cron, cron_tz, crate"),
+                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, cron, cron_tz, rate_limit, rate_key, crate"),
             )),
         }
+    }
+    if let (Some(key), None) = (&out.rate_key, &out.rate_limit) {
+        errors.push(syn::Error::new(
+            key.span(),
+            "`rate_key` needs `rate_limit`: add `rate_limit = \"100/1m\"`",
+        ));
     }
     if let (Some(tz), None) = (&out.cron_tz, &out.cron) {
         errors.push(syn::Error::new(
@@ -299,6 +329,13 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         }
         None => quote!(::core::option::Option::None),
     };
+    let rate_limit = match &attrs.rate_limit {
+        Some(limit) => {
+            let key = attrs.rate_key.clone().unwrap_or_else(|| name.clone());
+            quote!(::core::option::Option::Some((#limit, #key)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let doc = format!("The `{}` job (see [`{ident}()`](fn@{ident})): enqueue it with `client.enqueue::<{ident}>(&args)`.", name.value());
 
     Ok(quote_spanned! {Span::call_site()=>
@@ -341,6 +378,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                     options: <#ident as #p::JobType>::options,
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                     schedule: #schedule,
+                    rate_limit: #rate_limit,
                 }
             }
         };

@@ -70,6 +70,17 @@ impl Registry {
         Ok(out)
     }
 
+    /// Rate limits declared with `#[job(rate_limit = ...)]`: (job, limit, key).
+    pub fn rate_limits(&self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let mut v: Vec<_> = self
+            .jobs
+            .values()
+            .filter_map(|r| r.rate_limit.map(|(l, k)| (r.name, l, k)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Queues named by the handlers' `#[job(queue = ...)]` defaults, plus `default`.
     pub fn queues(&self) -> Vec<String> {
         let mut qs: Vec<String> = self

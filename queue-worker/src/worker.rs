@@ -119,6 +119,7 @@ impl QueueState {
 
 struct Runtime {
     client: Client,
+    rate_limit: Option<Arc<crate::middleware::RateLimit>>,
     /// This worker's heartbeat record (`queue workers` reads it).
     identity: WorkerInfo,
     config: WorkerConfig,
@@ -143,8 +144,14 @@ impl Worker {
         user: Vec<Arc<dyn Middleware>>,
         scheduler: Option<crate::scheduler::Scheduler>,
     ) -> Result<Worker> {
-        let mut chain: Vec<Arc<dyn Middleware>> =
-            vec![Arc::new(Trace), Arc::new(CatchPanic), Arc::new(Timeout)];
+        let rate_limit =
+            crate::middleware::RateLimit::new(&client, registry.rate_limits())?.map(Arc::new);
+        let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace)];
+        if let Some(r) = &rate_limit {
+            chain.push(r.clone());
+        }
+        chain.push(Arc::new(CatchPanic));
+        chain.push(Arc::new(Timeout));
         chain.extend(user);
         let queues = config
             .queues
@@ -183,6 +190,7 @@ impl Worker {
         Ok(Worker {
             scheduler,
             rt: Arc::new(Runtime {
+                rate_limit,
                 client,
                 identity,
                 config,
@@ -604,7 +612,10 @@ async fn settle_failure(
     counter: &str,
 ) {
     let now = chrono_now_ms();
-    job.record_failure(kind, message, now);
+    // A snooze (rate limited) is not an attempt: nothing is recorded against the job.
+    if !matches!(failed, Failed::Snooze(_)) {
+        job.record_failure(kind, message, now);
+    }
     let settle = decide(&job, &failed, now, rand::rng().random::<f64>());
     apply(rt, qi, lease, &job, &settle, counter).await;
 }
@@ -718,6 +729,9 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
         };
         if let Err(e) = admin.beat(&record).await {
             tracing::warn!(error = %e, "worker heartbeat record failed");
+        }
+        if let Some(r) = &rt.rate_limit {
+            r.flush().await;
         }
         for q in &rt.queues {
             let held = q.held();

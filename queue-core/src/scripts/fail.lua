@@ -20,7 +20,7 @@
 -- KEYS[16] the job's idempotency key (optional)
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
--- ARGV[3]  action: retry | dead | discard
+-- ARGV[3]  action: retry | dead | discard | snooze (not an attempt: back to scheduled)
 -- ARGV[4]  retry: run-at in ms (0 = at once; later goes to the retry set)
 -- ARGV[5]  dead: how many dead jobs to keep
 -- ARGV[6]  dead: how long to keep them, in ms (0 = no age limit)
@@ -36,7 +36,7 @@
 local lease, member, action = ARGV[1], ARGV[2], ARGV[3]
 local at, keep, age = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local keep_done, age_done = tonumber(ARGV[10]), tonumber(ARGV[11])
-if action ~= 'retry' and action ~= 'dead' and action ~= 'discard' then
+if action ~= 'retry' and action ~= 'dead' and action ~= 'discard' and action ~= 'snooze' then
   return fail('unknown action ' .. tostring(action))
 end
 if not at or not keep or not age or not keep_done or not age_done or #member < 29 then
@@ -53,6 +53,14 @@ end
 local now = now_ms()
 redis.call('ZREM', KEYS[1], lease)
 redis.call('HDEL', KEYS[2], id)
+if action == 'snooze' then
+  -- The job could not run yet (rate limited): it waits, and no attempt is counted.
+  redis.call('ZADD', KEYS[4], at, member)
+  redis.call('HINCRBY', KEYS[7], 'snoozed', 1)
+  wake(KEYS[8])
+  emit(KEYS[14], KEYS[15], 'snoozed', {id}, now, ARGV[12])
+  return 1
+end
 redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
 count(KEYS[13], 'f', 1, now)
 emit(KEYS[14], KEYS[15], 'failed', {id}, now, ARGV[12])

@@ -1,11 +1,13 @@
 //! Middlewares wrap every handler call, tower-style: each gets the request and the rest of the
 //! chain (`next`), and may act before, after or instead of it.
 //!
-//! Order, outermost first: [`Trace`] (a span per job), [`CatchPanic`] (a panic becomes a failed
-//! attempt), [`Timeout`] (the job's per-attempt timeout), then user middlewares in the order they
-//! were added, then the handler. Later built-ins (cache, rate limit) are user-position layers.
+//! Order, outermost first: [`Trace`] (a span per job), [`RateLimit`] (jobs declared with a
+//! `rate_limit` wait for their turn), [`CatchPanic`] (a panic becomes a failed attempt),
+//! [`Timeout`] (the job's per-attempt timeout), then user middlewares in the order they were
+//! added, then the handler.
 
 mod catch_panic;
+mod rate_limit;
 mod timeout;
 mod trace;
 
@@ -15,6 +17,7 @@ use futures_util::future::BoxFuture;
 use queue_core::{HandlerFn, Job, JobContext, JobError};
 
 pub use catch_panic::CatchPanic;
+pub use rate_limit::RateLimit;
 pub use timeout::Timeout;
 pub use trace::Trace;
 
