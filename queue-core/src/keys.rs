@@ -170,6 +170,18 @@ impl NamespaceKeys {
     pub fn schedules(&self) -> String {
         format!("{}:schedules", self.namespace)
     }
+    /// Hash of one session, named by the SHA-256 of its id (hex): the id itself is never stored.
+    pub fn session(&self, id_hash: &str) -> String {
+        format!("{}:session:{id_hash}", self.namespace)
+    }
+    /// Set of the session hashes of one user ("log out everywhere").
+    pub fn user_sessions(&self, user: &str) -> String {
+        format!("{}:session:user:{user}", self.namespace)
+    }
+    /// Pattern matching every user index (for the maintenance task's SCAN).
+    pub fn user_sessions_pattern(&self) -> String {
+        format!("{}:session:user:*", self.namespace)
+    }
     /// Sorted set of worker ids (score = last heartbeat, ms).
     pub fn workers(&self) -> String {
         format!("{}:workers", self.namespace)

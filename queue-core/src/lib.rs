@@ -18,6 +18,7 @@ mod rate_limit;
 mod registry;
 mod scripts;
 mod server;
+mod session;
 
 pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
 pub use client::{
@@ -47,6 +48,7 @@ pub use registry::{
     JobRegistration, JobType,
 };
 pub use server::{RedisServer, RedisServerOptions};
+pub use session::{Session, SessionConfig, SessionId, SessionInfo, Sessions, Update};
 
 #[doc(hidden)]
 pub use registry::__private;

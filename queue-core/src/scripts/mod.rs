@@ -56,6 +56,11 @@ scripts! {
     // limit of a request atomically.
     rate_limit => ["rate/sliding_log.lua", "rate/sliding_counter.lua", "rate/gcra.lua", "rate/check.lua"],
     rate_block => ["rate/block.lua"],
+    session_create => ["session/create.lua"],
+    session_get => ["session/get.lua"],
+    session_write => ["session/write.lua"],
+    session_rotate => ["session/rotate.lua"],
+    session_destroy => ["session/destroy.lua"],
 }
 
 /// The scripts, compiled into the binary once.
