@@ -201,11 +201,14 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }
 
+/// A predicate on the subject: true skips the check.
+type BypassRule = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Who skips the check entirely.
 #[derive(Default)]
 pub struct Bypass {
     keys: HashSet<String>,
-    rule: Option<Box<dyn Fn(&str) -> bool + Send + Sync>>,
+    rule: Option<BypassRule>,
 }
 
 impl std::fmt::Debug for Bypass {
