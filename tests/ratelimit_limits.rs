@@ -116,7 +116,7 @@ async fn gcra_never_admits_more_than_max_plus_burst_minus_one_in_any_window() {
             admitted.len()
         );
         assert!(
-            worst as u64 < 100 + burst,
+            (worst as u64) < 100 + burst,
             "burst {burst}: {worst} in one window"
         );
         // Requests are also spaced: never more than `burst` within one emission interval.
