@@ -11,6 +11,8 @@ mod codec;
 mod cron;
 mod error;
 mod events;
+#[cfg(feature = "axum")]
+mod http;
 mod job;
 mod keys;
 mod lifecycle;
@@ -31,6 +33,8 @@ pub use cron::{
 };
 pub use error::{redact, Error, Result};
 pub use events::{gaps, Event, EventBus, Gap, Lifecycle, LifecycleEvent, Subscription};
+#[cfg(feature = "axum")]
+pub use http::{KeyBy, RateLimitLayer, RateLimitService, RedisSessionStore};
 pub use job::{
     Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
