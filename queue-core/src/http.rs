@@ -14,6 +14,9 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use crate::client::Client;
 use crate::rate_limit::{Decision, RateLimiter};
 
+/// Computes a request's subject.
+pub type SubjectFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
 /// How a request is mapped to the subject whose limits apply.
 #[derive(Clone)]
 pub enum KeyBy {
@@ -24,7 +27,7 @@ pub enum KeyBy {
     /// share the subject `anonymous`.
     Header(HeaderName),
     /// Anything computed from the request (a user id from an extension...).
-    Custom(Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>),
+    Custom(SubjectFn),
 }
 
 impl std::fmt::Debug for KeyBy {
