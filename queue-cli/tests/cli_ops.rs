@@ -744,3 +744,30 @@ async fn events_are_shown_with_their_gaps() {
         "lifecycle events of audit are off"
     );
 }
+
+#[tokio::test]
+async fn ratelimit_stats_show_allowed_and_rejected_per_limit() {
+    let server = RedisServer::start().expect("redis");
+    assert!(ok(&server, &["ratelimit", "stats"]).contains("no rate-limit metrics yet"));
+    let client = Client::connect(server.url()).await.expect("client");
+    let limiter = queue::core::RateLimiter::new(
+        client,
+        vec![queue::core::Limit::parse("3/1m")
+            .expect("limit")
+            .named("login")],
+    );
+    for _ in 0..5 {
+        limiter.check("user:1").await;
+    }
+    limiter.flush_metrics().await.expect("flush");
+    let rows = json(&ok(&server, &["ratelimit", "stats", "--json"]));
+    assert_eq!(
+        rows,
+        serde_json::json!([{ "limit": "login", "allowed": 3, "rejected": 2, "rejected_pct": 40.0 }])
+    );
+    let table = ok(&server, &["ratelimit", "stats"]);
+    assert!(
+        table.contains("login") && table.contains("40.0%"),
+        "{table}"
+    );
+}

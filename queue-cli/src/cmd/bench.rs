@@ -49,6 +49,15 @@ pub struct Args {
     /// Rate of the event-bus latency phase, events per second
     #[arg(long, default_value_t = 1000)]
     bus_rate: u64,
+    /// Length of each rate-limiter phase (one per algorithm, 64 concurrent callers), seconds
+    #[arg(long, default_value_t = 0)]
+    ratelimit_secs: u64,
+    /// Sessions to create (and read back) in the session phase (0 skips it)
+    #[arg(long, default_value_t = 0)]
+    sessions: u64,
+    /// Skip the job phases (run only the toolkit phases asked for)
+    #[arg(long)]
+    skip_jobs: bool,
     /// Only enqueue the jobs into `--queue` and leave them waiting.
     #[arg(long, requires = "queue")]
     enqueue_only: bool,
@@ -160,6 +169,30 @@ struct Results {
     event_bus_p99_ms: Option<f64>,
     event_bus_sent: u64,
     event_bus_received: u64,
+    ratelimit: Vec<RateRow>,
+    sessions: Option<SessionRow>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct RateRow {
+    algorithm: &'static str,
+    checks_per_sec: f64,
+    check_p50_ms: f64,
+    check_p99_ms: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct SessionRow {
+    sessions: u64,
+    /// Throughput with 64 concurrent callers.
+    creates_per_sec: f64,
+    gets_per_sec: f64,
+    /// Latencies of one caller, one request at a time.
+    create_p50_ms: f64,
+    create_p99_ms: f64,
+    get_p50_ms: f64,
+    get_p99_ms: f64,
+    bytes_per_session: f64,
 }
 
 /// Runs the benchmark against `--redis-url`, or a throwaway redis-server when none is given.
@@ -168,7 +201,7 @@ pub async fn run(
     out: crate::output::Out,
     args: Args,
 ) -> anyhow::Result<ExitCode> {
-    if args.jobs == 0 || args.concurrency == 0 || args.batch == 0 {
+    if (args.jobs == 0 && !args.skip_jobs) || args.concurrency == 0 || args.batch == 0 {
         bail!("--jobs, --concurrency and --batch must be positive");
     }
     let (_server, url) = match g.redis_url.clone() {
@@ -233,112 +266,127 @@ pub async fn run(
         life.set_enabled("bench-latency", true).await?;
     }
 
-    // Phase 1: enqueue, measuring memory per waiting job.
-    let drain_q = "bench";
-    let s0 = snap(&mut raw).await?;
-    let t0 = Instant::now();
-    enqueue(&client, drain_q, args.jobs, args.batch).await?;
-    let enqueue_secs = t0.elapsed().as_secs_f64();
-    let s1 = snap(&mut raw).await?;
-    r.enqueue_jobs_per_sec = round(args.jobs as f64 / enqueue_secs);
-    r.bytes_per_waiting_job = round(s1.memory.saturating_sub(s0.memory) as f64 / args.jobs as f64);
-    r.enqueue_redis_cpu_us_per_job = round((s1.cpu - s0.cpu) * 1e6 / args.jobs as f64);
+    // The job phases; `--skip-jobs` runs only the toolkit phases.
+    'jobs: {
+        if args.skip_jobs {
+            break 'jobs;
+        }
+        // Phase 1: enqueue, measuring memory per waiting job.
+        let drain_q = "bench";
+        let s0 = snap(&mut raw).await?;
+        let t0 = Instant::now();
+        enqueue(&client, drain_q, args.jobs, args.batch).await?;
+        let enqueue_secs = t0.elapsed().as_secs_f64();
+        let s1 = snap(&mut raw).await?;
+        r.enqueue_jobs_per_sec = round(args.jobs as f64 / enqueue_secs);
+        r.bytes_per_waiting_job =
+            round(s1.memory.saturating_sub(s0.memory) as f64 / args.jobs as f64);
+        r.enqueue_redis_cpu_us_per_job = round((s1.cpu - s0.cpu) * 1e6 / args.jobs as f64);
 
-    // Phase 2: drain with a no-op handler.
-    let retention = Retention {
-        completed_count: args.keep_completed,
-        ..Retention::default()
-    };
-    let worker = WorkerBuilder::with_client(client.clone())
-        .queue(drain_q, 1)
-        .concurrency(args.concurrency)
-        .retention(retention)
-        .build()
-        .await?;
-    let keys = client.keys(drain_q)?;
-    let s2 = snap(&mut raw).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let t1 = Instant::now();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stop_rx.await;
-    }));
-    wait_completed(&mut raw, &keys.stats(), args.jobs, Duration::from_secs(600)).await?;
-    let process_secs = t1.elapsed().as_secs_f64();
-    let s3 = snap(&mut raw).await?;
-    let _ = stop_tx.send(());
-    running.await??;
-    r.process_jobs_per_sec = round(args.jobs as f64 / process_secs);
-    r.process_redis_cpu_us_per_job = round((s3.cpu - s2.cpu) * 1e6 / args.jobs as f64);
-    r.redis_cpu_us_per_job = round(r.enqueue_redis_cpu_us_per_job + r.process_redis_cpu_us_per_job);
-    // The completion poll below adds a few commands; they are counted, which only hurts us.
-    r.redis_cmds_per_job =
-        round(((s1.calls - s0.calls) + (s3.calls - s2.calls)) as f64 / args.jobs as f64);
-
-    // Phase 3: enqueue-to-start latency at a steady rate, single-job enqueues.
-    if args.latency_secs > 0 && args.rate > 0 {
-        let lat_q = "bench-latency";
+        // Phase 2: drain with a no-op handler.
+        let retention = Retention {
+            completed_count: args.keep_completed,
+            ..Retention::default()
+        };
         let worker = WorkerBuilder::with_client(client.clone())
-            .queue(lat_q, 1)
-            .concurrency(args.latency_concurrency)
-            .retention(Retention::default().remove_on_complete())
+            .queue(drain_q, 1)
+            .concurrency(args.concurrency)
+            .retention(retention)
             .build()
             .await?;
+        let keys = client.keys(drain_q)?;
+        let s2 = snap(&mut raw).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let t1 = Instant::now();
         let running = tokio::spawn(worker.run(async move {
             let _ = stop_rx.await;
         }));
-        // Let the worker go idle first, as in the peer benchmark.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        RECORD_LATENCY.store(true, Ordering::Relaxed);
-        let n = args.rate * args.latency_secs;
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        let mut inflight = tokio::task::JoinSet::new();
-        while sent < n {
-            tick.tick().await;
-            let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as u64).min(n);
-            while sent < due {
-                let c = client.clone();
-                let i = sent;
-                inflight.spawn(async move {
-                    c.enqueue_job(NewJob::of::<noop>(&payload(i))?.queue(lat_q))
-                        .await
-                });
-                sent += 1;
-            }
-            while let Some(res) = inflight.try_join_next() {
-                res??;
-            }
-        }
-        while let Some(res) = inflight.join_next().await {
-            res??;
-        }
-        let lk = client.keys(lat_q)?;
-        wait_completed(
-            &mut raw,
-            &lk.stats(),
-            n,
-            Duration::from_secs(args.latency_secs + 60),
-        )
-        .await?;
-        RECORD_LATENCY.store(false, Ordering::Relaxed);
+        wait_completed(&mut raw, &keys.stats(), args.jobs, Duration::from_secs(600)).await?;
+        let process_secs = t1.elapsed().as_secs_f64();
+        let s3 = snap(&mut raw).await?;
         let _ = stop_tx.send(());
         running.await??;
-        let mut lat = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
-        lat.sort_by(|a, b| a.total_cmp(b));
-        let pct = |q: f64| {
-            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-                .map(|v| round3(*v))
-        };
-        r.latency_p50_ms = pct(0.5);
-        r.latency_p99_ms = pct(0.99);
-        r.latency_max_ms = lat.last().map(|v| round3(*v));
-        r.latency_jobs = lat.len() as u64;
-        cleanup(&mut raw, &lk).await?;
+        r.process_jobs_per_sec = round(args.jobs as f64 / process_secs);
+        r.process_redis_cpu_us_per_job = round((s3.cpu - s2.cpu) * 1e6 / args.jobs as f64);
+        r.redis_cpu_us_per_job =
+            round(r.enqueue_redis_cpu_us_per_job + r.process_redis_cpu_us_per_job);
+        // The completion poll below adds a few commands; they are counted, which only hurts us.
+        r.redis_cmds_per_job =
+            round(((s1.calls - s0.calls) + (s3.calls - s2.calls)) as f64 / args.jobs as f64);
+
+        // Phase 3: enqueue-to-start latency at a steady rate, single-job enqueues.
+        if args.latency_secs > 0 && args.rate > 0 {
+            let lat_q = "bench-latency";
+            let worker = WorkerBuilder::with_client(client.clone())
+                .queue(lat_q, 1)
+                .concurrency(args.latency_concurrency)
+                .retention(Retention::default().remove_on_complete())
+                .build()
+                .await?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let running = tokio::spawn(worker.run(async move {
+                let _ = stop_rx.await;
+            }));
+            // Let the worker go idle first, as in the peer benchmark.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            RECORD_LATENCY.store(true, Ordering::Relaxed);
+            let n = args.rate * args.latency_secs;
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut inflight = tokio::task::JoinSet::new();
+            while sent < n {
+                tick.tick().await;
+                let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as u64).min(n);
+                while sent < due {
+                    let c = client.clone();
+                    let i = sent;
+                    inflight.spawn(async move {
+                        c.enqueue_job(NewJob::of::<noop>(&payload(i))?.queue(lat_q))
+                            .await
+                    });
+                    sent += 1;
+                }
+                while let Some(res) = inflight.try_join_next() {
+                    res??;
+                }
+            }
+            while let Some(res) = inflight.join_next().await {
+                res??;
+            }
+            let lk = client.keys(lat_q)?;
+            wait_completed(
+                &mut raw,
+                &lk.stats(),
+                n,
+                Duration::from_secs(args.latency_secs + 60),
+            )
+            .await?;
+            RECORD_LATENCY.store(false, Ordering::Relaxed);
+            let _ = stop_tx.send(());
+            running.await??;
+            let mut lat = std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()));
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let pct = |q: f64| {
+                lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                    .map(|v| round3(*v))
+            };
+            r.latency_p50_ms = pct(0.5);
+            r.latency_p99_ms = pct(0.99);
+            r.latency_max_ms = lat.last().map(|v| round3(*v));
+            r.latency_jobs = lat.len() as u64;
+            cleanup(&mut raw, &lk).await?;
+        }
+        cleanup(&mut raw, &keys).await?;
     }
-    cleanup(&mut raw, &keys).await?;
+
+    if args.ratelimit_secs > 0 {
+        r.ratelimit = ratelimit_phase(&client, args.ratelimit_secs).await?;
+    }
+    if args.sessions > 0 {
+        r.sessions = Some(session_phase(&client, &mut raw, args.sessions).await?);
+    }
 
     if args.bus_secs > 0 && args.bus_rate > 0 {
         bus_latency(&client, args.bus_rate, args.bus_secs, &mut r).await?;
@@ -347,38 +395,60 @@ pub async fn run(
     if out.json {
         out.json(&r)?;
     } else {
-        println!(
-            "queue bench against Redis {} ({} jobs, ~100-byte payloads)",
-            r.redis_version, r.jobs
-        );
-        println!(
-            "  enqueue (batches of {}):       {:>10.0} jobs/s",
-            r.batch, r.enqueue_jobs_per_sec
-        );
-        println!(
-            "  drain (concurrency {}):        {:>10.0} jobs/s",
-            r.concurrency, r.process_jobs_per_sec
-        );
-        if let (Some(p50), Some(p99)) = (r.latency_p50_ms, r.latency_p99_ms) {
+        if !args.skip_jobs {
             println!(
-                "  enqueue-to-start at {}/s:     p50 {p50:.3} ms, p99 {p99:.3} ms",
-                args.rate
+                "queue bench against Redis {} ({} jobs, ~100-byte payloads)",
+                r.redis_version, r.jobs
             );
-        }
-        println!(
-            "  Redis memory per waiting job:  {:>10.1} bytes",
-            r.bytes_per_waiting_job
-        );
-        println!(
+            println!(
+                "  enqueue (batches of {}):       {:>10.0} jobs/s",
+                r.batch, r.enqueue_jobs_per_sec
+            );
+            println!(
+                "  drain (concurrency {}):        {:>10.0} jobs/s",
+                r.concurrency, r.process_jobs_per_sec
+            );
+            if let (Some(p50), Some(p99)) = (r.latency_p50_ms, r.latency_p99_ms) {
+                println!(
+                    "  enqueue-to-start at {}/s:     p50 {p50:.3} ms, p99 {p99:.3} ms",
+                    args.rate
+                );
+            }
+            println!(
+                "  Redis memory per waiting job:  {:>10.1} bytes",
+                r.bytes_per_waiting_job
+            );
+            println!(
             "  Redis CPU per job:             {:>10.1} us (enqueue {:.1} + fetch/complete {:.1})",
             r.redis_cpu_us_per_job, r.enqueue_redis_cpu_us_per_job, r.process_redis_cpu_us_per_job
         );
-        println!(
-            "  Redis commands per job:        {:>10.2}",
-            r.redis_cmds_per_job
-        );
+            println!(
+                "  Redis commands per job:        {:>10.2}",
+                r.redis_cmds_per_job
+            );
+        }
         if r.lifecycle_events {
             println!("  (lifecycle events on)");
+        }
+        for rl in &r.ratelimit {
+            println!(
+                "  rate limit ({}): {:.0} checks/s (64 callers), p50 {:.3} ms, p99 {:.3} ms (one caller)",
+                rl.algorithm, rl.checks_per_sec, rl.check_p50_ms, rl.check_p99_ms
+            );
+        }
+        if let Some(sr) = &r.sessions {
+            println!(
+                "  sessions ({}): create p50 {:.3} ms p99 {:.3} ms, get p50 {:.3} ms p99 {:.3} ms (one caller); \
+                 {:.0} creates/s, {:.0} gets/s (64 callers); {:.0} bytes each",
+                sr.sessions,
+                sr.create_p50_ms,
+                sr.create_p99_ms,
+                sr.get_p50_ms,
+                sr.get_p99_ms,
+                sr.creates_per_sec,
+                sr.gets_per_sec,
+                sr.bytes_per_session
+            );
         }
         if let (Some(p50), Some(p99)) = (r.event_bus_p50_ms, r.event_bus_p99_ms) {
             println!(
@@ -388,6 +458,185 @@ pub async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .map(|v| round3(*v))
+        .unwrap_or(0.0)
+}
+
+/// Each algorithm's check latency (one caller, one check at a time) and throughput (64
+/// concurrent callers), over 1,000 subjects with a limit of 1,000/s each: mostly admitted, as
+/// in normal API traffic.
+async fn ratelimit_phase(client: &Client, secs: u64) -> anyhow::Result<Vec<RateRow>> {
+    use queue::core::{Algorithm, Limit, RateLimiter};
+    let mut rows = Vec::new();
+    let algorithms = [
+        ("sliding_log", Algorithm::SlidingLog),
+        ("sliding_counter", Algorithm::SlidingCounter),
+        ("gcra", Algorithm::Gcra { burst: 100 }),
+    ];
+    for (name, algo) in algorithms {
+        let limit = Limit::parse("1000/s")?.algorithm(algo).named(name);
+        let limiter = RateLimiter::new(client.clone(), vec![limit]);
+        let mut one = Vec::with_capacity(2000);
+        for i in 0..2000u64 {
+            let t0 = Instant::now();
+            limiter.check(&format!("bench-solo-{}", i % 1000)).await;
+            one.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        one.sort_by(|a, b| a.total_cmp(b));
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(secs);
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..64u64 {
+            let l = limiter.clone();
+            tasks.spawn(async move {
+                let mut n = 0u64;
+                let mut i = t;
+                while Instant::now() < deadline {
+                    l.check(&format!("bench-subject-{}", i % 1000)).await;
+                    n += 1;
+                    i += 64;
+                }
+                n
+            });
+        }
+        let mut checks = 0;
+        while let Some(r) = tasks.join_next().await {
+            checks += r?;
+        }
+        rows.push(RateRow {
+            algorithm: name,
+            checks_per_sec: round(checks as f64 / start.elapsed().as_secs_f64()),
+            check_p50_ms: percentile(&one, 0.5),
+            check_p99_ms: percentile(&one, 0.99),
+        });
+    }
+    Ok(rows)
+}
+
+fn session_data(i: u64) -> [(String, serde_json::Value); 2] {
+    [
+        ("user_id".to_string(), serde_json::json!(i)),
+        ("role".to_string(), serde_json::json!("member")),
+    ]
+}
+
+/// Sessions: create and get latency of one caller (one request at a time, 2,000 of each), then
+/// throughput with 64 concurrent callers up to `n` sessions, Redis bytes per session, and
+/// cleanup.
+async fn session_phase(
+    client: &Client,
+    raw: &mut redis::aio::MultiplexedConnection,
+    n: u64,
+) -> anyhow::Result<SessionRow> {
+    use queue::core::Sessions;
+    let sessions = Sessions::new(client.clone())?;
+    let m0 = snap(raw).await?.memory;
+    let solo = n.min(2000);
+    let mut create_one = Vec::with_capacity(solo as usize);
+    let mut ids = Vec::with_capacity(n as usize);
+    for i in 0..solo {
+        let t0 = Instant::now();
+        let (id, _) = sessions.create(None, session_data(i)).await?;
+        create_one.push(t0.elapsed().as_secs_f64() * 1000.0);
+        ids.push(id.expose().to_string());
+    }
+    let mut get_one = Vec::with_capacity(solo as usize);
+    for id in &ids {
+        let t0 = Instant::now();
+        sessions.get(id).await?;
+        get_one.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    create_one.sort_by(|a, b| a.total_cmp(b));
+    get_one.sort_by(|a, b| a.total_cmp(b));
+
+    let bulk = n - solo;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per = bulk.div_ceil(64);
+    for t in 0..64u64 {
+        let s = sessions.clone();
+        let count = per.min(bulk.saturating_sub(t * per));
+        tasks.spawn(async move {
+            let mut made = Vec::with_capacity(count as usize);
+            for i in 0..count {
+                made.push(
+                    s.create(None, session_data(t * per + i))
+                        .await?
+                        .0
+                        .expose()
+                        .to_string(),
+                );
+            }
+            Ok::<_, queue::Error>(made)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        ids.extend(r??);
+    }
+    let creates_per_sec = round(bulk as f64 / start.elapsed().as_secs_f64().max(1e-9));
+    let m1 = snap(raw).await?.memory;
+
+    let sample: Vec<String> = ids
+        .iter()
+        .step_by((ids.len() / 100_000).max(1))
+        .cloned()
+        .collect();
+    let sample = std::sync::Arc::new(sample);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..64usize {
+        let s = sessions.clone();
+        let sample = sample.clone();
+        tasks.spawn(async move {
+            for id in sample.iter().skip(t).step_by(64) {
+                s.get(id).await?;
+            }
+            Ok::<_, queue::Error>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let gets_per_sec = round(sample.len() as f64 / start.elapsed().as_secs_f64().max(1e-9));
+
+    // Remove what the phase created (its own namespace; SCAN, never KEYS).
+    let pattern = format!("{}:session:*", client.config().namespace);
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(raw)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(raw)
+                .await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(SessionRow {
+        sessions: n,
+        creates_per_sec,
+        gets_per_sec,
+        create_p50_ms: percentile(&create_one, 0.5),
+        create_p99_ms: percentile(&create_one, 0.99),
+        get_p50_ms: percentile(&get_one, 0.5),
+        get_p99_ms: percentile(&get_one, 0.99),
+        bytes_per_session: round(m1.saturating_sub(m0) as f64 / n as f64),
+    })
 }
 
 /// Publish-to-receive latency of the event bus at a steady rate: one subscriber, one publisher.

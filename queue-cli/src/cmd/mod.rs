@@ -8,5 +8,6 @@ pub mod health;
 pub mod job;
 pub mod jobs;
 pub mod queue;
+pub mod ratelimit;
 pub mod stats;
 pub mod workers;
