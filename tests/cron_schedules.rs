@@ -244,6 +244,18 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
         .expect("complete");
     assert_eq!(client.counts("idle").await.expect("counts").completed, 20);
 
+    // A user index pointing at a session that expired.
+    let sessions = queue::core::Sessions::with_config(
+        client.clone(),
+        queue::core::SessionConfig {
+            idle: Duration::from_millis(50),
+            absolute: Duration::from_secs(60),
+        },
+    )
+    .expect("sessions");
+    sessions.create(Some("zoe"), []).await.expect("create");
+    let raw = env.raw().await;
+    let index = client.namespace_keys().expect("ns").user_sessions("zoe");
     let ran = std::sync::Arc::new(AtomicU32::new(0));
     let seen = ran.clone();
     let retention = Retention {
@@ -271,6 +283,23 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
                 .map(|c| c.completed == 5)
                 .unwrap_or(false)
                 && ran.load(Ordering::SeqCst) >= 1
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the expired session's index entry to be pruned",
+        || {
+            let mut raw = raw.clone();
+            let index = index.clone();
+            async move {
+                redis::cmd("SCARD")
+                    .arg(&index)
+                    .query_async::<u64>(&mut raw)
+                    .await
+                    .unwrap_or(1)
+                    == 0
+            }
         },
     )
     .await;

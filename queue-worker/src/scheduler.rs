@@ -101,7 +101,7 @@ impl Scheduler {
     }
 
     /// Trims every queue's retained jobs by count and age (queues that are idle never reach the
-    /// trimming done on completion), then runs the registered tasks.
+    /// trimming done on completion), prunes session indexes, then runs the registered tasks.
     async fn maintain(&self) {
         let admin = Admin::new(self.client.clone());
         match admin.queues().await {
@@ -113,6 +113,15 @@ impl Scheduler {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "maintenance cannot list queues"),
+        }
+        // Expired sessions vanish by TTL; their users' indexes are pruned here.
+        match queue_core::Sessions::new(self.client.clone()) {
+            Ok(sessions) => {
+                if let Err(e) = sessions.cleanup().await {
+                    tracing::warn!(error = %e, "maintenance: session index cleanup failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance: sessions unavailable"),
         }
         for (name, task) in &self.tasks {
             tracing::debug!(task = %name, "maintenance task");
