@@ -6,6 +6,7 @@
 //! named only in `codec.rs`.
 
 mod admin;
+mod cache;
 mod client;
 mod codec;
 mod cron;
@@ -23,6 +24,7 @@ mod server;
 mod session;
 
 pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
+pub use cache::{cache_stats, Cache, CacheKey, CachePolicy, CacheStats};
 pub use client::{
     Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
 };

@@ -61,6 +61,7 @@ scripts! {
     session_write => ["session/write.lua"],
     session_rotate => ["session/rotate.lua"],
     session_destroy => ["session/destroy.lua"],
+    cache_unlock => ["cache_unlock.lua"],
 }
 
 /// The scripts, compiled into the binary once.
