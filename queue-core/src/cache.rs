@@ -153,6 +153,11 @@ impl CacheKey {
     }
 }
 
+/// SHA-256 of `bytes`, hex: a stable key part for arguments of any size.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    crate::session::hash_hex(bytes)
+}
+
 fn clean(ns: String) -> String {
     ns.replace(['{', '}'], "_")
 }

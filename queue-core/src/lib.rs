@@ -24,7 +24,7 @@ mod server;
 mod session;
 
 pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
-pub use cache::{cache_stats, Cache, CacheKey, CachePolicy, CacheStats};
+pub use cache::{cache_stats, hash_bytes, Cache, CacheKey, CachePolicy, CacheStats};
 pub use client::{
     Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
 };

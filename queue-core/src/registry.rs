@@ -192,6 +192,8 @@ pub struct JobRegistration {
     /// The rate limit declared with `#[job(rate_limit = "100/1m", rate_key = "...")]`: the
     /// limit and the key (default: the job name).
     pub rate_limit: Option<(&'static str, &'static str)>,
+    /// The result cache declared with `#[job(cache_ttl = "5m")]`, in milliseconds.
+    pub cache_ttl_ms: Option<u64>,
     /// The schedule declared with `#[job(cron = "...")]`, if any.
     pub schedule: Option<fn() -> crate::error::Result<crate::cron::Schedule>>,
 }

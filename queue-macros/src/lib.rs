@@ -45,6 +45,7 @@ struct Attrs {
     cron_tz: Option<LitStr>,
     rate_limit: Option<LitStr>,
     rate_key: Option<LitStr>,
+    cache_ttl: Option<u64>,
     krate: Option<Path>,
 }
 
@@ -167,6 +168,7 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
             "backoff_fixed" => out.backoff_fixed = dur(errors),
             "timeout" => out.timeout = dur(errors),
             "unique_for" => out.unique_for = dur(errors),
+            "cache_ttl" => out.cache_ttl = dur(errors),
             "cron" | "cron_tz" => match lit_str(v) {
                 Some(s) if !s.value().trim().is_empty() => {
                     if key == "cron" { out.cron = Some(s) } else { out.cron_tz = Some(s) }
@@ -187,7 +189,7 @@ fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {
             },
             _ => errors.push(syn::Error::new(
                 nv.path.span(),
-                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, cron, cron_tz, rate_limit, rate_key, crate"),
+                format!("unknown attribute `{key}`; expected one of: name, queue, priority, max_attempts, backoff, backoff_max, backoff_fixed, timeout, unique_for, cron, cron_tz, rate_limit, rate_key, cache_ttl, crate"),
             )),
         }
     }
@@ -336,6 +338,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         }
         None => quote!(::core::option::Option::None),
     };
+    let cache_ttl = opt(attrs.cache_ttl.map(|v| quote!(#v)));
     let doc = format!("The `{}` job (see [`{ident}()`](fn@{ident})): enqueue it with `client.enqueue::<{ident}>(&args)`.", name.value());
 
     Ok(quote_spanned! {Span::call_site()=>
@@ -379,6 +382,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                     schedule: #schedule,
                     rate_limit: #rate_limit,
+                    cache_ttl_ms: #cache_ttl,
                 }
             }
         };

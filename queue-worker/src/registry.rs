@@ -70,6 +70,17 @@ impl Registry {
         Ok(out)
     }
 
+    /// Result caches declared with `#[job(cache_ttl = ...)]`: (job, TTL in ms).
+    pub fn cache_ttls(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .jobs
+            .values()
+            .filter_map(|r| r.cache_ttl_ms.map(|t| (r.name, t)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Rate limits declared with `#[job(rate_limit = ...)]`: (job, limit, key).
     pub fn rate_limits(&self) -> Vec<(&'static str, &'static str, &'static str)> {
         let mut v: Vec<_> = self

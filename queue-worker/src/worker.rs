@@ -120,6 +120,7 @@ impl QueueState {
 struct Runtime {
     client: Client,
     rate_limit: Option<Arc<crate::middleware::RateLimit>>,
+    result_cache: Option<Arc<crate::middleware::ResultCache>>,
     /// This worker's heartbeat record (`queue workers` reads it).
     identity: WorkerInfo,
     config: WorkerConfig,
@@ -146,7 +147,12 @@ impl Worker {
     ) -> Result<Worker> {
         let rate_limit =
             crate::middleware::RateLimit::new(&client, registry.rate_limits())?.map(Arc::new);
+        let result_cache =
+            crate::middleware::ResultCache::new(&client, registry.cache_ttls()).map(Arc::new);
         let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace)];
+        if let Some(c) = &result_cache {
+            chain.push(c.clone());
+        }
         if let Some(r) = &rate_limit {
             chain.push(r.clone());
         }
@@ -191,6 +197,7 @@ impl Worker {
             scheduler,
             rt: Arc::new(Runtime {
                 rate_limit,
+                result_cache,
                 client,
                 identity,
                 config,
@@ -327,6 +334,13 @@ impl Worker {
         }
         let _ = final_tx.send(true);
         let _ = heartbeat.await;
+        // Metrics counted since the last heartbeat are not lost at shutdown.
+        if let Some(r) = &rt.rate_limit {
+            r.flush().await;
+        }
+        if let Some(c) = &rt.result_cache {
+            c.flush().await;
+        }
         if let Err(e) = Admin::new(rt.client.clone()).retire(&rt.identity.id).await {
             tracing::warn!(error = %e, "could not remove this worker's heartbeat record; it ages out");
         }
@@ -732,6 +746,9 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
         }
         if let Some(r) = &rt.rate_limit {
             r.flush().await;
+        }
+        if let Some(c) = &rt.result_cache {
+            c.flush().await;
         }
         for q in &rt.queues {
             let held = q.held();

@@ -1,11 +1,13 @@
 //! Middlewares wrap every handler call, tower-style: each gets the request and the rest of the
 //! chain (`next`), and may act before, after or instead of it.
 //!
-//! Order, outermost first: [`Trace`] (a span per job), [`RateLimit`] (jobs declared with a
+//! Order, outermost first: [`Trace`] (a span per job), [`ResultCache`] (jobs declared with a
+//! `cache_ttl` answer from the cache when they can), [`RateLimit`] (jobs declared with a
 //! `rate_limit` wait for their turn), [`CatchPanic`] (a panic becomes a failed attempt),
 //! [`Timeout`] (the job's per-attempt timeout), then user middlewares in the order they were
 //! added, then the handler.
 
+mod cache;
 mod catch_panic;
 mod rate_limit;
 mod timeout;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use queue_core::{HandlerFn, Job, JobContext, JobError};
 
+pub use cache::ResultCache;
 pub use catch_panic::CatchPanic;
 pub use rate_limit::RateLimit;
 pub use timeout::Timeout;
