@@ -74,6 +74,9 @@ enum Command {
     Workers,
     /// Lifecycle events of a queue's jobs (enqueued, started, completed, failed, retrying, dead)
     Events(cmd::events::Args),
+    /// Cache metrics: hits, misses, loads and invalidations per policy
+    #[command(subcommand)]
+    Cache(cmd::cache::Command),
     /// Rate-limit metrics: allowed and rejected per limit
     #[command(subcommand)]
     Ratelimit(cmd::ratelimit::Command),
@@ -157,6 +160,7 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Cron(c) => cmd::cron::run(&g, out, c).await,
             Command::Events(a) => cmd::events::run(&g, out, a).await,
             Command::Ratelimit(c) => cmd::ratelimit::run(&g, out, c).await,
+            Command::Cache(c) => cmd::cache::run(&g, out, c).await,
             Command::Health(a) => cmd::health::run(&g, out, a).await,
             Command::Bench(a) => cmd::bench::run(&g, out, a).await,
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),

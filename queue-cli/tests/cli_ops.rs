@@ -771,3 +771,33 @@ async fn ratelimit_stats_show_allowed_and_rejected_per_limit() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn cache_stats_show_hits_misses_and_loads_per_policy() {
+    let server = RedisServer::start().expect("redis");
+    assert!(ok(&server, &["cache", "stats"]).contains("no cache metrics yet"));
+    let client = Client::connect(server.url()).await.expect("client");
+    let cache = queue::core::Cache::new(client);
+    let policy = queue::core::CachePolicy::query_results();
+    for _ in 0..4 {
+        cache
+            .get_or_load(&queue::core::CacheKey::new("p", "1"), &policy, || async {
+                Ok::<_, String>(Some(1u32))
+            })
+            .await
+            .expect("load");
+    }
+    cache.flush_stats().await.expect("flush");
+    let rows = json(&ok(&server, &["cache", "stats", "--json"]));
+    assert_eq!(rows[0]["policy"], "query_results");
+    assert_eq!(
+        (
+            rows[0]["hits"].as_u64(),
+            rows[0]["misses"].as_u64(),
+            rows[0]["loads"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1))
+    );
+    assert_eq!(rows[0]["hit_ratio"], 0.75);
+    assert!(ok(&server, &["cache", "stats"]).contains("75.0%"));
+}

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod bench;
+pub mod cache;
 pub mod cron;
 pub mod enqueue;
 pub mod events;
