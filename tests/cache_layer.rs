@@ -356,3 +356,43 @@ async fn batches_warming_refresh_ahead_and_shared_stats() {
         "{shared:?}"
     );
 }
+
+#[tokio::test]
+async fn invalidation_latency_across_instances() {
+    let env = Env::start().await;
+    let a = Cache::with_l1(env.client.clone(), 1000, Duration::from_secs(60))
+        .await
+        .expect("l1");
+    let b = Cache::with_l1(
+        queue::Client::connect(env.url()).await.expect("client"),
+        1000,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("l1");
+    let policy = CachePolicy::query_results();
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let k = CacheKey::new("lat", i.to_string());
+        a.set(&k, &policy, &i, &[]).await.expect("set");
+        assert!(b.get::<u32>(&k).await.expect("get").is_some());
+        let t0 = Instant::now();
+        a.delete(std::slice::from_ref(&k)).await.expect("delete");
+        // Poll b's view (its L1 first): the moment it stops serving the value.
+        while b.get::<u32>(&k).await.expect("get").is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "invalidation never arrived"
+            );
+            tokio::task::yield_now().await;
+        }
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+    println!(
+        "invalidation visible on another instance: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        lat[lat.len() - 1]
+    );
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}

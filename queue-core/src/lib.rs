@@ -7,6 +7,8 @@
 
 mod admin;
 mod cache;
+#[cfg(feature = "sqlx")]
+mod cache_sqlx;
 mod client;
 mod codec;
 mod cron;
@@ -25,6 +27,8 @@ mod session;
 
 pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
 pub use cache::{cache_stats, hash_bytes, Cache, CacheKey, CachePolicy, CacheStats};
+#[cfg(feature = "sqlx")]
+pub use cache_sqlx::SqlParam;
 pub use client::{
     Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
 };
