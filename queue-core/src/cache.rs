@@ -736,20 +736,10 @@ impl Cache {
             full: full.clone(),
         };
         // Across processes: a short Redis lock.
-        let token = format!("{}:{}", self.inner.instance, rand::random::<u64>());
-        let lock = self.lock_key(key);
+        let (lock, token) = self.lock_names(key);
         let deadline = Instant::now() + self.inner.lock_ttl;
         loop {
-            let got: Option<String> = redis::cmd("SET")
-                .arg(&lock)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(self.inner.lock_ttl.as_millis() as u64)
-                .query_async(&mut self.inner.client.con())
-                .await
-                .map_err(Error::redis(self.inner.client.url()))?;
-            if got.is_some() {
+            if self.try_lock(&lock, &token).await? {
                 // Someone may have filled it between our miss and our lock.
                 if self.read(key).await?.is_some() {
                     self.unlock(&lock, &token).await;
@@ -805,23 +795,39 @@ impl Cache {
             cache: self.clone(),
             full,
         };
-        let token = format!("{}:{}", self.inner.instance, rand::random::<u64>());
-        let lock = self.lock_key(key);
+        let (lock, token) = self.lock_names(key);
+        if !self.try_lock(&lock, &token).await? {
+            return Ok(None);
+        }
+        Ok(Some(FillGuard {
+            cache: self.clone(),
+            lock,
+            token,
+            _local: local,
+        }))
+    }
+
+    /// The key's fill lock and a token unique to this attempt.
+    fn lock_names(&self, key: &CacheKey) -> (String, String) {
+        (
+            self.lock_key(key),
+            format!("{}:{}", self.inner.instance, rand::random::<u64>()),
+        )
+    }
+
+    /// Takes the fill lock if it is free (`SET NX PX`, expiring after the lock TTL so a dead
+    /// holder never blocks the key for longer).
+    async fn try_lock(&self, lock: &str, token: &str) -> Result<bool> {
         let got: Option<String> = redis::cmd("SET")
-            .arg(&lock)
-            .arg(&token)
+            .arg(lock)
+            .arg(token)
             .arg("NX")
             .arg("PX")
             .arg(self.inner.lock_ttl.as_millis() as u64)
             .query_async(&mut self.inner.client.con())
             .await
             .map_err(Error::redis(self.inner.client.url()))?;
-        Ok(got.map(|_| FillGuard {
-            cache: self.clone(),
-            lock,
-            token,
-            _local: local,
-        }))
+        Ok(got.is_some())
     }
 
     /// Deletes `keys` everywhere (Redis and every instance's L1).
