@@ -43,6 +43,10 @@ pub struct Args {
     /// Turn lifecycle events on for the benchmark's queues (to measure what they cost)
     #[arg(long)]
     events: bool,
+    /// Length of the delayed-jobs phase, seconds: 100 jobs/s, each due 200 ms after its
+    /// enqueue; measures how late after its due time each starts (0 skips it)
+    #[arg(long, default_value_t = 0)]
+    delayed_secs: u64,
     /// Length of the event-bus latency phase, seconds (0 skips it)
     #[arg(long, default_value_t = 0)]
     bus_secs: u64,
@@ -159,6 +163,10 @@ struct Results {
     latency_p99_ms: Option<f64>,
     latency_max_ms: Option<f64>,
     latency_jobs: u64,
+    delayed_late_p50_ms: Option<f64>,
+    delayed_late_p99_ms: Option<f64>,
+    delayed_late_min_ms: Option<f64>,
+    delayed_jobs: u64,
     bytes_per_waiting_job: f64,
     redis_cpu_us_per_job: f64,
     redis_cmds_per_job: f64,
@@ -388,6 +396,9 @@ pub async fn run(
         r.sessions = Some(session_phase(&client, &mut raw, args.sessions).await?);
     }
 
+    if args.delayed_secs > 0 {
+        delayed_phase(&client, &mut raw, args.delayed_secs, &mut r).await?;
+    }
     if args.bus_secs > 0 && args.bus_rate > 0 {
         bus_latency(&client, args.bus_rate, args.bus_secs, &mut r).await?;
     }
@@ -448,6 +459,13 @@ pub async fn run(
                 sr.creates_per_sec,
                 sr.gets_per_sec,
                 sr.bytes_per_session
+            );
+        }
+        if let (Some(p50), Some(p99)) = (r.delayed_late_p50_ms, r.delayed_late_p99_ms) {
+            println!(
+                "  delayed jobs ({}): start p50 {p50:.3} ms, p99 {p99:.3} ms after due (earliest {:.3} ms)",
+                r.delayed_jobs,
+                r.delayed_late_min_ms.unwrap_or(0.0)
             );
         }
         if let (Some(p50), Some(p99)) = (r.event_bus_p50_ms, r.event_bus_p99_ms) {
@@ -637,6 +655,55 @@ async fn session_phase(
         get_p99_ms: percentile(&get_one, 0.99),
         bytes_per_session: round(m1.saturating_sub(m0) as f64 / n as f64),
     })
+}
+
+/// How late delayed jobs start after their due time: 100 jobs/s, each due 200 ms after it was
+/// enqueued, an idle worker of concurrency 10. The job records its start minus its enqueue time.
+async fn delayed_phase(
+    client: &Client,
+    raw: &mut redis::aio::MultiplexedConnection,
+    secs: u64,
+    r: &mut Results,
+) -> anyhow::Result<()> {
+    const DELAY: Duration = Duration::from_millis(200);
+    let q = "bench-delayed";
+    let worker = WorkerBuilder::with_client(client.clone())
+        .queue(q, 1)
+        .concurrency(10)
+        .retention(Retention::default().remove_on_complete())
+        .build()
+        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    LATENCIES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    RECORD_LATENCY.store(true, Ordering::Relaxed);
+    let n = 100 * secs;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..n {
+        tick.tick().await;
+        client
+            .enqueue_job(NewJob::of::<noop>(&payload(i))?.queue(q).delay(DELAY))
+            .await?;
+    }
+    let keys = client.keys(q)?;
+    wait_completed(raw, &keys.stats(), n, Duration::from_secs(secs + 60)).await?;
+    RECORD_LATENCY.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(());
+    running.await??;
+    let delay_ms = DELAY.as_secs_f64() * 1000.0;
+    let mut late: Vec<f64> =
+        std::mem::take(&mut *LATENCIES.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|l| l - delay_ms)
+            .collect();
+    late.sort_by(|a, b| a.total_cmp(b));
+    r.delayed_late_p50_ms = Some(percentile(&late, 0.5));
+    r.delayed_late_p99_ms = Some(percentile(&late, 0.99));
+    r.delayed_late_min_ms = late.first().map(|v| round3(*v));
+    r.delayed_jobs = late.len() as u64;
+    cleanup(raw, &keys).await
 }
 
 /// Publish-to-receive latency of the event bus at a steady rate: one subscriber, one publisher.
