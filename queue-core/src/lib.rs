@@ -1,7 +1,7 @@
 //! The Redis engine of `queue`: job envelopes, the Lua scripts that move jobs between states,
 //! the producer [`Client`], the worker-side [`Broker`], and handler registration.
 //!
-//! Where a job's life is decided: [`lifecycle`](Broker) (Rust side) and `src/scripts/*.lua`
+//! Where a job's life is decided: [`lifecycle`](Broker) (Rust side) and `src/scripts/job/*.lua`
 //! (one atomic script per state change). Key names are built only in `keys.rs`; MessagePack is
 //! named only in `codec.rs`.
 

@@ -1,4 +1,7 @@
-//! One Lua script per job state change, each with its KEYS/ARGV contract in its header.
+//! One Lua script per state change, each with its KEYS/ARGV contract in its header:
+//! `job/` decides a job's life (enqueue, fetch, complete, fail, reclaim, extend, requeue,
+//! watch), `admin/` holds the operator actions, `cron/`, `rate/`, `session/` and `cache/` the
+//! toolkit; `prelude.lua` is prepended to every one.
 //!
 //! Scripts run with EVALSHA; when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH) the
 //! script is loaded and the call retried once, so callers never see the cache.
@@ -37,21 +40,21 @@ macro_rules! scripts {
 }
 
 scripts! {
-    enqueue => ["enqueue.lua"],
-    fetch => ["fetch.lua"],
-    complete => ["complete.lua"],
-    fail => ["fail.lua"],
-    reclaim => ["reclaim.lua"],
-    extend => ["extend.lua"],
-    requeue => ["requeue.lua"],
-    watch => ["watch.lua"],
-    replay => ["replay.lua"],
-    locate => ["locate.lua"],
-    delete => ["delete.lua"],
-    promote => ["promote.lua"],
-    purge => ["purge.lua"],
-    cron_fire => ["cron_fire.lua"],
-    trim => ["trim.lua"],
+    enqueue => ["job/enqueue.lua"],
+    fetch => ["job/fetch.lua"],
+    complete => ["job/complete.lua"],
+    fail => ["job/fail.lua"],
+    reclaim => ["job/reclaim.lua"],
+    extend => ["job/extend.lua"],
+    requeue => ["job/requeue.lua"],
+    watch => ["job/watch.lua"],
+    replay => ["admin/replay.lua"],
+    locate => ["admin/locate.lua"],
+    delete => ["admin/delete.lua"],
+    promote => ["admin/promote.lua"],
+    purge => ["admin/purge.lua"],
+    cron_fire => ["cron/fire.lua"],
+    trim => ["admin/trim.lua"],
     // The algorithms are files of their own, assembled into the one script that checks every
     // limit of a request atomically.
     rate_limit => ["rate/sliding_log.lua", "rate/sliding_counter.lua", "rate/gcra.lua", "rate/check.lua"],
@@ -61,7 +64,7 @@ scripts! {
     session_write => ["session/write.lua"],
     session_rotate => ["session/rotate.lua"],
     session_destroy => ["session/destroy.lua"],
-    cache_unlock => ["cache_unlock.lua"],
+    cache_unlock => ["cache/unlock.lua"],
 }
 
 /// The scripts, compiled into the binary once.
