@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, eventually, Env};
+use common::{bounded, Env};
 use futures_util::StreamExt;
 use queue::core::{gaps, EventBus, Gap, Lifecycle, LifecycleEvent};
 use queue::{job, Client, JobError, JobState, NewJob, WorkerBuilder};
@@ -302,19 +302,15 @@ async fn a_worker_keeps_working_across_a_redis_restart() {
         },
     )
     .await;
-    eventually(
-        Duration::from_secs(20),
-        "the worker to run the job after the restart",
-        || async {
-            client
-                .counts("ev")
-                .await
-                .map(|c| c.pending == 0 && c.active == 0)
-                .unwrap_or(false)
-        },
-    )
-    .await;
-    let _ = again;
+    let outcome = client
+        .wait_for("ev", &again.id, Duration::from_secs(20))
+        .await
+        .expect("the job after the restart");
+    assert_eq!(
+        outcome.state,
+        JobState::Completed,
+        "the worker ran it after the restart"
+    );
     let _ = tx.send(());
     let report = h.await.expect("join").expect("run");
     assert_eq!(report.completed, 2);

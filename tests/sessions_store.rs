@@ -148,19 +148,23 @@ async fn idle_and_absolute_expiry() {
         },
     )
     .expect("sessions");
+    let created = std::time::Instant::now();
     let (b, _) = absolute.create(None, []).await.expect("create");
-    let mut alive_until = std::time::Instant::now();
+    let mut last_alive = std::time::Duration::ZERO;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if absolute.get(b.expose()).await.expect("get").is_some() {
-            alive_until = std::time::Instant::now();
+            last_alive = created.elapsed();
         }
     }
     assert!(
         absolute.get(b.expose()).await.expect("get").is_none(),
         "activity does not extend past the absolute timeout"
     );
-    let _ = alive_until;
+    assert!(
+        last_alive >= Duration::from_millis(250) && last_alive < Duration::from_millis(500),
+        "alive while in use, gone at its 400 ms absolute timeout (last seen alive after {last_alive:?})"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +245,10 @@ async fn log_out_everywhere_and_index_cleanup() {
         "other users are untouched"
     );
     assert!(s.list_user("bob").await.expect("list").is_empty());
-    let _ = expiring;
+    assert!(
+        short.get(expiring.expose()).await.expect("get").is_none(),
+        "the idle one expired by itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,9 +86,8 @@ impl Scheduler {
         let maintenance = s.name() == MAINTENANCE;
         for tick in due_ticks(s.expr(), s.zone(), last, now, s.misfire_policy()) {
             match cron.fire(s, &tick, !maintenance).await? {
-                Fired::Fired(id) if maintenance => {
+                Fired::Fired(_) if maintenance => {
                     tracing::debug!(tick = %tick.local, "running maintenance");
-                    let _ = id;
                     self.maintain().await;
                 }
                 Fired::Fired(id) => {
