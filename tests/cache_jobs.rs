@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::Env;
-use queue::{job, JobError, JobState, WorkerBuilder};
+use queue::{job, JobError, JobState};
 
 static RUNS: AtomicU32 = AtomicU32::new(0);
 static FLAKY_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -29,15 +29,7 @@ async fn flaky(_sku: String) -> Result<u64, JobError> {
 #[tokio::test]
 async fn same_arguments_are_answered_from_the_cache_and_failures_are_not_cached() {
     let env = Env::start().await;
-    let worker = WorkerBuilder::with_client(env.client.clone())
-        .queue("cj", 1)
-        .build()
-        .await
-        .expect("worker");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
+    let worker = common::start_worker(&env.client, |b| b.queue("cj", 1)).await;
     let wait = |id: queue::JobId| {
         let c = env.client.clone();
         async move {
@@ -90,8 +82,7 @@ async fn same_arguments_are_answered_from_the_cache_and_failures_are_not_cached(
     );
     assert_eq!(FLAKY_RUNS.load(Ordering::SeqCst), 2);
 
-    let _ = tx.send(());
-    h.await.expect("join").expect("run");
+    worker.stop().await;
     // Hits and misses are counted per job (flushed by the worker's heartbeat).
     let stats = queue::core::cache_stats(&env.client).await.expect("stats");
     let s = stats

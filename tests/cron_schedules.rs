@@ -6,10 +6,9 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{bounded, eventually, Env};
+use common::{eventually, Env};
 use queue::core::{Cron, ScheduleDef};
-use queue::{job, JobError, Misfire, NewJob, Report, Retention, Schedule, WorkerBuilder};
-use tokio::sync::oneshot;
+use queue::{job, JobError, Misfire, NewJob, Retention, Schedule, WorkerBuilder};
 
 static HEARTBEATS: AtomicU32 = AtomicU32::new(0);
 
@@ -25,31 +24,8 @@ async fn report(day: String) -> Result<String, JobError> {
     Ok(day)
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<Result<Report, queue::WorkerError>>,
-}
-
-impl Running {
-    async fn stop(self) -> Report {
-        let _ = self.stop.send(());
-        bounded(Duration::from_secs(30), "worker shutdown", self.handle)
-            .await
-            .expect("join")
-            .expect("run")
-    }
-}
-
-async fn start(env: &Env, b: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> Running {
-    let worker = b(WorkerBuilder::with_client(env.client.clone()).queue("cron", 1))
-        .build()
-        .await
-        .expect("build");
-    let (stop, rx) = oneshot::channel();
-    let handle = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
-    Running { stop, handle }
+async fn start(env: &Env, b: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> common::RunningWorker {
+    common::start_worker(&env.client, |w| b(w.queue("cron", 1))).await
 }
 
 async fn pending(env: &Env, queue: &str) -> u64 {

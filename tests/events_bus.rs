@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{bounded, Env};
 use futures_util::StreamExt;
 use queue::core::{gaps, EventBus, Gap, Lifecycle, LifecycleEvent};
-use queue::{job, Client, JobError, JobState, NewJob, WorkerBuilder};
+use queue::{job, Client, JobError, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,18 +111,9 @@ async fn bad_job(_n: u32) -> Result<(), JobError> {
 }
 
 async fn run_worker(client: &Client, until: impl std::future::Future<Output = ()>) {
-    let worker = WorkerBuilder::with_client(client.clone())
-        .queue("ev", 1)
-        .build()
-        .await
-        .expect("worker");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
+    let worker = common::start_worker(client, |b| b.queue("ev", 1)).await;
     until.await;
-    let _ = tx.send(());
-    h.await.expect("join").expect("run");
+    worker.stop().await;
 }
 
 #[tokio::test]
@@ -270,15 +261,7 @@ async fn lifecycle_events_are_off_by_default() {
 async fn a_worker_keeps_working_across_a_redis_restart() {
     let mut env = Env::start().await;
     let client = env.client.clone();
-    let worker = WorkerBuilder::with_client(client.clone())
-        .queue("ev", 1)
-        .build()
-        .await
-        .expect("worker");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
+    let worker = common::start_worker(&client, |b| b.queue("ev", 1)).await;
     let first = client.enqueue::<ok_job>(&1).await.expect("enqueue");
     client
         .wait_for("ev", &first.id, Duration::from_secs(20))
@@ -311,7 +294,6 @@ async fn a_worker_keeps_working_across_a_redis_restart() {
         JobState::Completed,
         "the worker ran it after the restart"
     );
-    let _ = tx.send(());
-    let report = h.await.expect("join").expect("run");
+    let report = worker.stop().await;
     assert_eq!(report.completed, 2);
 }

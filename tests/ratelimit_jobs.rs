@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{bounded, Env};
-use queue::{job, JobError, JobState, WorkerBuilder};
+use queue::{job, JobError, JobState};
 
 static STARTS: Mutex<Option<HashMap<String, Vec<Instant>>>> = Mutex::new(None);
 
@@ -56,19 +56,9 @@ async fn partner(n: u32) -> Result<u32, JobError> {
 }
 
 async fn with_worker<F: std::future::Future<Output = ()>>(env: &Env, queue: &str, f: F) {
-    let worker = WorkerBuilder::with_client(env.client.clone())
-        .queue(queue, 1)
-        .concurrency(20)
-        .build()
-        .await
-        .expect("worker");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let h = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
+    let worker = common::start_worker(&env.client, |b| b.queue(queue, 1).concurrency(20)).await;
     f.await;
-    let _ = tx.send(());
-    h.await.expect("join").expect("run");
+    worker.stop().await;
 }
 
 #[tokio::test]

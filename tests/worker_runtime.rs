@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{bounded, Env};
-use queue::{job, Backoff, JobContext, JobError, JobState, NewJob, Report, WorkerBuilder};
-use tokio::sync::oneshot;
+use common::Env;
+use queue::{job, Backoff, JobContext, JobError, JobState, NewJob, WorkerBuilder};
 
 /// Start times of every attempt, by test key (tests in this binary run in parallel).
 static STARTS: Mutex<Option<HashMap<String, Vec<Instant>>>> = Mutex::new(None);
@@ -77,37 +76,11 @@ async fn discards(_key: String) -> Result<(), JobError> {
     Err(JobError::discard("nothing to do"))
 }
 
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<Report, queue::WorkerError>>,
-}
-
-impl Running {
-    async fn stop(mut self) -> Report {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        bounded(Duration::from_secs(30), "worker shutdown", self.handle)
-            .await
-            .expect("join")
-            .expect("run")
-    }
-}
-
 async fn start_worker(
     env: &Env,
     configure: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
-) -> Running {
-    let builder = WorkerBuilder::with_client(env.client.clone()).concurrency(10);
-    let worker = configure(builder).build().await.expect("build");
-    let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(worker.run(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        stop: Some(tx),
-        handle,
-    }
+) -> common::RunningWorker {
+    common::start_worker(&env.client, |b| configure(b.concurrency(10))).await
 }
 
 const WAIT: Duration = Duration::from_secs(20);

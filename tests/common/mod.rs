@@ -69,3 +69,41 @@ pub async fn bounded<T>(within: Duration, what: &str, f: impl Future<Output = T>
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {within:?}"))
 }
+
+/// A worker running in the test process.
+pub struct RunningWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<queue::Report, queue::WorkerError>>,
+}
+
+impl RunningWorker {
+    /// Shuts the worker down gracefully and returns its report (bounded).
+    pub async fn stop(mut self) -> queue::Report {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        bounded(Duration::from_secs(30), "worker shutdown", self.handle)
+            .await
+            .expect("join")
+            .expect("run")
+    }
+}
+
+/// Builds a worker on `client` as `configure` says and runs it until [`RunningWorker::stop`].
+pub async fn start_worker(
+    client: &Client,
+    configure: impl FnOnce(queue::WorkerBuilder) -> queue::WorkerBuilder,
+) -> RunningWorker {
+    let worker = configure(queue::WorkerBuilder::with_client(client.clone()))
+        .build()
+        .await
+        .expect("build worker");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    RunningWorker {
+        stop: Some(tx),
+        handle,
+    }
+}
