@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{Env, Guard};
 use queue::{job, JobError, WorkerBuilder};
 
 /// Every second, into a queue no worker serves, so the jobs can be counted.
@@ -49,16 +49,6 @@ fn spawn(url: &str) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn scheduler")
-}
-
-struct Guard(Vec<Child>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{bounded, eventually, Env};
+use common::{bounded, eventually, Env, Guard};
 use queue::{job, JobContext, JobError, NewJob, WorkerBuilder};
 
 const RUNS: &str = "crashtest:runs";
@@ -133,16 +133,6 @@ async fn stat(raw: &mut redis::aio::MultiplexedConnection, key: &str, field: &st
         .await
         .expect("hget")
         .unwrap_or(0)
-}
-
-struct Guard(Vec<Child>);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// The default run kills one of 4 workers once over 10,000 jobs; `QUEUE_SOAK=1` kills one

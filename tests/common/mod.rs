@@ -107,3 +107,16 @@ pub async fn start_worker(
         handle,
     }
 }
+
+/// Child processes (workers, schedulers) killed and reaped on drop, so a failing test never
+/// leaves them running.
+pub struct Guard(pub Vec<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
