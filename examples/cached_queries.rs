@@ -21,8 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use queue::core::{Cache, CachePolicy, SqlParam};
-use queue::{Client, RedisServer};
+use queue::cache::Cache;
+use queue::cache::CachePolicy;
+use queue::cache::SqlParam;
+use queue::testing::RedisServer;
+use queue::Client;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;

@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use queue::{job, Client, JobContext, JobError, JobState, NewJob, RedisServer, WorkerBuilder};
+use queue::testing::RedisServer;
+use queue::{job, Client, JobContext, JobError, JobState, NewJob, WorkerBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -12,8 +12,12 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use queue::core::{KeyBy, Limit, RateLimitLayer, RateLimiter};
-use queue::{Client, RedisServer};
+use queue::rate_limit::KeyBy;
+use queue::rate_limit::Limit;
+use queue::rate_limit::RateLimitLayer;
+use queue::rate_limit::RateLimiter;
+use queue::testing::RedisServer;
+use queue::Client;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use queue::core::RedisSessionStore;
-use queue::{Client, RedisServer};
+use queue::session::RedisSessionStore;
+use queue::testing::RedisServer;
+use queue::Client;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 async fn visits(session: Session) -> String {

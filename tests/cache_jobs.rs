@@ -84,7 +84,7 @@ async fn same_arguments_are_answered_from_the_cache_and_failures_are_not_cached(
 
     worker.stop().await;
     // Hits and misses are counted per job (flushed by the worker's heartbeat).
-    let stats = queue::core::cache_stats(&env.client).await.expect("stats");
+    let stats = queue::cache::stats(&env.client).await.expect("stats");
     let s = stats
         .iter()
         .find(|s| s.policy == "job:cj.price")

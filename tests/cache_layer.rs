@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{eventually, Env};
-use queue::core::{Cache, CacheKey, CachePolicy};
+use queue::cache::Cache;
+use queue::cache::CacheKey;
+use queue::cache::CachePolicy;
 
 type Loaded = Result<Option<String>, String>;
 
@@ -265,7 +267,7 @@ async fn redis_failure_falls_back_to_the_loader() {
     let cache = Cache::new(env.client.clone());
     drop(std::mem::replace(
         &mut env.server,
-        queue::RedisServer::start().expect("other"),
+        queue::testing::RedisServer::start().expect("other"),
     ));
     let v = cache
         .get_or_load(
@@ -348,7 +350,7 @@ async fn batches_warming_refresh_ahead_and_shared_stats() {
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 
     cache.flush_stats().await.expect("flush");
-    let shared = queue::core::cache_stats(&env.client).await.expect("stats");
+    let shared = queue::cache::stats(&env.client).await.expect("stats");
     assert!(
         shared
             .iter()

@@ -4,7 +4,9 @@
 mod common;
 
 use common::Env;
-use queue::core::{Cache, CachePolicy, SqlParam};
+use queue::cache::Cache;
+use queue::cache::CachePolicy;
+use queue::cache::SqlParam;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 

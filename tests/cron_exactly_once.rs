@@ -89,7 +89,7 @@ async fn exactly_one_job_per_tick_with_schedulers_killed_and_restarted() {
         .expect("zrange");
     let ids: Vec<String> = members
         .iter()
-        .map(|m| queue::core::member_id(m).expect("id").to_string())
+        .map(|m| queue::wire::member_id(m).expect("id").to_string())
         .collect();
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "a tick was fired twice");

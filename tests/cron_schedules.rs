@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{eventually, Env};
-use queue::core::{Cron, ScheduleDef};
-use queue::{job, JobError, Misfire, NewJob, Retention, Schedule, WorkerBuilder};
+use queue::cron::Cron;
+use queue::cron::Misfire;
+use queue::cron::Schedule;
+use queue::cron::ScheduleDef;
+use queue::{job, JobError, NewJob, Retention, WorkerBuilder};
 
 static HEARTBEATS: AtomicU32 = AtomicU32::new(0);
 
@@ -113,7 +116,7 @@ async fn misfire_run(policy: Misfire, name: &str) -> u64 {
     let env = Env::start().await;
     let job = NewJob::raw(
         "cron.report",
-        queue::core::encode_value(&"x".to_string(), "args").expect("encode"),
+        queue::wire::encode_value(&"x".to_string(), "args").expect("encode"),
     )
     .queue("missed");
     let s = Schedule::new(name, "0 * * * * *", job)
@@ -200,15 +203,15 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
         )
         .await
         .expect("enqueue");
-    let broker = queue::Broker::new(client.clone(), "idle").expect("broker");
+    let broker = queue::broker::Broker::new(client.clone(), "idle").expect("broker");
     let f = broker
         .fetch(20, Duration::from_secs(30))
         .await
         .expect("fetch");
-    let done: Vec<queue::core::Completion> = f
+    let done: Vec<queue::broker::Completion> = f
         .jobs
         .iter()
-        .map(|l| queue::core::Completion {
+        .map(|l| queue::broker::Completion {
             lease: l.lease.clone(),
             result: vec![0xc0],
             unique_key: None,
@@ -221,9 +224,9 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
     assert_eq!(client.counts("idle").await.expect("counts").completed, 20);
 
     // A user index pointing at a session that expired.
-    let sessions = queue::core::Sessions::with_config(
+    let sessions = queue::session::Sessions::with_config(
         client.clone(),
-        queue::core::SessionConfig {
+        queue::session::SessionConfig {
             idle: Duration::from_millis(50),
             absolute: Duration::from_secs(60),
         },

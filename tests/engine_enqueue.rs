@@ -159,7 +159,7 @@ async fn delayed_jobs_wait_in_the_scheduled_set() {
 #[tokio::test]
 async fn invalid_jobs_are_rejected_before_anything_is_sent() {
     let env = Env::start().await;
-    let big = NewJob::raw("x", vec![0u8; queue::core::DEFAULT_MAX_PAYLOAD + 1]);
+    let big = NewJob::raw("x", vec![0u8; queue::wire::DEFAULT_MAX_PAYLOAD + 1]);
     assert!(matches!(
         env.client.enqueue_job(big).await,
         Err(Error::PayloadTooLarge { .. })

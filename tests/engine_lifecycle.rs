@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::Env;
-use queue::core::{decide, Broker, Completion, Failed, Settle};
+use queue::broker::Broker;
+use queue::broker::Cause;
+use queue::broker::Completion;
+use queue::broker::Settle;
+use queue::Action;
 use queue::{JobType, NewJob, Retention};
 
 struct Ping;
@@ -26,7 +30,7 @@ async fn fetch_args(broker: &Broker, n: usize) -> Vec<u32> {
     f.jobs
         .iter()
         .map(|l| {
-            queue::core::decode_value(&l.job.as_ref().expect("decodes").args, "args").expect("u32")
+            queue::wire::decode_value(&l.job.as_ref().expect("decodes").args, "args").expect("u32")
         })
         .collect()
 }
@@ -82,7 +86,7 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let new = reclaimed.remove(0);
     assert_eq!(new.lease.id, old.lease.id);
     assert_ne!(new.lease.token, old.lease.token, "a new fencing token");
-    let done = |l: &queue::core::Lease| Completion {
+    let done = |l: &queue::broker::Lease| Completion {
         lease: l.clone(),
         result: vec![0xc0],
         unique_key: None,
@@ -159,7 +163,7 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
     let leased = broker.fetch(1, LEASE).await.expect("fetch").jobs.remove(0);
     let mut j = leased.job.expect("decodes");
     j.record_failure("error", "boom 1", 0);
-    let settle = decide(&j, &Failed::Retry, queue_now(), 0.5);
+    let settle = Settle::decide(&j, &Action::Retry, queue_now(), 0.5);
     assert!(matches!(settle, Settle::Retry { .. }));
     assert!(broker
         .fail(
@@ -168,8 +172,8 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
             &Settle::Retry {
                 at_ms: queue_now() + 60_000
             },
-            &retention,
-            "failed"
+            Cause::Handler,
+            &retention
         )
         .await
         .expect("fail"));
@@ -197,9 +201,12 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
     let mut j = leased.job.expect("decodes");
     assert_eq!(j.attempt(), 2);
     j.record_failure("error", "boom 2", 0);
-    assert_eq!(decide(&j, &Failed::Retry, queue_now(), 0.5), Settle::Dead);
+    assert_eq!(
+        Settle::decide(&j, &Action::Retry, queue_now(), 0.5),
+        Settle::Dead
+    );
     assert!(broker
-        .fail(&leased.lease, &j, &Settle::Dead, &retention, "failed")
+        .fail(&leased.lease, &j, &Settle::Dead, Cause::Handler, &retention)
         .await
         .expect("fail"));
 

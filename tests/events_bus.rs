@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use common::{bounded, Env};
 use futures_util::StreamExt;
-use queue::core::{gaps, EventBus, Gap, Lifecycle, LifecycleEvent};
+use queue::events::gaps;
+use queue::events::EventBus;
+use queue::events::Gap;
+use queue::events::Lifecycle;
+use queue::events::LifecycleEvent;
 use queue::{job, Client, JobError, JobState, NewJob};
 use serde::{Deserialize, Serialize};
 

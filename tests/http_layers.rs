@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use axum::routing::get;
 use axum::Router;
 use common::Env;
-use queue::core::{KeyBy, Limit, RateLimitLayer, RateLimiter, RedisSessionStore};
+use queue::rate_limit::KeyBy;
+use queue::rate_limit::Limit;
+use queue::rate_limit::RateLimitLayer;
+use queue::rate_limit::RateLimiter;
+use queue::session::RedisSessionStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Reply {

@@ -78,7 +78,7 @@ async fn limited_jobs_wait_their_turn_without_using_attempts() {
             .await
             .expect("outcome");
             assert_eq!(o.state, JobState::Completed);
-            let job = queue::core::decode_member(o.job.as_deref().expect("retained"), "rl")
+            let job = queue::wire::decode_member(o.job.as_deref().expect("retained"), "rl")
                 .expect("member");
             assert_eq!(job.failed, 0, "waiting for the limit is not an attempt");
         }

@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::Env;
-use queue::core::{rate_limit_stats, Algorithm, Limit, OnError, RateLimiter};
+use queue::rate_limit;
+use queue::rate_limit::Algorithm;
+use queue::rate_limit::Limit;
+use queue::rate_limit::OnError;
+use queue::rate_limit::RateLimiter;
 
 /// 64 clients hammer one subject for `secs`; returns the Redis times of admitted requests.
 async fn hammer(limiter: &RateLimiter, subject: &str, secs: u64) -> (Vec<f64>, u64) {
@@ -263,7 +267,7 @@ async fn unreachable_redis_fails_open_or_closed_as_configured() {
     assert!(open.check("x").await.allowed);
     drop(std::mem::replace(
         &mut env.server,
-        queue::RedisServer::start().expect("another server"),
+        queue::testing::RedisServer::start().expect("another server"),
     ));
     let d = open.check("x").await;
     assert!(
@@ -294,7 +298,7 @@ async fn metrics_are_shared_through_redis() {
         .await
         .expect("flushing twice adds nothing");
     assert_eq!(
-        rate_limit_stats(&env.client).await.expect("stats"),
+        rate_limit::stats(&env.client).await.expect("stats"),
         vec![("login".to_string(), 2, 3)]
     );
 }

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::Env;
-use queue::core::{SessionConfig, SessionId, Sessions, Update};
+use queue::session::SessionConfig;
+use queue::session::SessionId;
+use queue::session::Sessions;
+use queue::session::Update;
 use serde_json::json;
 
 fn kv(k: &str, v: serde_json::Value) -> (String, serde_json::Value) {

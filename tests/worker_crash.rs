@@ -173,8 +173,8 @@ async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
             .await
             .expect("inflight");
         in_flight.extend(leased.iter().map(|(_, member)| {
-            let job = queue::core::decode_member(member, "default").expect("member");
-            queue::core::decode_value::<u32>(&job.args, "args").expect("args")
+            let job = queue::wire::decode_member(member, "default").expect("member");
+            queue::wire::decode_value::<u32>(&job.args, "args").expect("args")
         }));
         victim.kill().expect("SIGKILL");
         victim.wait().expect("reap");

@@ -1,6 +1,7 @@
 //! Two handlers with one job name are a start-up error that names both places.
 
-use queue::{job, JobError, WorkerError};
+use queue::worker::Error as WorkerError;
+use queue::{job, JobError};
 
 #[job(name = "same.name")]
 async fn first(_n: u32) -> Result<(), JobError> {
@@ -14,7 +15,7 @@ async fn second(_n: u32) -> Result<(), JobError> {
 
 #[test]
 fn duplicate_job_names_are_a_startup_error() {
-    let err = queue::core::registered_jobs().expect_err("duplicates must be refused");
+    let err = queue::__private::registered_jobs().expect_err("duplicates must be refused");
     let msg = err.to_string();
     assert!(msg.contains("duplicate job names: \"same.name\""), "{msg}");
     assert_eq!(
@@ -29,5 +30,5 @@ fn duplicate_job_names_are_a_startup_error() {
 }
 
 fn queue_worker_registry() -> Result<(), WorkerError> {
-    queue::Registry::discover().map(|_| ())
+    queue::worker::Registry::discover().map(|_| ())
 }

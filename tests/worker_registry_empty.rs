@@ -1,6 +1,7 @@
 //! A worker binary with no handlers linked is a start-up error, raised before connecting.
 
-use queue::{WorkerBuilder, WorkerError};
+use queue::worker::Error as WorkerError;
+use queue::WorkerBuilder;
 
 #[tokio::test]
 async fn an_empty_registry_is_a_startup_error() {

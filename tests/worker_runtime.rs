@@ -288,7 +288,7 @@ async fn handler_defaults_apply_to_jobs_enqueued_without_options() {
     // Enqueued by name only, as the CLI or another language would: no timeout, no attempts.
     let raw = NewJob::raw(
         "test.slow",
-        queue::core::encode_value(&"raw".to_string(), "args").expect("encode"),
+        queue::wire::encode_value(&"raw".to_string(), "args").expect("encode"),
     );
     let e = env.client.enqueue_job(raw).await.expect("enqueue");
     let out = env
@@ -379,7 +379,7 @@ async fn graceful_shutdown_finishes_short_jobs_and_hands_back_long_ones() {
     assert_eq!(out.state, JobState::Completed);
     let c = env.client.counts("default").await.expect("counts");
     assert_eq!((c.pending, c.active), (1, 0));
-    let broker = queue::Broker::new(env.client.clone(), "default").expect("broker");
+    let broker = queue::broker::Broker::new(env.client.clone(), "default").expect("broker");
     let back = broker
         .fetch(1, Duration::from_secs(5))
         .await

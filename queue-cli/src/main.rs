@@ -45,12 +45,12 @@ impl Global {
     }
 
     /// Connects with these settings; the namespace is validated before anything is sent.
-    pub async fn connect(&self) -> anyhow::Result<queue::core::Admin> {
+    pub async fn connect(&self) -> anyhow::Result<queue::admin::Admin> {
         let mut config = queue::ClientConfig::new(self.url());
         config.namespace = self.namespace.clone();
         config.connect_timeout = std::time::Duration::from_secs(2);
         let client = queue::Client::connect_with(config).await?;
-        Ok(queue::core::Admin::new(client))
+        Ok(queue::admin::Admin::new(client))
     }
 }
 
@@ -118,11 +118,17 @@ fn explain(e: &anyhow::Error) -> String {
     use queue::Error as E;
     let context: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
     let base = match e.chain().find_map(|c| c.downcast_ref::<E>()) {
-        Some(E::Unreachable { url, message }) => format!(
-            "cannot reach Redis at {url} ({message}); is redis-server running? Set --redis-url or REDIS_URL"
+        Some(E::Unreachable { url, source, .. }) => format!(
+            "cannot reach Redis at {url} ({source}); is redis-server running? Set --redis-url or REDIS_URL"
         ),
-        Some(E::Redis(m)) if m.contains("NOAUTH") || m.contains("WRONGPASS") || m.contains("AuthenticationFailed") || m.contains("invalid username-password") => {
-            format!("Redis refused the credentials ({m}); put them in the URL: redis://user:password@host:port")
+        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Auth => {
+            format!("Redis refused the credentials ({source}); put them in the URL: redis://user:password@host:port")
+        }
+        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Permission => {
+            format!("Redis refused the command for this user ({source}); the ACL user needs the commands and keys of the queue")
+        }
+        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::OutOfMemory => {
+            format!("Redis is out of memory and refuses writes ({source}); raise maxmemory or free memory")
         }
         Some(E::NotFound(what)) => format!("no such {what}"),
         _ => e.to_string(),

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use queue::RedisServer;
+use queue::testing::RedisServer;
 
 #[test]
 fn bench_json_reports_every_figure() {

@@ -5,7 +5,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use queue::{job, Client, JobError, JobState, RedisServer, WorkerBuilder};
+use queue::testing::RedisServer;
+use queue::{job, Client, JobError, JobState, WorkerBuilder};
 use serde::{Deserialize, Serialize};
 
 fn queue(server: &RedisServer, args: &[&str]) -> Output {
@@ -437,7 +438,7 @@ async fn health_reports_each_breach_and_exits_non_zero() {
     .contains("invalid health config"));
 
     // Redis with an eviction policy that can drop jobs.
-    let lossy = RedisServer::start_with(queue::RedisServerOptions {
+    let lossy = RedisServer::start_with(queue::testing::RedisServerOptions {
         args: vec![
             "--maxmemory".into(),
             "100mb".into(),
@@ -501,7 +502,7 @@ async fn clear_errors_for_every_failure() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL redis reachable"));
 
-    let locked = RedisServer::start_with(queue::RedisServerOptions {
+    let locked = RedisServer::start_with(queue::testing::RedisServerOptions {
         args: vec!["--requirepass".into(), "s3cret".into()],
         ..Default::default()
     })
@@ -555,8 +556,8 @@ fn completions_and_plain_output_without_a_terminal() {
 async fn a_worker_that_stopped_beating_is_shown_dead() {
     let server = RedisServer::start().expect("redis");
     let client = Client::connect(server.url()).await.expect("client");
-    let admin = queue::core::Admin::new(client.clone());
-    let w = queue::core::WorkerInfo {
+    let admin = queue::admin::Admin::new(client.clone());
+    let w = queue::admin::WorkerInfo {
         id: "host:42:abc".into(),
         host: "host".into(),
         pid: 42,
@@ -622,7 +623,7 @@ fn stats_watch_refreshes_until_interrupted() {
 async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
     let server = RedisServer::start().expect("redis");
     let client = Client::connect(server.url()).await.expect("client");
-    let s = queue::Schedule::of::<email>(
+    let s = queue::cron::Schedule::of::<email>(
         "welcome-digest",
         "0 9 * * 1-5",
         &Email {
@@ -633,7 +634,7 @@ async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
     .expect("schedule")
     .tz("Europe/Paris")
     .expect("tz");
-    queue::core::Cron::new(client.clone())
+    queue::cron::Cron::new(client.clone())
         .register(&[s])
         .await
         .expect("register");
@@ -750,9 +751,9 @@ async fn ratelimit_stats_show_allowed_and_rejected_per_limit() {
     let server = RedisServer::start().expect("redis");
     assert!(ok(&server, &["ratelimit", "stats"]).contains("no rate-limit metrics yet"));
     let client = Client::connect(server.url()).await.expect("client");
-    let limiter = queue::core::RateLimiter::new(
+    let limiter = queue::rate_limit::RateLimiter::new(
         client,
-        vec![queue::core::Limit::parse("3/1m")
+        vec![queue::rate_limit::Limit::parse("3/1m")
             .expect("limit")
             .named("login")],
     );
@@ -777,11 +778,11 @@ async fn cache_stats_show_hits_misses_and_loads_per_policy() {
     let server = RedisServer::start().expect("redis");
     assert!(ok(&server, &["cache", "stats"]).contains("no cache metrics yet"));
     let client = Client::connect(server.url()).await.expect("client");
-    let cache = queue::core::Cache::new(client);
-    let policy = queue::core::CachePolicy::query_results();
+    let cache = queue::cache::Cache::new(client);
+    let policy = queue::cache::CachePolicy::query_results();
     for _ in 0..4 {
         cache
-            .get_or_load(&queue::core::CacheKey::new("p", "1"), &policy, || async {
+            .get_or_load(&queue::cache::CacheKey::new("p", "1"), &policy, || async {
                 Ok::<_, String>(Some(1u32))
             })
             .await

@@ -5,24 +5,45 @@ use std::fmt;
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A boxed error kept as the [`source`](std::error::Error::source) of ours: for Redis failures
+/// it is the `redis::RedisError` itself (downcast it if you must), so no third-party type
+/// appears in this crate's API.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong when talking to the queue.
 ///
-/// Errors say whether retrying the same call can succeed ([`Error::is_retryable`]), so callers
-/// never need to inspect a third-party error type.
+/// Every error says what kind it is ([`Error::kind`]) and whether retrying the same call can
+/// succeed ([`Error::is_retryable`]); a Redis failure keeps the Redis error as its source.
+/// Callers decide on the kind, never on the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Redis could not be reached, or the connection broke mid-call.
-    #[error("redis is unreachable at {url}: {message}")]
+    /// Redis could not be reached, or the connection broke or timed out mid-call.
+    #[error("redis is unreachable at {url}: {source}")]
     Unreachable {
         /// The address that was tried, without credentials.
         url: String,
-        /// What the connection attempt reported.
-        message: String,
+        /// [`ErrorKind::Connection`] or [`ErrorKind::Timeout`].
+        kind: ErrorKind,
+        /// The Redis client's error.
+        #[source]
+        source: Source,
     },
-    /// Redis answered with an error (a script error, a wrong type, an authentication failure...).
-    #[error("redis error: {0}")]
-    Redis(String),
+    /// Redis answered with an error (loading, read-only, out of memory, refused credentials,
+    /// a script's refusal...): [`Error::kind`] tells which.
+    #[error("redis error ({context}): {source}")]
+    Redis {
+        /// What the server said, classified.
+        kind: ErrorKind,
+        /// The command or script that failed.
+        context: String,
+        /// The Redis client's error.
+        #[source]
+        source: Source,
+    },
+    /// Redis answered something this version does not expect (a reply of the wrong shape).
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -62,6 +83,9 @@ pub enum Error {
     /// The registry of job handlers is invalid (duplicates, empty).
     #[error("invalid job registry: {0}")]
     Registry(String),
+    /// A loader given to the cache failed.
+    #[error("the loader failed: {0}")]
+    Loader(String),
     /// A local process (such as an embedded `redis-server`) could not be started.
     #[error("cannot start {what}: {message}")]
     Spawn {
@@ -72,29 +96,172 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is: the one classification every caller uses to decide
+/// whether to retry, back off, alert or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The connection could not be made, was refused, reset or dropped.
+    Connection,
+    /// A command got no answer within the response timeout.
+    Timeout,
+    /// The server is loading its dataset after a restart (`LOADING`).
+    Loading,
+    /// The server is a replica and refused a write (`READONLY`): a failover is under way.
+    ReadOnly,
+    /// The replica lost its master (`MASTERDOWN`).
+    MasterDown,
+    /// The cluster asks to try again (`TRYAGAIN`).
+    TryAgain,
+    /// The cluster is down (`CLUSTERDOWN`).
+    ClusterDown,
+    /// The key lives on another cluster node (`MOVED`, `ASK`).
+    Redirect,
+    /// A script or function is running too long (`BUSY`).
+    Busy,
+    /// The server reached `maxmemory` and refuses writes (`OOM`).
+    OutOfMemory,
+    /// The server refused the credentials, or asks for some (`NOAUTH`, `WRONGPASS`).
+    Auth,
+    /// The user may not run this command or touch this key (`NOPERM`).
+    Permission,
+    /// One of our scripts refused the call (a broken invariant, reported with code `QUEUE`).
+    Script,
+    /// Any other error reply of the server.
+    Server,
+    /// A reply of an unexpected shape.
+    Protocol,
+    /// A configuration value is invalid.
+    Config,
+    /// A value could not be encoded.
+    Encode,
+    /// Bytes do not decode.
+    Decode,
+    /// A payload is over the limit.
+    PayloadTooLarge,
+    /// A job option is out of range.
+    InvalidJob,
+    /// A wait for an outcome ran out of time.
+    WaitTimeout,
+    /// No such job.
+    NotFound,
+    /// The handler registry is invalid.
+    Registry,
+    /// A cache loader failed.
+    Loader,
+    /// A local process could not be started.
+    Spawn,
+}
+
+impl ErrorKind {
+    /// Whether a failure of this kind can pass by itself, so the same call may succeed later:
+    /// connection trouble, timeouts, a server loading or failing over, cluster redirections
+    /// and a busy script. Out of memory is not: it needs an operator.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Connection
+                | ErrorKind::Timeout
+                | ErrorKind::Loading
+                | ErrorKind::ReadOnly
+                | ErrorKind::MasterDown
+                | ErrorKind::TryAgain
+                | ErrorKind::ClusterDown
+                | ErrorKind::Redirect
+                | ErrorKind::Busy
+                | ErrorKind::WaitTimeout
+        )
+    }
+
+    /// The kind of a Redis client error, from its error kind and reply code (never from its
+    /// message text).
+    pub(crate) fn of_redis(e: &redis::RedisError) -> ErrorKind {
+        use redis::ErrorKind as K;
+        use redis::ServerErrorKind as S;
+        if e.is_timeout() {
+            return ErrorKind::Timeout;
+        }
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            return ErrorKind::Connection;
+        }
+        match e.kind() {
+            K::AuthenticationFailed => ErrorKind::Auth,
+            K::Parse | K::UnexpectedReturnType => ErrorKind::Protocol,
+            K::InvalidClientConfig => ErrorKind::Config,
+            K::ClusterConnectionNotFound => ErrorKind::Connection,
+            K::Server(S::BusyLoading) => ErrorKind::Loading,
+            K::Server(S::ReadOnly) => ErrorKind::ReadOnly,
+            K::Server(S::MasterDown) => ErrorKind::MasterDown,
+            K::Server(S::TryAgain) => ErrorKind::TryAgain,
+            K::Server(S::ClusterDown) => ErrorKind::ClusterDown,
+            K::Server(S::Moved | S::Ask) => ErrorKind::Redirect,
+            K::Server(S::NoPerm) => ErrorKind::Permission,
+            _ => match e.code() {
+                Some("OOM") => ErrorKind::OutOfMemory,
+                Some("BUSY") => ErrorKind::Busy,
+                Some("NOAUTH" | "WRONGPASS") => ErrorKind::Auth,
+                Some("NOPERM") => ErrorKind::Permission,
+                Some("QUEUE") => ErrorKind::Script,
+                _ => ErrorKind::Server,
+            },
+        }
+    }
+}
+
 impl Error {
-    /// Whether the same call may succeed if retried later (the connection or server state can
-    /// change); configuration, encoding and validation errors never will.
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unreachable { kind, .. } | Error::Redis { kind, .. } => *kind,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Encode { .. } => ErrorKind::Encode,
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            Error::InvalidJob(_) => ErrorKind::InvalidJob,
+            Error::Timeout(_) => ErrorKind::WaitTimeout,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Registry(_) => ErrorKind::Registry,
+            Error::Loader(_) => ErrorKind::Loader,
+            Error::Spawn { .. } => ErrorKind::Spawn,
+        }
+    }
+
+    /// Whether the same call may succeed if retried later (see [`ErrorKind::is_retryable`]);
+    /// configuration, encoding and validation errors never will.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Timeout(_))
+        self.kind().is_retryable()
     }
 
+    /// The error of a failed command to the server at `url`.
     pub(crate) fn redis(url: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
-        move |e| Error::from_redis(url, e)
+        move |e| Error::from_redis(url, "command", e)
     }
 
-    pub(crate) fn from_redis(url: &str, e: redis::RedisError) -> Error {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-        {
-            Error::Unreachable {
+    /// Classifies a Redis client error once: connection trouble becomes
+    /// [`Error::Unreachable`], everything else [`Error::Redis`] with its kind.
+    pub(crate) fn from_redis(url: &str, context: &str, e: redis::RedisError) -> Error {
+        let kind = ErrorKind::of_redis(&e);
+        match kind {
+            ErrorKind::Connection | ErrorKind::Timeout => Error::Unreachable {
                 url: redact(url),
-                message: e.to_string(),
-            }
-        } else {
-            Error::Redis(e.to_string())
+                kind,
+                source: Box::new(e),
+            },
+            _ => Error::Redis {
+                kind,
+                context: context.to_string(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    /// A connection failure that did not come from the Redis client (a subscriber gave up).
+    pub(crate) fn unreachable(url: &str, message: impl Into<String>) -> Error {
+        Error::Unreachable {
+            url: redact(url),
+            kind: ErrorKind::Connection,
+            source: message.into().into(),
         }
     }
 
@@ -126,6 +293,43 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(code: &str) -> redis::RedisError {
+        redis::make_extension_error(code.to_string(), Some("detail".into()))
+    }
+
+    #[test]
+    fn classifies_reply_codes_into_kinds() {
+        for (code, kind, retry) in [
+            ("OOM", ErrorKind::OutOfMemory, false),
+            ("BUSY", ErrorKind::Busy, true),
+            ("NOAUTH", ErrorKind::Auth, false),
+            ("WRONGPASS", ErrorKind::Auth, false),
+            ("QUEUE", ErrorKind::Script, false),
+            ("WHATEVER", ErrorKind::Server, false),
+        ] {
+            let e = Error::from_redis("redis://x", "test", server_error(code));
+            assert_eq!(e.kind(), kind, "{code}");
+            assert_eq!(e.is_retryable(), retry, "{code}");
+            let source = std::error::Error::source(&e).expect("keeps its source");
+            assert!(
+                source.downcast_ref::<redis::RedisError>().is_some(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_trouble_is_unreachable_and_retryable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let e = Error::from_redis("redis://:pw@x:1", "test", redis::RedisError::from(io));
+        assert!(
+            matches!(&e, Error::Unreachable { url, .. } if url == "redis://***@x:1"),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert!(e.is_retryable());
+    }
 
     #[test]
     fn redacts_credentials() {

@@ -1,81 +1,115 @@
-//! The Redis engine of `queue`: job envelopes, the Lua scripts that move jobs between states,
-//! the producer [`Client`], the worker-side [`Broker`], and handler registration.
+//! The Redis engine of `queue` and the toolkit beside it.
 //!
-//! Where a job's life is decided: [`lifecycle`](Broker) (Rust side) and `src/scripts/job/*.lua`
-//! (one atomic script per state change). Key names are built only in `keys.rs`; MessagePack is
-//! named only in `codec.rs`.
+//! - `engine/`: the job engine. Its job-facing types are at this crate's root ([`Client`],
+//!   [`NewJob`], [`JobError`]...); the operator, worker-side, wire and cron APIs are the
+//!   [`admin`], [`broker`], [`wire`] and [`cron`] modules.
+//! - `toolkit/`: what applications use beside the queue, one module a concern, each behind a
+//!   cargo feature: [`cache`] (`cache`, `sqlx`), [`rate_limit`] (`rate-limit`), [`session`]
+//!   (`sessions`), the axum/tower adapters inside those two (`http`), and [`events`] (always).
+//! - `testing/`: a throwaway `redis-server` for tests and the quickstart (`testing`).
+//!
+//! Shared by all: [`Error`] (`error.rs`), key names (`keys.rs`, the only place that builds
+//! them), the script machinery (`script.rs`), the one SCAN loop (`scan.rs`) and the one
+//! duration grammar (`duration.rs`).
 
-mod admin;
-mod cache;
-#[cfg(feature = "sqlx")]
-mod cache_sqlx;
-mod client;
-mod codec;
-mod cron;
+#![deny(unreachable_pub)]
+#![warn(missing_docs)]
+
+mod duration;
+mod engine;
 mod error;
-mod events;
-#[cfg(feature = "axum")]
-mod http;
-mod job;
 mod keys;
-mod lifecycle;
-mod rate_limit;
-mod registry;
-mod scripts;
-mod server;
-mod session;
+mod scan;
+mod script;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod toolkit;
 
-pub use admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
-pub use cache::{cache_stats, hash_bytes, Cache, CacheKey, CachePolicy, CacheStats};
-#[cfg(feature = "sqlx")]
-pub use cache_sqlx::SqlParam;
-pub use client::{
-    Client, ClientConfig, Enqueued, NewJob, QueueCounts, DEFAULT_MAX_PAYLOAD, MAX_BATCH,
-};
-pub use codec::{decode_member, decode_value, encode_member, encode_value, member_id, Outcome};
-pub use cron::{
-    due_ticks, next_tick, parse_tz, resolve, Cron, CronExpr, Fired, Misfire, Schedule, ScheduleDef,
-    ScheduleState, Tick, MISFIRE_GRACE,
-};
-pub use error::{redact, Error, Result};
-pub use events::{gaps, Event, EventBus, Gap, Lifecycle, LifecycleEvent, Subscription};
-#[cfg(feature = "axum")]
-pub use http::{KeyBy, RateLimitLayer, RateLimitService, RedisSessionStore};
-pub use job::{
-    Backoff, Failure, Job, JobId, JobOptions, JobState, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT, WIRE_VERSION,
-};
-pub use keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
-pub use lifecycle::{
-    decide, Broker, Completion, Failed, Fetched, Lease, Leased, Retention, Settle,
-};
-pub use rate_limit::{
-    rate_limit_stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter,
-    RateLimiterBuilder,
-};
-pub use registry::{
-    registered_jobs, Action, BoxError, HandlerFn, HandlerFuture, JobContext, JobError,
-    JobRegistration, JobType,
-};
-pub use server::{RedisServer, RedisServerOptions};
-pub use session::{Session, SessionConfig, SessionId, SessionInfo, Sessions, Update};
+pub use duration::{parse_duration, DurationError};
+pub use engine::broker::Retention;
+pub use engine::client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts};
+pub use engine::codec::Outcome;
+pub use engine::job::{Backoff, Failure, JobId, JobOptions, JobState};
+pub use engine::registry::{Action, BoxError, JobContext, JobError, JobType};
+pub use error::{Error, ErrorKind, Result, Source};
 
+/// Operating queues: counts and stats, finding, retrying and deleting jobs, worker records.
+pub mod admin {
+    pub use crate::engine::admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
+    pub use crate::error::redact;
+    pub use crate::scan::Scan;
+}
+
+/// The worker side of the engine, for runtimes and benchmarks: lease, settle, recover.
+///
+/// `queue-worker` is built on it; applications have no reason to call it.
+pub mod broker {
+    pub use crate::engine::broker::{
+        Broker, Cause, Completion, Fetched, Lease, Leased, Settle, Waker,
+    };
+}
+
+/// The wire format (docs/PROTOCOL.md): the envelope, its MessagePack encoding, key names.
+pub mod wire {
+    pub use crate::engine::client::{DEFAULT_MAX_PAYLOAD, MAX_BATCH, MIN_REDIS};
+    pub use crate::engine::codec::{
+        decode_member, decode_value, encode_member, encode_value, member_id, priority_prefix,
+        MEMBER_HEADER,
+    };
+    pub use crate::engine::job::{
+        Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
+        DEFAULT_TIMEOUT, ERROR_HISTORY, WIRE_VERSION,
+    };
+    pub use crate::keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE, MAX_QUEUE_NAME};
+}
+
+/// Cron schedules: expressions, time zones, misfire policies, exactly-once ticks.
+pub mod cron {
+    pub use crate::engine::cron::{
+        due_ticks, next_tick, parse_tz, resolve, Cron, CronExpr, Fired, Misfire, Schedule,
+        ScheduleDef, ScheduleState, Tick, MISFIRE_GRACE,
+    };
+}
+
+/// Typed pub/sub events, and the lifecycle log of a queue's jobs.
+pub mod events {
+    pub use crate::toolkit::events::{
+        gaps, Event, EventBus, Gap, Lifecycle, LifecycleEvent, Subscription,
+    };
+}
+
+/// Cache-aside for query results: TTL policies, single flight, invalidation, an optional L1.
+#[cfg(feature = "cache")]
+pub mod cache {
+    #[cfg(feature = "sqlx")]
+    pub use crate::toolkit::cache::sqlx::SqlParam;
+    pub use crate::toolkit::cache::{hash_bytes, stats, Cache, CacheKey, CachePolicy, CacheStats};
+}
+
+/// Sliding-window and GCRA rate limits, checked atomically across processes.
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit {
+    #[cfg(feature = "http")]
+    pub use crate::toolkit::http::{KeyBy, RateLimitLayer, RateLimitService, SubjectFn};
+    pub use crate::toolkit::rate_limit::{
+        stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter,
+        RateLimiterBuilder,
+    };
+}
+
+/// Server-side sessions: random ids stored hashed, idle and absolute timeouts, rotation.
+#[cfg(feature = "sessions")]
+pub mod session {
+    #[cfg(feature = "http")]
+    pub use crate::toolkit::http::RedisSessionStore;
+    pub use crate::toolkit::session::{
+        Session, SessionConfig, SessionId, SessionInfo, Sessions, Update,
+    };
+}
+
+/// Handler registration for `#[job]` and the worker's registry; not for direct use.
 #[doc(hidden)]
-pub use registry::__private;
-
-/// The wake-up list key is read by workers' blocking connection; exposed for the worker crate.
-#[doc(hidden)]
-pub mod __worker {
-    pub use crate::client::Client;
-    /// A dedicated connection for blocking commands (`BLPOP`).
-    ///
-    /// # Errors
-    ///
-    /// [`crate::Error::Unreachable`].
-    pub async fn dedicated(
-        client: &Client,
-        timeout: Option<std::time::Duration>,
-    ) -> crate::Result<redis::aio::MultiplexedConnection> {
-        client.dedicated(timeout).await
-    }
+pub mod __private {
+    pub use crate::engine::registry::__private::*;
+    pub use crate::engine::registry::{registered_jobs, HandlerFn, HandlerFuture, JobRegistration};
 }

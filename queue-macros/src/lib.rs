@@ -86,35 +86,22 @@ where
     }
 }
 
-/// Checks "100/1m", "10/s": a positive count, a slash, a period with a unit.
+// The one duration grammar of the project, compiled here from the engine's own file so that a
+// duration `#[job]` accepts at compile time is one the runtime accepts (and the CLI, and the
+// rate-limit specs).
+#[path = "../../queue-core/src/duration.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod duration;
+
+/// Checks "100/1m", "10/s" with the runtime's grammar.
 fn valid_limit(s: &str) -> bool {
-    let Some((n, per)) = s.split_once('/') else {
-        return false;
-    };
-    let per = per.trim();
-    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
-        per.to_string()
-    } else {
-        format!("1{per}")
-    };
-    n.trim().parse::<u64>().is_ok_and(|n| n > 0) && parse_duration(&per).is_some()
+    duration::parse_rate(s).is_some()
 }
 
-/// Parses "500ms", "30s", "5m", "2h", "1d" into milliseconds.
+/// A positive duration in milliseconds, with the runtime's grammar.
 fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|ms| *ms > 0)
+    let d = duration::parse_duration(s).ok()?;
+    u64::try_from(d.as_millis()).ok().filter(|ms| *ms > 0)
 }
 
 fn parse_attrs(attr: TokenStream2, errors: &mut Errors) -> Attrs {

@@ -45,7 +45,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            queues: vec![(queue_core::DEFAULT_QUEUE.to_string(), 1)],
+            queues: vec![(queue_core::wire::DEFAULT_QUEUE.to_string(), 1)],
             order: QueueOrder::Weighted,
             concurrency: 5,
             lease: Duration::from_secs(5),
@@ -76,7 +76,7 @@ pub struct WorkerBuilder {
     queues_set: bool,
     middlewares: Vec<Arc<dyn Middleware>>,
     existing: Option<Client>,
-    schedules: Vec<queue_core::Schedule>,
+    schedules: Vec<queue_core::cron::Schedule>,
     tasks: Vec<(String, crate::scheduler::MaintenanceTask)>,
     scheduler: bool,
     maintenance_cron: String,
@@ -200,7 +200,7 @@ impl WorkerBuilder {
     }
 
     /// Adds a schedule registered in code (beside those declared with `#[job(cron = ...)]`).
-    pub fn schedule(mut self, schedule: queue_core::Schedule) -> Self {
+    pub fn schedule(mut self, schedule: queue_core::cron::Schedule) -> Self {
         self.schedules.push(schedule);
         self
     }
@@ -288,7 +288,7 @@ impl WorkerBuilder {
             return Err(Error::Config(format!("two schedules are named {:?}", w[0])));
         }
         for (q, _) in &self.config.queues {
-            queue_core::QueueKeys::new(&self.client.namespace, q)?;
+            queue_core::wire::QueueKeys::new(&self.client.namespace, q)?;
         }
         let client = match self.existing {
             Some(c) => c,

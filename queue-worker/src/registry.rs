@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use queue_core::JobRegistration;
+use queue_core::__private::JobRegistration;
 
 use crate::error::{Error, Result};
 
@@ -20,7 +20,8 @@ impl Registry {
     /// [`Error::Registry`] when two handlers share a name (both places are named) or when no
     /// handler is linked at all (a worker that can run nothing is a deployment mistake).
     pub fn discover() -> Result<Registry> {
-        let jobs = queue_core::registered_jobs().map_err(|e| Error::Registry(e.to_string()))?;
+        let jobs =
+            queue_core::__private::registered_jobs().map_err(|e| Error::Registry(e.to_string()))?;
         if jobs.is_empty() {
             return Err(Error::Registry(
                 "no #[job] handlers are linked into this binary: declare at least one with #[job] \
@@ -48,7 +49,7 @@ impl Registry {
     /// # Errors
     ///
     /// [`Error::Registry`] listing every job whose expression or zone is invalid.
-    pub fn schedules(&self) -> Result<Vec<queue_core::Schedule>> {
+    pub fn schedules(&self) -> Result<Vec<queue_core::cron::Schedule>> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for reg in self.jobs.values() {
@@ -100,7 +101,7 @@ impl Registry {
             .map(|r| {
                 (r.options)()
                     .queue
-                    .unwrap_or_else(|| queue_core::DEFAULT_QUEUE.to_string())
+                    .unwrap_or_else(|| queue_core::wire::DEFAULT_QUEUE.to_string())
             })
             .collect();
         qs.sort();

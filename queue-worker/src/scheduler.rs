@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use queue_core::{due_ticks, next_tick, Admin, Client, Cron, Fired, NewJob, Retention, Schedule};
+use queue_core::admin::Admin;
+use queue_core::cron::{due_ticks, next_tick, Cron, Fired, Schedule};
+use queue_core::{Client, NewJob, Retention};
 use tokio::sync::watch;
 
 /// Work the maintenance schedule runs (expired sessions, other modules' cleanups). Runs on one
@@ -114,7 +116,8 @@ impl Scheduler {
             Err(e) => tracing::warn!(error = %e, "maintenance cannot list queues"),
         }
         // Expired sessions vanish by TTL; their users' indexes are pruned here.
-        match queue_core::Sessions::new(self.client.clone()) {
+        #[cfg(feature = "sessions")]
+        match queue_core::session::Sessions::new(self.client.clone()) {
             Ok(sessions) => {
                 if let Err(e) = sessions.cleanup().await {
                     tracing::warn!(error = %e, "maintenance: session index cleanup failed");

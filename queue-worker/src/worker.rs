@@ -16,17 +16,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::{
-    decide, Admin, Broker, Client, Completion, Failed, Job, JobContext, JobId, Lease, Leased,
-    Settle, WorkerInfo, MAX_BATCH,
-};
+use queue_core::admin::{Admin, WorkerInfo};
+use queue_core::broker::{Broker, Cause, Completion, Lease, Leased, Settle, Waker};
+use queue_core::wire::{Job, MAX_BATCH};
+use queue_core::{Action, Client, JobContext, JobId};
 use rand::Rng;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::builder::{QueueOrder, WorkerConfig};
 use crate::error::Result;
-use crate::middleware::{CatchPanic, Middleware, Next, Request, Timeout, Trace};
+use crate::middleware::{Middleware, Next, Request};
 use crate::registry::Registry;
 
 /// Longest the fetch loop sleeps without a wake-up: a safety net should a wake marker be lost
@@ -119,8 +119,6 @@ impl QueueState {
 
 struct Runtime {
     client: Client,
-    rate_limit: Option<Arc<crate::middleware::RateLimit>>,
-    result_cache: Option<Arc<crate::middleware::ResultCache>>,
     /// This worker's heartbeat record (`queue workers` reads it).
     identity: WorkerInfo,
     config: WorkerConfig,
@@ -145,19 +143,7 @@ impl Worker {
         user: Vec<Arc<dyn Middleware>>,
         scheduler: Option<crate::scheduler::Scheduler>,
     ) -> Result<Worker> {
-        let rate_limit =
-            crate::middleware::RateLimit::new(&client, registry.rate_limits())?.map(Arc::new);
-        let result_cache =
-            crate::middleware::ResultCache::new(&client, registry.cache_ttls()).map(Arc::new);
-        let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace)];
-        if let Some(c) = &result_cache {
-            chain.push(c.clone());
-        }
-        if let Some(r) = &rate_limit {
-            chain.push(r.clone());
-        }
-        chain.push(Arc::new(CatchPanic));
-        chain.push(Arc::new(Timeout));
+        let mut chain = crate::middleware::builtins(&client, &registry)?;
         chain.extend(user);
         let queues = config
             .queues
@@ -196,8 +182,6 @@ impl Worker {
         Ok(Worker {
             scheduler,
             rt: Arc::new(Runtime {
-                rate_limit,
-                result_cache,
                 client,
                 identity,
                 config,
@@ -335,11 +319,8 @@ impl Worker {
         let _ = final_tx.send(true);
         let _ = heartbeat.await;
         // Metrics counted since the last heartbeat are not lost at shutdown.
-        if let Some(r) = &rt.rate_limit {
-            r.flush().await;
-        }
-        if let Some(c) = &rt.result_cache {
-            c.flush().await;
+        for m in &rt.chain {
+            m.flush().await;
         }
         if let Err(e) = Admin::new(rt.client.clone()).retire(&rt.identity.id).await {
             tracing::warn!(error = %e, "could not remove this worker's heartbeat record; it ages out");
@@ -508,15 +489,15 @@ async fn run_job(
             job,
             "unknown_job",
             &message,
-            Failed::Retry,
-            "failed",
+            Action::Retry,
+            Cause::Handler,
         )
         .await;
         return;
     };
     // The arguments move into the request (no copy); the envelope is shared read-only.
     let mut job = job;
-    apply_defaults(&mut job, registration);
+    job.resolve_options(&(registration.options)());
     let args = std::mem::take(&mut job.args);
     let job = Arc::new(job);
     let ctx = JobContext {
@@ -556,9 +537,9 @@ async fn run_job(
         Err(e) => {
             // Failures are rare: rebuild the whole envelope (arguments included) from the
             // member rather than keep a copy of the arguments for every job.
-            let job = match queue_core::decode_member(&lease.member, job.queue.as_str()) {
+            let job = match queue_core::wire::decode_member(&lease.member, job.queue.as_str()) {
                 Ok(mut full) => {
-                    apply_defaults(&mut full, registration);
+                    full.resolve_options(&(registration.options)());
                     full
                 }
                 Err(_) => Arc::unwrap_or_clone(job),
@@ -570,27 +551,11 @@ async fn run_job(
                 job,
                 e.kind(),
                 e.message(),
-                Failed::from(e.action()),
-                "failed",
+                e.action(),
+                Cause::Handler,
             )
             .await;
         }
-    }
-}
-
-/// Options the producer did not set come from the handler's `#[job]` attributes, so a job
-/// enqueued by the CLI or another language gets the timeout, attempts and backoff its handler
-/// declares (the crate defaults apply only when neither says).
-fn apply_defaults(job: &mut Job, registration: &queue_core::JobRegistration) {
-    let defaults = (registration.options)();
-    if job.max_attempts.is_none() {
-        job.max_attempts = defaults.max_attempts;
-    }
-    if job.backoff.is_none() {
-        job.backoff = defaults.backoff;
-    }
-    if job.timeout_ms.is_none() {
-        job.timeout_ms = defaults.timeout.map(|t| t.as_millis() as u64);
     }
 }
 
@@ -611,7 +576,7 @@ async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_
         "the job's envelope does not decode ({error}); its raw bytes are kept as its arguments"
     );
     stand_in.record_failure("decode", &message, chrono_now_ms());
-    apply(rt, qi, &lease, &stand_in, &Settle::Dead, "failed").await;
+    apply(rt, qi, &lease, &stand_in, &Settle::Dead, Cause::Handler).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -622,26 +587,26 @@ async fn settle_failure(
     mut job: Job,
     kind: &str,
     message: &str,
-    failed: Failed,
-    counter: &str,
+    action: Action,
+    cause: Cause,
 ) {
     let now = chrono_now_ms();
     // A snooze (rate limited) is not an attempt: nothing is recorded against the job.
-    if !matches!(failed, Failed::Snooze(_)) {
+    if !matches!(action, Action::Snooze(_) | Action::RateLimited(_)) {
         job.record_failure(kind, message, now);
     }
-    let settle = decide(&job, &failed, now, rand::rng().random::<f64>());
-    apply(rt, qi, lease, &job, &settle, counter).await;
+    let settle = Settle::decide(&job, &action, now, rand::rng().random::<f64>());
+    apply(rt, qi, lease, &job, &settle, cause).await;
 }
 
 /// Applies a failure's fate, retrying while Redis is unreachable (bounded); if it never gets
 /// through, the lease expires and the job is recovered, so nothing is lost.
-async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, counter: &str) {
+async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, cause: Cause) {
     let q = &rt.queues[qi];
     q.settling(lease.key());
     let recorded = retrying("recording a failure", || {
         q.broker
-            .fail(lease, job, settle, &rt.config.retention, counter)
+            .fail(lease, job, settle, cause, &rt.config.retention)
     })
     .await;
     match recorded {
@@ -744,11 +709,8 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
         if let Err(e) = admin.beat(&record).await {
             tracing::warn!(error = %e, "worker heartbeat record failed");
         }
-        if let Some(r) = &rt.rate_limit {
-            r.flush().await;
-        }
-        if let Some(c) = &rt.result_cache {
-            c.flush().await;
+        for m in &rt.chain {
+            m.flush().await;
         }
         for q in &rt.queues {
             let held = q.held();
@@ -804,8 +766,8 @@ async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                             job,
                             "worker_lost",
                             &message,
-                            Failed::RetryAfter(Duration::ZERO),
-                            "recovered",
+                            Action::RetryAfter(Duration::ZERO),
+                            Cause::WorkerLost,
                         )
                         .await;
                     }
@@ -817,37 +779,24 @@ async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn waker_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
-    let keys: Vec<String> = rt.queues.iter().map(|q| q.broker.keys().wake()).collect();
-    let mut con = None;
+    let brokers: Vec<&Broker> = rt.queues.iter().map(|q| &q.broker).collect();
+    let mut waker = Waker::new(rt.client.clone(), &brokers);
     loop {
         if *stop.borrow() {
             return;
         }
-        if con.is_none() {
-            match queue_core::__worker::dedicated(&rt.client, Some(Duration::from_secs(5))).await {
-                Ok(c) => con = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "waker cannot connect; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.changed() => return,
-                    }
-                }
-            }
-        }
-        let Some(c) = con.as_mut() else { continue };
-        let mut cmd = redis::cmd("BLPOP");
-        cmd.arg(&keys).arg(1);
-        let blpop = cmd.query_async::<Option<(String, String)>>(c);
         tokio::select! {
-            r = blpop => match r {
-                Ok(Some(_)) => rt.wake.notify_one(),
-                Ok(None) => {}
+            r = waker.wait(Duration::from_secs(1)) => match r {
+                Ok(true) => rt.wake.notify_one(),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "waker lost its connection; reconnecting");
-                    con = None;
                     // Work may have arrived while we were disconnected.
                     rt.wake.notify_one();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
                 }
             },
             _ = stop.changed() => return,

@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use queue::{Client, RedisServer};
+use queue::testing::RedisServer;
+use queue::Client;
 
 pub struct Env {
     pub server: RedisServer,
@@ -73,12 +74,12 @@ pub async fn bounded<T>(within: Duration, what: &str, f: impl Future<Output = T>
 /// A worker running in the test process.
 pub struct RunningWorker {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<queue::Report, queue::WorkerError>>,
+    handle: tokio::task::JoinHandle<Result<queue::worker::Report, queue::worker::Error>>,
 }
 
 impl RunningWorker {
     /// Shuts the worker down gracefully and returns its report (bounded).
-    pub async fn stop(mut self) -> queue::Report {
+    pub async fn stop(mut self) -> queue::worker::Report {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

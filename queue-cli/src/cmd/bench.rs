@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use queue::{job, Client, JobError, NewJob, RedisServer, Retention, WorkerBuilder};
+use queue::testing::RedisServer;
+use queue::{job, Client, JobError, NewJob, Retention, WorkerBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -231,7 +232,7 @@ pub async fn run(
     };
     let client = Client::connect_with(config)
         .await
-        .with_context(|| format!("connecting to {}", queue::core::redact(&url)))?;
+        .with_context(|| format!("connecting to {}", queue::admin::redact(&url)))?;
     let mut raw = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
@@ -269,7 +270,7 @@ pub async fn run(
         ..Results::default()
     };
     if args.events {
-        let life = queue::core::Lifecycle::new(client.clone());
+        let life = queue::events::Lifecycle::new(client.clone());
         life.set_enabled("bench", true).await?;
         life.set_enabled("bench-latency", true).await?;
     }
@@ -489,7 +490,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// concurrent callers), over 1,000 subjects with a limit of 1,000/s each: mostly admitted, as
 /// in normal API traffic.
 async fn ratelimit_phase(client: &Client, secs: u64) -> anyhow::Result<Vec<RateRow>> {
-    use queue::core::{Algorithm, Limit, RateLimiter};
+    use queue::rate_limit::Algorithm;
+    use queue::rate_limit::Limit;
+    use queue::rate_limit::RateLimiter;
     let mut rows = Vec::new();
     let algorithms = [
         ("sliding_log", Algorithm::SlidingLog),
@@ -551,7 +554,7 @@ async fn session_phase(
     raw: &mut redis::aio::MultiplexedConnection,
     n: u64,
 ) -> anyhow::Result<SessionRow> {
-    use queue::core::Sessions;
+    use queue::session::Sessions;
     let sessions = Sessions::new(client.clone())?;
     let m0 = snap(raw).await?.memory;
     let solo = n.min(2000);
@@ -709,7 +712,7 @@ async fn delayed_phase(
 /// Publish-to-receive latency of the event bus at a steady rate: one subscriber, one publisher.
 async fn bus_latency(client: &Client, rate: u64, secs: u64, r: &mut Results) -> anyhow::Result<()> {
     use futures_util::StreamExt;
-    let bus = queue::core::EventBus::new(client.clone());
+    let bus = queue::events::EventBus::new(client.clone());
     let mut sub = bus.subscribe::<f64>("bench.bus").await?;
     let n = rate * secs;
     let receiver = tokio::spawn(async move {
@@ -791,7 +794,7 @@ async fn wait_completed(
 
 async fn cleanup(
     raw: &mut redis::aio::MultiplexedConnection,
-    keys: &queue::core::QueueKeys,
+    keys: &queue::wire::QueueKeys,
 ) -> anyhow::Result<()> {
     redis::cmd("DEL")
         .arg(keys.all_fixed())

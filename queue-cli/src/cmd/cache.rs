@@ -16,7 +16,7 @@ pub enum Command {
 #[derive(Debug, Serialize)]
 struct Row {
     #[serde(flatten)]
-    stats: queue::core::CacheStats,
+    stats: queue::cache::CacheStats,
     hit_ratio: f64,
     avg_load_ms: f64,
 }
@@ -24,7 +24,7 @@ struct Row {
 pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Stats = cmd;
     let admin = g.connect().await?;
-    let rows: Vec<Row> = queue::core::cache_stats(admin.client())
+    let rows: Vec<Row> = queue::cache::stats(admin.client())
         .await?
         .into_iter()
         .map(|s| {

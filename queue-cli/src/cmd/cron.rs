@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use queue::core::Cron;
+use queue::cron::Cron;
 
 use crate::output::{relative, Out, Table};
 use crate::Global;
@@ -53,9 +53,9 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
                         .map(|n| relative(n, now))
                         .unwrap_or_else(|| "-".into()),
                     match s.def.misfire {
-                        queue::Misfire::Skip => "skip".into(),
-                        queue::Misfire::FireOnce => "fire once".into(),
-                        queue::Misfire::CatchUp(n) => format!("catch up {n}"),
+                        queue::cron::Misfire::Skip => "skip".into(),
+                        queue::cron::Misfire::FireOnce => "fire once".into(),
+                        queue::cron::Misfire::CatchUp(n) => format!("catch up {n}"),
                     },
                 ]);
             }

@@ -42,7 +42,7 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     // Everything is validated before connecting.
     let value: serde_json::Value =
         serde_json::from_str(&a.args).context("--args is not valid JSON")?;
-    let bytes = queue::core::encode_value(&value, "job arguments")?;
+    let bytes = queue::wire::encode_value(&value, "job arguments")?;
     let mut job = NewJob::raw(a.name.clone(), bytes).queue(a.queue.clone());
     if let Some(d) = a.delay {
         job = job.delay(d);

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use queue::core::{gaps, Lifecycle, LifecycleEvent};
+use queue::events::gaps;
+use queue::events::Lifecycle;
+use queue::events::LifecycleEvent;
 
 use crate::output::Out;
 use crate::Global;

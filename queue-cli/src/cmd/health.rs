@@ -69,7 +69,7 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     checks.push(Check {
         check: "redis reachable".into(),
         ok: true,
-        detail: queue::core::redact(&g.url()),
+        detail: queue::admin::redact(&g.url()),
     });
     let server = admin.server().await?;
     if server.maxmemory > 0 {

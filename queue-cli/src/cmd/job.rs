@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
-use queue::core::{Admin, JobView, State};
+use queue::admin::Admin;
+use queue::admin::JobView;
+use queue::admin::State;
 use serde::Serialize;
 
 use super::jobs::{page, Row};
@@ -135,7 +137,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         .ok_or_else(|| anyhow!(queue::Error::NotFound(format!("job {id}"))))?;
     let job = v.job.as_ref().ok();
     let (args, args_hex) = match job {
-        Some(j) => match queue::core::decode_value::<serde_json::Value>(&j.args, "arguments") {
+        Some(j) => match queue::wire::decode_value::<serde_json::Value>(&j.args, "arguments") {
             Ok(a) => (Some(a), None),
             Err(_) => (
                 None,
@@ -148,7 +150,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         .outcome
         .as_ref()
         .and_then(|o| o.result.as_deref())
-        .and_then(|r| queue::core::decode_value::<serde_json::Value>(r, "result").ok());
+        .and_then(|r| queue::wire::decode_value::<serde_json::Value>(r, "result").ok());
     let shown = Shown {
         row: Row::from_view(&v),
         args,
@@ -304,7 +306,7 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         let mut offset = 0;
         loop {
             let views = admin
-                .list(&b.queue, state, offset, queue::core::MAX_BATCH)
+                .list(&b.queue, state, offset, queue::wire::MAX_BATCH)
                 .await?;
             if views.is_empty() {
                 break;

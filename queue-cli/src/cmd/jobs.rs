@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use queue::core::{Admin, JobView, State};
+use queue::admin::Admin;
+use queue::admin::JobView;
+use queue::admin::State;
 use serde::Serialize;
 
 use crate::output::{relative, Out, Table};

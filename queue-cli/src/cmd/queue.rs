@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use queue::core::{Admin, State};
+use queue::admin::Admin;
+use queue::admin::State;
 
 use crate::output::{confirm, rerun_with, Out};
 use crate::Global;
@@ -151,7 +152,7 @@ pub async fn purge_all(
     let mut total = 0;
     loop {
         let n = admin
-            .purge_some(queue, state, queue::core::MAX_BATCH)
+            .purge_some(queue, state, queue::wire::MAX_BATCH)
             .await?;
         total += n;
         if let Some(b) = bar {

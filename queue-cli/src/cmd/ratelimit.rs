@@ -24,7 +24,7 @@ struct Row {
 pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Stats = cmd;
     let admin = g.connect().await?;
-    let rows: Vec<Row> = queue::core::rate_limit_stats(admin.client())
+    let rows: Vec<Row> = queue::rate_limit::stats(admin.client())
         .await?
         .into_iter()
         .map(|(limit, allowed, rejected)| {

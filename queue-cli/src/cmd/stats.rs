@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use queue::core::{Admin, QueueStats, ServerInfo};
+use queue::admin::Admin;
+use queue::admin::QueueStats;
+use queue::admin::ServerInfo;
 use serde::Serialize;
 
 use crate::output::{bytes, human, Out, Table};

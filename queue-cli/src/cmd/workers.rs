@@ -10,7 +10,7 @@ use crate::Global;
 #[derive(Debug, Serialize)]
 struct Row {
     #[serde(flatten)]
-    info: queue::core::WorkerInfo,
+    info: queue::admin::WorkerInfo,
     alive: bool,
 }
 

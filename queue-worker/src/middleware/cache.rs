@@ -2,7 +2,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use queue_core::{Cache, CacheKey, CachePolicy, Client, JobError};
+use queue_core::cache::{Cache, CacheKey, CachePolicy};
+use queue_core::{Client, JobError};
 
 use super::{Middleware, Next, Request, Response};
 
@@ -44,7 +45,7 @@ impl ResultCache {
         })
     }
 
-    pub(crate) async fn flush(&self) {
+    async fn flush_metrics(&self) {
         if let Err(e) = self.cache.flush_stats().await {
             tracing::debug!(error = %e, "cache metrics not flushed");
         }
@@ -52,6 +53,10 @@ impl ResultCache {
 }
 
 impl Middleware for ResultCache {
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.flush_metrics())
+    }
+
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
         Box::pin(async move {
             let Some(policy) = self.policies.get(req.ctx.name.as_str()) else {
@@ -59,7 +64,11 @@ impl Middleware for ResultCache {
             };
             let key = CacheKey::new(
                 "jobs",
-                format!("{}:{}", req.ctx.name, queue_core::hash_bytes(&req.args)),
+                format!(
+                    "{}:{}",
+                    req.ctx.name,
+                    queue_core::cache::hash_bytes(&req.args)
+                ),
             );
             // The loader runs the handler; only a success is stored (an error is returned as
             // it is, and nothing is cached).

@@ -7,8 +7,10 @@
 //! [`Timeout`] (the job's per-attempt timeout), then user middlewares in the order they were
 //! added, then the handler.
 
+#[cfg(feature = "cache")]
 mod cache;
 mod catch_panic;
+#[cfg(feature = "rate-limit")]
 mod rate_limit;
 mod timeout;
 mod trace;
@@ -16,10 +18,14 @@ mod trace;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use queue_core::{HandlerFn, Job, JobContext, JobError};
+use queue_core::__private::HandlerFn;
+use queue_core::wire::Job;
+use queue_core::{JobContext, JobError};
 
+#[cfg(feature = "cache")]
 pub use cache::ResultCache;
 pub use catch_panic::CatchPanic;
+#[cfg(feature = "rate-limit")]
 pub use rate_limit::RateLimit;
 pub use timeout::Timeout;
 pub use trace::Trace;
@@ -43,6 +49,50 @@ pub type Response = Result<Vec<u8>, JobError>;
 pub trait Middleware: Send + Sync + 'static {
     /// Handles `req`, normally by awaiting `next.run(req)`.
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response>;
+
+    /// Pushes what the middleware counts locally (metrics) to Redis; the worker calls it on
+    /// every heartbeat and once at shutdown. Nothing by default.
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// The built-in chain, outermost first, for the handlers of `registry` (the order is the one
+/// documented at the top of this module). A job that declares a middleware this build does not
+/// have (`cache_ttl` without the `cache` feature, `rate_limit` without `rate-limit`) is a
+/// start-up error rather than a job that silently runs unprotected.
+pub(crate) fn builtins(
+    client: &queue_core::Client,
+    registry: &crate::Registry,
+) -> crate::Result<Vec<Arc<dyn Middleware>>> {
+    let mut chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(Trace)];
+    let cached = registry.cache_ttls();
+    #[cfg(feature = "cache")]
+    if let Some(c) = ResultCache::new(client, cached) {
+        chain.push(Arc::new(c));
+    }
+    #[cfg(not(feature = "cache"))]
+    if let Some((job, _)) = cached.first() {
+        return Err(crate::Error::Config(format!(
+            "job {job:?} declares cache_ttl, but this worker was built without the `cache` feature"
+        )));
+    }
+    let limited = registry.rate_limits();
+    #[cfg(feature = "rate-limit")]
+    if let Some(r) = RateLimit::new(client, limited)? {
+        chain.push(Arc::new(r));
+    }
+    #[cfg(not(feature = "rate-limit"))]
+    if let Some((job, _, _)) = limited.first() {
+        return Err(crate::Error::Config(format!(
+            "job {job:?} declares rate_limit, but this worker was built without the `rate-limit` feature"
+        )));
+    }
+    #[cfg(not(all(feature = "cache", feature = "rate-limit")))]
+    let _ = client;
+    chain.push(Arc::new(CatchPanic));
+    chain.push(Arc::new(Timeout));
+    Ok(chain)
 }
 
 /// The rest of the chain after the current middleware.

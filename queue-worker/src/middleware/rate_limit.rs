@@ -2,7 +2,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use queue_core::{Action, Client, JobError, Limit, RateLimiter};
+use queue_core::rate_limit::{Limit, RateLimiter};
+use queue_core::{Action, Client, JobError};
 
 use super::{Middleware, Next, Request, Response};
 
@@ -51,7 +52,7 @@ impl RateLimit {
     }
 
     /// Pushes local allowed/rejected counts to the shared metrics.
-    pub(crate) async fn flush(&self) {
+    async fn flush_metrics(&self) {
         for (limiter, _) in self.by_job.values() {
             if let Err(e) = limiter.flush_metrics().await {
                 tracing::debug!(error = %e, "rate limit metrics not flushed");
@@ -61,6 +62,10 @@ impl RateLimit {
 }
 
 impl Middleware for RateLimit {
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.flush_metrics())
+    }
+
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
         Box::pin(async move {
             let Some((limiter, key)) = self.by_job.get(req.ctx.name.as_str()) else {

@@ -39,6 +39,11 @@ local keep_done, age_done = tonumber(ARGV[10]), tonumber(ARGV[11])
 if action ~= 'retry' and action ~= 'dead' and action ~= 'discard' and action ~= 'snooze' then
   return fail('unknown action ' .. tostring(action))
 end
+-- The counter names a field of the stats hash: only the two the protocol defines.
+local counter = ARGV[9]
+if counter ~= 'failed' and counter ~= 'recovered' then
+  return fail('unknown counter ' .. tostring(counter))
+end
 if not at or not keep or not age or not keep_done or not age_done or #member < 29 then
   return fail('fail expects a member, a run-at and a retention')
 end
@@ -61,7 +66,7 @@ if action == 'snooze' then
   emit(KEYS[14], KEYS[15], 'snoozed', {id}, now, ARGV[12])
   return 1
 end
-redis.call('HINCRBY', KEYS[7], ARGV[9], 1)
+redis.call('HINCRBY', KEYS[7], counter, 1)
 count(KEYS[13], 'f', 1, now)
 emit(KEYS[14], KEYS[15], 'failed', {id}, now, ARGV[12])
 if action == 'retry' then

@@ -9,8 +9,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::job::{Job, JobId, JobState};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, JobState};
 
 /// Bytes before the envelope in a member: priority prefix and id.
 pub const MEMBER_HEADER: usize = 2 + JobId::LEN;

@@ -10,16 +10,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "sqlx")]
+pub(crate) mod sqlx;
+
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::client::Client;
-use crate::codec::{decode_value, encode_value};
+use crate::engine::client::Client;
+use crate::engine::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
-use crate::events::EventBus;
-use crate::scripts::scripts;
+use crate::toolkit::events::EventBus;
+
+crate::script::scripts! {
+    fn scripts() -> Scripts {
+        cache_unlock => ["unlock.lua"],
+    }
+}
 
 /// A named TTL policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,7 +151,7 @@ impl CacheKey {
         bytes.extend(p);
         Ok(CacheKey::new(
             namespace,
-            format!("sql:{}", crate::session::hash_hex(&bytes)),
+            format!("sql:{}", crate::toolkit::sha256_hex(&bytes)),
         ))
     }
 
@@ -155,7 +163,7 @@ impl CacheKey {
 
 /// SHA-256 of `bytes`, hex: a stable key part for arguments of any size.
 pub fn hash_bytes(bytes: &[u8]) -> String {
-    crate::session::hash_hex(bytes)
+    crate::toolkit::sha256_hex(bytes)
 }
 
 fn clean(ns: String) -> String {
@@ -961,7 +969,7 @@ impl Cache {
     {
         let mut stored = 0;
         for chunk in keys.chunks(500) {
-            let values = loader(chunk.to_vec()).await.map_err(Error::Redis)?;
+            let values = loader(chunk.to_vec()).await.map_err(Error::Loader)?;
             stored += values.len() as u64;
             self.set_many(&values, policy).await?;
         }
@@ -1043,7 +1051,7 @@ impl Cache {
 /// # Errors
 ///
 /// [`Error::Unreachable`].
-pub async fn cache_stats(client: &Client) -> Result<Vec<CacheStats>> {
+pub async fn stats(client: &Client) -> Result<Vec<CacheStats>> {
     let key = format!("{}:cache:stats", client.config().namespace);
     let all: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(key)

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::client::Client;
-use crate::codec::{decode_value, encode_value};
+use crate::engine::client::Client;
+use crate::engine::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 
 /// An event received from the bus.
@@ -155,10 +155,7 @@ async fn subscribe_raw<T: Send + 'static>(
                 Ok(ps) => ps,
                 Err(e) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Err(Error::Unreachable {
-                            url: url.clone(),
-                            message: e.to_string(),
-                        }));
+                        let _ = r.send(Err(Error::from_redis(&url, "subscribe", e)));
                         return;
                     }
                     tracing::warn!(%pattern, error = %e, "event subscription: reconnect failed; retrying");
@@ -192,10 +189,7 @@ async fn subscribe_raw<T: Send + 'static>(
     match ready_rx.await {
         Ok(Ok(())) => Ok(Subscription { rx, task }),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Unreachable {
-            url: crate::error::redact(client.url()),
-            message: "subscription task ended".into(),
-        }),
+        Err(_) => Err(Error::unreachable(client.url(), "subscription task ended")),
     }
 }
 

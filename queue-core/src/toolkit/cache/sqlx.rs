@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgRow};
 
-use crate::cache::{Cache, CacheKey, CachePolicy};
+use crate::toolkit::cache::{Cache, CacheKey, CachePolicy};
 
 /// A bound parameter (what the key is made of, and what is sent to PostgreSQL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

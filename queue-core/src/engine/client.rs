@@ -9,12 +9,12 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
 
-use crate::codec::{self, Outcome};
+use crate::engine::codec::{self, Outcome};
+use crate::engine::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
+use crate::engine::registry::JobType;
+use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
-use crate::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
 use crate::keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE};
-use crate::registry::JobType;
-use crate::scripts::scripts;
 
 /// Largest encoded job accepted by default (512 KiB): Redis handles more, but a job queue is the
 /// wrong place for blobs, and one huge job stalls every other client of the server.
@@ -173,7 +173,7 @@ impl NewJob {
         self
     }
     /// Sets the backoff policy.
-    pub fn backoff(mut self, backoff: crate::job::Backoff) -> Self {
+    pub fn backoff(mut self, backoff: crate::engine::job::Backoff) -> Self {
         self.options.backoff = Some(backoff);
         self
     }
@@ -227,7 +227,7 @@ impl NewJob {
             (None, Some(_)) => Some(format!(
                 "{}:{:016x}",
                 self.name,
-                crate::job::fnv1a(&self.args, 0xcbf2_9ce4_8422_2325)
+                crate::engine::job::fnv1a(&self.args, 0xcbf2_9ce4_8422_2325)
             )),
             (None, None) => None,
         };
@@ -414,7 +414,7 @@ impl Client {
     pub async fn enqueue_job(&self, job: NewJob) -> Result<Enqueued> {
         let mut out = self.enqueue_batch(vec![job]).await?;
         out.pop()
-            .ok_or_else(|| Error::Redis("enqueue returned no result".into()))
+            .ok_or_else(|| Error::Protocol("enqueue returned no result".into()))
     }
 
     /// Enqueues many jobs in few round trips: up to [`MAX_BATCH`] jobs per script call, calls
@@ -472,7 +472,7 @@ impl Client {
             }
         }
         out.into_iter()
-            .map(|e| e.ok_or_else(|| Error::Redis("enqueue lost a result".into())))
+            .map(|e| e.ok_or_else(|| Error::Protocol("enqueue lost a result".into())))
             .collect()
     }
 
@@ -575,7 +575,7 @@ impl Client {
         let mut con = self.con();
         let reply: Vec<Option<String>> = call.invoke(&mut con, self.url()).await?;
         if reply.len() != chunk.len() {
-            return Err(Error::Redis(format!(
+            return Err(Error::Protocol(format!(
                 "enqueue answered {} results for {} jobs",
                 reply.len(),
                 chunk.len()
@@ -655,10 +655,7 @@ impl Client {
                     }
                 }
             }
-            Err(Error::Unreachable {
-                url: crate::error::redact(self.url()),
-                message: "subscription closed".into(),
-            })
+            Err(Error::unreachable(self.url(), "subscription closed"))
         };
         tokio::time::timeout(timeout, wait)
             .await

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::{now_ms, Client, QueueCounts, MAX_BATCH};
-use crate::codec::{self, Outcome};
+use crate::engine::client::{now_ms, Client, QueueCounts, MAX_BATCH};
+use crate::engine::codec::{self, Outcome};
+use crate::engine::job::{Job, JobId, JobState};
+use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, JobState};
 use crate::keys::QueueKeys;
-use crate::scripts::scripts;
 
 /// A state as operators name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -174,7 +174,7 @@ pub struct Admin {
 }
 
 fn rerr(client: &Client) -> impl Fn(redis::RedisError) -> Error + '_ {
-    move |e| Error::from_redis(client.url(), e)
+    Error::redis(client.url())
 }
 
 impl Admin {
@@ -764,7 +764,7 @@ impl Admin {
     pub async fn trim(
         &self,
         queue: &str,
-        retention: &crate::lifecycle::Retention,
+        retention: &crate::engine::broker::Retention,
     ) -> Result<(u64, u64)> {
         let k = self.client.keys(queue)?;
         let mut call = scripts().trim.call();
@@ -774,9 +774,9 @@ impl Admin {
             .key(k.dead_jobs())
             .key(k.waiters());
         call.arg(retention.completed_count)
-            .arg(crate::job::millis(retention.completed_age))
+            .arg(crate::engine::job::millis(retention.completed_age))
             .arg(retention.dead_count)
-            .arg(crate::job::millis(retention.dead_age));
+            .arg(crate::engine::job::millis(retention.dead_age));
         call.invoke(&mut self.client.con(), self.client.url()).await
     }
 

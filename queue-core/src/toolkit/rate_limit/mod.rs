@@ -11,9 +11,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::Client;
+use crate::engine::client::Client;
 use crate::error::{Error, Result};
-use crate::scripts::scripts;
+
+crate::script::scripts! {
+    fn scripts() -> Scripts {
+        // The algorithms are files of their own, assembled into the one script that checks
+        // every limit of a request atomically.
+        rate_limit => ["sliding_log.lua", "sliding_counter.lua", "gcra.lua", "check.lua"],
+        rate_block => ["block.lua"],
+    }
+}
 
 /// How a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,31 +80,11 @@ impl Limit {
                 "invalid rate limit {spec:?}: expected e.g. \"100/1m\", \"10/s\", \"1000/1h\""
             ))
         };
-        let (n, per) = spec.trim().split_once('/').ok_or_else(bad)?;
-        let max: u64 = n.trim().parse().map_err(|_| bad())?;
-        let per = per.trim();
-        let split = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
-        let (num, unit) = per.split_at(split);
-        let count: u64 = if num.is_empty() {
-            1
-        } else {
-            num.parse().map_err(|_| bad())?
-        };
-        let ms = match unit {
-            "ms" => count,
-            "s" => count * 1_000,
-            "m" => count * 60_000,
-            "h" => count * 3_600_000,
-            "d" => count * 86_400_000,
-            _ => return Err(bad()),
-        };
-        if max == 0 || ms == 0 {
-            return Err(bad());
-        }
+        let (max, window) = crate::duration::parse_rate(spec).ok_or_else(bad)?;
         Ok(Limit {
             name: spec.trim().to_string(),
             max,
-            window: Duration::from_millis(ms),
+            window,
             algorithm: Algorithm::SlidingLog,
         })
     }
@@ -528,7 +516,7 @@ fn stats_key(client: &Client) -> String {
 /// # Errors
 ///
 /// [`Error::Unreachable`], [`Error::Redis`].
-pub async fn rate_limit_stats(client: &Client) -> Result<Vec<(String, u64, u64)>> {
+pub async fn stats(client: &Client) -> Result<Vec<(String, u64, u64)>> {
     let all: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(stats_key(client))
         .query_async(&mut client.con())

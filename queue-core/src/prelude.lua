@@ -20,8 +20,9 @@ end
 -- Batches are capped by the client so that `unpack` stays far below Lua's stack limit.
 local MAX_BATCH = 1000
 
+-- A script's own refusal carries the reply code QUEUE, so clients classify it by code.
 local function fail(msg)
-  return redis.error_reply('ERR queue: ' .. msg)
+  return redis.error_reply('QUEUE ' .. msg)
 end
 
 local function wake(key)

@@ -13,12 +13,13 @@
 
 use std::time::Duration;
 
-use crate::client::{now_ms, Client, MAX_BATCH};
-use crate::codec::{self, Outcome};
+use crate::engine::client::{now_ms, Client, MAX_BATCH};
+use crate::engine::codec::{self, Outcome};
+use crate::engine::job::{millis, Job, JobId, JobState};
+use crate::engine::registry::Action;
+use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
-use crate::job::{millis, Job, JobId, JobState};
 use crate::keys::QueueKeys;
-use crate::scripts::scripts;
 
 /// A job leased to this worker: the proof of ownership every settle call must present.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +107,7 @@ impl Retention {
     }
 }
 
-/// What to do with a failed attempt. Decided by [`decide`] from the job and the handler's
+/// What to do with a failed attempt. Decided by [`Settle::decide`] from the job and the handler's
 /// answer; applied atomically by the `fail` script.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settle {
@@ -126,49 +127,46 @@ pub enum Settle {
     },
 }
 
-/// Why an attempt did not succeed, as the worker saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failed {
-    /// Retry with the job's backoff (counts as an attempt).
-    Retry,
-    /// Retry after exactly this delay (counts as an attempt).
-    RetryAfter(Duration),
-    /// Dead-letter now, whatever attempts remain.
-    DeadLetter,
-    /// Drop the job.
-    Discard,
-    /// Not an attempt: run again after this delay.
-    Snooze(Duration),
+/// Why an attempt is being settled as a failure: it picks the counter the attempt bumps
+/// (`failed` or `recovered` in the queue's stats hash), checked again by the script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The handler failed, timed out or panicked, or the job cannot run here.
+    Handler,
+    /// The job's worker was lost: its lease expired and another worker recovered the job.
+    WorkerLost,
 }
 
-impl From<crate::registry::Action> for Failed {
-    fn from(a: crate::registry::Action) -> Failed {
-        use crate::registry::Action;
-        match a {
-            Action::Retry => Failed::Retry,
-            Action::RetryAfter(d) => Failed::RetryAfter(d),
-            Action::DeadLetter => Failed::DeadLetter,
-            Action::Discard => Failed::Discard,
-            Action::Snooze(d) | Action::RateLimited(d) => Failed::Snooze(d),
+impl Cause {
+    fn counter(self) -> &'static str {
+        match self {
+            Cause::Handler => "failed",
+            Cause::WorkerLost => "recovered",
         }
     }
 }
 
-/// Decides the fate of a failed attempt of `job` (whose `failed` count already includes this
-/// attempt). `unit` is the jitter draw in `[0, 1)`.
-pub fn decide(job: &Job, failed: &Failed, now_ms: i64, unit: f64) -> Settle {
+impl Settle {
+    /// Decides the fate of a failed attempt of `job` (whose `failed` count already includes
+    /// this attempt) from what the handler asked. `unit` is the jitter draw in `[0, 1)`.
+    pub fn decide(job: &Job, action: &Action, now_ms: i64, unit: f64) -> Settle {
+        decide(job, action, now_ms, unit)
+    }
+}
+
+fn decide(job: &Job, action: &Action, now_ms: i64, unit: f64) -> Settle {
     let exhausted = job.failed >= job.max_attempts();
-    match failed {
-        Failed::Snooze(d) => Settle::Snooze {
+    match action {
+        Action::Snooze(d) | Action::RateLimited(d) => Settle::Snooze {
             at_ms: now_ms.saturating_add(millis(*d) as i64),
         },
-        Failed::Discard => Settle::Discard,
-        Failed::DeadLetter => Settle::Dead,
+        Action::Discard => Settle::Discard,
+        Action::DeadLetter => Settle::Dead,
         _ if exhausted => Settle::Dead,
-        Failed::RetryAfter(d) => Settle::Retry {
+        Action::RetryAfter(d) => Settle::Retry {
             at_ms: now_ms.saturating_add(millis(*d) as i64),
         },
-        Failed::Retry => {
+        Action::Retry => {
             let delay = job.backoff().delay(job.failed, unit);
             Settle::Retry {
                 at_ms: now_ms.saturating_add(millis(delay) as i64),
@@ -345,8 +343,8 @@ impl Broker {
         lease: &Lease,
         job: &Job,
         settle: &Settle,
+        cause: Cause,
         retention: &Retention,
-        counter: &str,
     ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
@@ -397,7 +395,7 @@ impl Broker {
             .arg(millis(retention.dead_age))
             .arg(k.done_channel())
             .arg(outcome)
-            .arg(counter)
+            .arg(cause.counter())
             .arg(retention.completed_count)
             .arg(millis(retention.completed_age))
             .arg(match settle {
@@ -499,6 +497,66 @@ impl Broker {
     }
 }
 
+/// Blocks until one of a worker's queues may have work, on a connection of its own (a blocking
+/// `BLPOP` on the shared connection would hold up every other call).
+///
+/// The enqueue, fail and requeue scripts push one marker to a queue's wake list when they add
+/// runnable work; a waiting worker pops it. A marker can be missed (Redis restarted in between),
+/// so workers also recheck on a timer: the waker makes the common case instant, not correct.
+#[derive(Debug)]
+pub struct Waker {
+    client: Client,
+    keys: Vec<String>,
+    con: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl Waker {
+    /// A waker for the queues of `brokers`.
+    pub fn new(client: Client, brokers: &[&Broker]) -> Waker {
+        Waker {
+            client,
+            keys: brokers.iter().map(|b| b.keys.wake()).collect(),
+            con: None,
+        }
+    }
+
+    /// Waits up to `timeout` (whole seconds, at least one) for a wake marker: `Ok(true)` when
+    /// woken, `Ok(false)` when the time ran out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`]; the connection is dropped and the next call
+    /// opens a new one, so the caller only decides how long to pause.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a marker popped by a dropped call only means one wake-up is lost, which the
+    /// caller's timer covers.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let secs = timeout.as_secs().max(1);
+        if self.con.is_none() {
+            // The response timeout must outlast the blocking call itself.
+            let limit = Duration::from_secs(secs + 4);
+            self.con = Some(self.client.dedicated(Some(limit)).await?);
+        }
+        let Some(con) = self.con.as_mut() else {
+            return Ok(false);
+        };
+        let reply = redis::cmd("BLPOP")
+            .arg(&self.keys)
+            .arg(secs)
+            .query_async::<Option<(String, String)>>(con)
+            .await;
+        match reply {
+            Ok(popped) => Ok(popped.is_some()),
+            Err(e) => {
+                self.con = None;
+                Err(Error::from_redis(self.client.url(), "BLPOP", e))
+            }
+        }
+    }
+}
+
 fn int<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T> {
     let v = v.ok_or_else(|| Error::decode("script reply", "missing value"))?;
     redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("script reply", e))
@@ -507,7 +565,7 @@ fn int<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Backoff;
+    use crate::engine::job::Backoff;
 
     fn job(failed: u32, max: u32) -> Job {
         let mut job = Job::new(JobId::generate(), "q", "n", vec![], 0);
@@ -523,32 +581,32 @@ mod tests {
     #[test]
     fn retries_with_backoff_until_attempts_run_out() {
         assert_eq!(
-            decide(&job(1, 3), &Failed::Retry, 10_000, 1.0),
+            decide(&job(1, 3), &Action::Retry, 10_000, 1.0),
             Settle::Retry { at_ms: 11_000 }
         );
         assert_eq!(
-            decide(&job(2, 3), &Failed::Retry, 10_000, 0.0),
+            decide(&job(2, 3), &Action::Retry, 10_000, 0.0),
             Settle::Retry { at_ms: 11_000 }
         );
         assert_eq!(
-            decide(&job(3, 3), &Failed::Retry, 10_000, 0.5),
+            decide(&job(3, 3), &Action::Retry, 10_000, 0.5),
             Settle::Dead
         );
         assert_eq!(
             decide(
                 &job(1, 3),
-                &Failed::RetryAfter(Duration::from_millis(5)),
+                &Action::RetryAfter(Duration::from_millis(5)),
                 10,
                 0.5
             ),
             Settle::Retry { at_ms: 15 }
         );
         assert_eq!(
-            decide(&job(1, 3), &Failed::DeadLetter, 0, 0.5),
+            decide(&job(1, 3), &Action::DeadLetter, 0, 0.5),
             Settle::Dead
         );
         assert_eq!(
-            decide(&job(3, 3), &Failed::Discard, 0, 0.5),
+            decide(&job(3, 3), &Action::Discard, 0, 0.5),
             Settle::Discard
         );
     }

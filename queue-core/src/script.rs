@@ -1,7 +1,7 @@
-//! One Lua script per state change, each with its KEYS/ARGV contract in its header:
-//! `job/` decides a job's life (enqueue, fetch, complete, fail, reclaim, extend, requeue,
-//! watch), `admin/` holds the operator actions, `cron/`, `rate/`, `session/` and `cache/` the
-//! toolkit; `prelude.lua` is prepended to every one.
+//! How Lua scripts are declared and called. Each module keeps its scripts beside its code
+//! (`engine/scripts/`, `toolkit/rate_limit/*.lua`, ...) and declares them with [`scripts!`]; one
+//! script per state change, each with its KEYS/ARGV contract in its header. `prelude.lua` is
+//! put in front of every one.
 //!
 //! Scripts run with EVALSHA; when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH) the
 //! script is loaded and the call retried once, so callers never see the cache.
@@ -10,6 +10,9 @@ use redis::{FromRedisValue, ToRedisArgs};
 
 use crate::error::{Error, Result};
 
+/// The prelude every script starts with (shared helpers: clock, member layout, wake-up, events).
+const PRELUDE: &str = include_str!("prelude.lua");
+
 /// A Lua script with the shared prelude in front.
 #[derive(Debug)]
 pub(crate) struct Script {
@@ -17,61 +20,48 @@ pub(crate) struct Script {
     inner: redis::Script,
 }
 
+impl Script {
+    /// The script made of the prelude and `parts`, in order.
+    pub(crate) fn new(name: &'static str, parts: &[&str]) -> Script {
+        let mut source = String::from(PRELUDE);
+        for part in parts {
+            source.push_str(part);
+        }
+        Script {
+            name,
+            inner: redis::Script::new(&source),
+        }
+    }
+}
+
+/// Declares the scripts of one module: a struct with one [`Script`] per entry and a function
+/// that builds them once. Each entry names the `.lua` files it is made of, relative to the file
+/// that invokes the macro, so a module's scripts sit beside its code.
 macro_rules! scripts {
-    ($($ident:ident => [$($file:literal),+]),* $(,)?) => {
-        /// Every script of the engine.
+    ($(#[$meta:meta])* $vis:vis fn $getter:ident() -> $name:ident {
+        $($ident:ident => [$($file:literal),+]),* $(,)?
+    }) => {
         #[derive(Debug)]
-        pub(crate) struct Scripts { $( pub(crate) $ident: Script, )* }
+        $vis struct $name { $( pub(crate) $ident: $crate::script::Script, )* }
 
-        impl Scripts {
-            fn new() -> Scripts {
-                Scripts { $( $ident: Script {
-                    name: stringify!($ident),
-                    inner: redis::Script::new(concat!(include_str!("prelude.lua"), $(include_str!($file)),+)),
-                }, )* }
-            }
-
+        impl $name {
             /// All scripts, to load them up front.
-            pub(crate) fn all(&self) -> Vec<&Script> {
+            #[allow(dead_code)]
+            pub(crate) fn all(&self) -> Vec<&$crate::script::Script> {
                 vec![$( &self.$ident, )*]
             }
         }
+
+        $(#[$meta])*
+        $vis fn $getter() -> &'static $name {
+            static SCRIPTS: std::sync::OnceLock<$name> = std::sync::OnceLock::new();
+            SCRIPTS.get_or_init(|| $name {
+                $( $ident: $crate::script::Script::new(stringify!($ident), &[$(include_str!($file)),+]), )*
+            })
+        }
     };
 }
-
-scripts! {
-    enqueue => ["job/enqueue.lua"],
-    fetch => ["job/fetch.lua"],
-    complete => ["job/complete.lua"],
-    fail => ["job/fail.lua"],
-    reclaim => ["job/reclaim.lua"],
-    extend => ["job/extend.lua"],
-    requeue => ["job/requeue.lua"],
-    watch => ["job/watch.lua"],
-    replay => ["admin/replay.lua"],
-    locate => ["admin/locate.lua"],
-    delete => ["admin/delete.lua"],
-    promote => ["admin/promote.lua"],
-    purge => ["admin/purge.lua"],
-    cron_fire => ["cron/fire.lua"],
-    trim => ["admin/trim.lua"],
-    // The algorithms are files of their own, assembled into the one script that checks every
-    // limit of a request atomically.
-    rate_limit => ["rate/sliding_log.lua", "rate/sliding_counter.lua", "rate/gcra.lua", "rate/check.lua"],
-    rate_block => ["rate/block.lua"],
-    session_create => ["session/create.lua"],
-    session_get => ["session/get.lua"],
-    session_write => ["session/write.lua"],
-    session_rotate => ["session/rotate.lua"],
-    session_destroy => ["session/destroy.lua"],
-    cache_unlock => ["cache/unlock.lua"],
-}
-
-/// The scripts, compiled into the binary once.
-pub(crate) fn scripts() -> &'static Scripts {
-    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(Scripts::new)
-}
+pub(crate) use scripts;
 
 /// One call of a script: its keys and arguments.
 #[derive(Debug)]
@@ -131,8 +121,8 @@ impl<'a> Call<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Unreachable`] when the connection fails, [`Error::Redis`] when the script
-    /// reports an error (its message starts with `queue:`).
+    /// [`Error::Unreachable`] when the connection fails, [`Error::Redis`] when the server or
+    /// the script refuses (a script's own refusal has kind [`crate::ErrorKind::Script`]).
     ///
     /// # Cancel safety
     ///
@@ -157,9 +147,6 @@ impl<'a> Call<'a> {
     }
 
     fn error(&self, url: &str, e: redis::RedisError) -> Error {
-        match Error::from_redis(url, e) {
-            Error::Redis(m) => Error::Redis(format!("script {}: {m}", self.script.name)),
-            other => other,
-        }
+        Error::from_redis(url, &format!("script {}", self.script.name), e)
     }
 }

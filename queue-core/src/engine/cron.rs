@@ -18,11 +18,11 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, Enqueued, NewJob};
+use crate::engine::client::{Client, Enqueued, NewJob};
+use crate::engine::job::JobId;
+use crate::engine::registry::JobType;
+use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
-use crate::job::JobId;
-use crate::registry::JobType;
-use crate::scripts::scripts;
 
 /// A parsed cron expression: 5 fields (`min hour dom month dow`), 6 with seconds first, or an
 /// alias (`@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`). Days of week follow crontab:
@@ -449,7 +449,7 @@ impl Schedule {
             .options()
             .queue
             .clone()
-            .unwrap_or_else(|| crate::job::DEFAULT_QUEUE.to_string())
+            .unwrap_or_else(|| crate::engine::job::DEFAULT_QUEUE.to_string())
     }
 
     /// The cron expression.
@@ -654,7 +654,7 @@ impl Cron {
         let member = if enqueue {
             let (mut job, _, _) = s.job.clone().into_job(Utc::now().timestamp_millis())?;
             job.id = id.clone();
-            crate::codec::encode_member(&job)?
+            crate::engine::codec::encode_member(&job)?
         } else {
             Vec::new()
         };

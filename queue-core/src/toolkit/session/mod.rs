@@ -9,12 +9,20 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::client::Client;
+use crate::engine::client::Client;
 use crate::error::{Error, Result};
 use crate::keys::NamespaceKeys;
-use crate::scripts::scripts;
+
+crate::script::scripts! {
+    fn scripts() -> Scripts {
+        session_create => ["create.lua"],
+        session_get => ["get.lua"],
+        session_write => ["write.lua"],
+        session_rotate => ["rotate.lua"],
+        session_destroy => ["destroy.lua"],
+    }
+}
 
 /// A session id: the secret a client presents (64 hex characters, 256 bits). Its `Debug` never
 /// shows it.
@@ -51,15 +59,8 @@ impl SessionId {
 
     /// What Redis stores in its place.
     pub fn hash(&self) -> String {
-        hash_hex(self.0.as_bytes())
+        crate::toolkit::sha256_hex(self.0.as_bytes())
     }
-}
-
-pub(crate) fn hash_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl fmt::Debug for SessionId {
@@ -253,11 +254,13 @@ impl Sessions {
                 let session = self
                     .get(id.expose())
                     .await?
-                    .ok_or_else(|| Error::Redis("a created session vanished".into()))?;
+                    .ok_or_else(|| Error::Protocol("a created session vanished".into()))?;
                 return Ok((id, session));
             }
         }
-        Err(Error::Redis("could not draw an unused session id".into()))
+        Err(Error::Protocol(
+            "could not draw an unused session id".into(),
+        ))
     }
 
     /// The live session of a presented id, sliding its idle timeout. An id the server never
@@ -396,7 +399,9 @@ impl Sessions {
                 _ => continue,
             }
         }
-        Err(Error::Redis("could not draw an unused session id".into()))
+        Err(Error::Protocol(
+            "could not draw an unused session id".into(),
+        ))
     }
 
     /// Ends a session. Returns whether one was live.

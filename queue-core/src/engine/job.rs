@@ -296,6 +296,26 @@ impl Job {
             .unwrap_or(DEFAULT_TIMEOUT)
     }
 
+    /// Fills the run-time options the producer left unset (attempts, backoff, timeout) from the
+    /// job's handler's `#[job]` attributes, so a job enqueued by the CLI or another language
+    /// runs as its handler declares.
+    ///
+    /// This is where a job's options are resolved, once: what the producer set (typed
+    /// producers start from the same attributes, see `NewJob::of`), then the handler's
+    /// attributes (here, in the worker), then the crate defaults ([`Job::max_attempts`],
+    /// [`Job::backoff`], [`Job::timeout`]).
+    pub fn resolve_options(&mut self, handler: &JobOptions) {
+        if self.max_attempts.is_none() {
+            self.max_attempts = handler.max_attempts;
+        }
+        if self.backoff.is_none() {
+            self.backoff = handler.backoff;
+        }
+        if self.timeout_ms.is_none() {
+            self.timeout_ms = handler.timeout.map(millis);
+        }
+    }
+
     /// The attempt that runs next (1-based).
     pub fn attempt(&self) -> u32 {
         self.failed + 1

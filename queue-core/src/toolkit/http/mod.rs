@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 
-use crate::client::Client;
-use crate::rate_limit::{Decision, RateLimiter};
+use crate::engine::client::Client;
+use crate::toolkit::rate_limit::{Decision, RateLimiter};
 
 /// Computes a request's subject.
 pub type SubjectFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -178,7 +178,7 @@ impl RedisSessionStore {
     }
 
     fn key(&self, id: &tower_sessions_core::session::Id) -> String {
-        let hash = crate::session::hash_hex(&id.0.to_le_bytes());
+        let hash = crate::toolkit::sha256_hex(&id.0.to_le_bytes());
         format!("{}:session:tower:{hash}", self.client.config().namespace)
     }
 }
