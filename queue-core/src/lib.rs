@@ -111,5 +111,7 @@ pub mod session {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::engine::registry::__private::*;
-    pub use crate::engine::registry::{registered_jobs, HandlerFn, HandlerFuture, JobRegistration};
+    pub use crate::engine::registry::{
+        linked_jobs, registered_jobs, HandlerFn, HandlerFuture, JobRegistration,
+    };
 }

@@ -80,6 +80,7 @@ pub struct WorkerBuilder {
     tasks: Vec<(String, crate::scheduler::MaintenanceTask)>,
     scheduler: bool,
     maintenance_cron: String,
+    registry: Option<Registry>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -103,6 +104,7 @@ impl WorkerBuilder {
             tasks: Vec::new(),
             scheduler: true,
             maintenance_cron: crate::scheduler::MAINTENANCE_CRON.to_string(),
+            registry: None,
         }
     }
 
@@ -267,6 +269,14 @@ impl WorkerBuilder {
         Ok(())
     }
 
+    /// Runs only the handlers of `registry` instead of every `#[job]` linked into the binary
+    /// (see [`Registry::with_jobs`]): one binary can hold workers for different services, and
+    /// tests can give each worker the handlers its scenario needs.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     /// Validates the configuration and the handler registry, then connects.
     ///
     /// # Errors
@@ -279,7 +289,10 @@ impl WorkerBuilder {
     /// Cancel safe: nothing is written.
     pub async fn build(self) -> Result<Worker> {
         self.validate()?;
-        let registry = Registry::discover()?;
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Registry::discover()?,
+        };
         let mut schedules = registry.schedules()?;
         schedules.extend(self.schedules);
         let mut names: Vec<&str> = schedules.iter().map(|s| s.name()).collect();

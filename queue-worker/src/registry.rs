@@ -32,6 +32,57 @@ impl Registry {
         Ok(Registry { jobs })
     }
 
+    /// Only the handlers named in `names`, out of every `#[job]` linked into the binary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Registry`] when a name has no handler, when two linked handlers share one of
+    /// these names, or when `names` is empty.
+    pub fn with_jobs(names: &[&str]) -> Result<Registry> {
+        let mut jobs: HashMap<&'static str, &'static JobRegistration> = HashMap::new();
+        let mut dups = Vec::new();
+        for reg in queue_core::__private::linked_jobs() {
+            if !names.contains(&reg.name) {
+                continue;
+            }
+            if let Some(prev) = jobs.insert(reg.name, reg) {
+                dups.push(format!(
+                    "{:?} at {} and {}",
+                    reg.name, prev.location, reg.location
+                ));
+            }
+        }
+        if !dups.is_empty() {
+            dups.sort();
+            return Err(Error::Registry(format!(
+                "duplicate job names: {}",
+                dups.join("; ")
+            )));
+        }
+        let mut missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !jobs.contains_key(n))
+            .collect();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            return Err(Error::Registry(format!(
+                "no #[job] handler is named {}",
+                missing
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if jobs.is_empty() {
+            return Err(Error::Registry(
+                "a worker needs at least one #[job] handler".into(),
+            ));
+        }
+        Ok(Registry { jobs })
+    }
+
     /// The handler for `name`.
     pub fn get(&self, name: &str) -> Option<&'static JobRegistration> {
         self.jobs.get(name).copied()

@@ -206,9 +206,20 @@ inventory::collect!(JobRegistration);
 ///
 /// [`Error::Registry`] when two handlers share a name (both places are listed).
 pub fn registered_jobs() -> Result<HashMap<&'static str, &'static JobRegistration>> {
+    registered(linked_jobs())
+}
+
+/// Every `#[job]` registration linked into the binary, duplicates included.
+pub fn linked_jobs() -> impl Iterator<Item = &'static JobRegistration> {
+    inventory::iter::<JobRegistration>.into_iter()
+}
+
+fn registered(
+    all: impl Iterator<Item = &'static JobRegistration>,
+) -> Result<HashMap<&'static str, &'static JobRegistration>> {
     let mut map: HashMap<&'static str, &'static JobRegistration> = HashMap::new();
     let mut dups = Vec::new();
-    for reg in inventory::iter::<JobRegistration> {
+    for reg in all {
         if let Some(prev) = map.insert(reg.name, reg) {
             dups.push(format!(
                 "{:?} at {} and {}",
