@@ -256,15 +256,50 @@ impl NewJob {
     }
 }
 
+/// Adds `chunk` to an enqueue-shaped script call (`enqueue`, `cron_fire`): the distinct unique
+/// keys to KEYS, four ARGV per job (see `scripts/lib/enqueue_jobs.lua`).
+pub(crate) fn push_jobs(call: &mut crate::script::Call<'_>, keys: &QueueKeys, chunk: &[Prepared]) {
+    // Unique keys go in KEYS (declared, never built inside the script); jobs refer to them by
+    // index, and two jobs of one batch with the same key share one entry.
+    let mut unique_index: HashMap<&str, usize> = HashMap::new();
+    for Prepared { job, .. } in chunk {
+        if let Some(u) = &job.unique_key {
+            if !unique_index.contains_key(u.as_str()) {
+                unique_index.insert(u, unique_index.len() + 1);
+                call.key(keys.unique(u));
+            }
+        }
+    }
+    for Prepared {
+        job,
+        run_at,
+        unique_for,
+        member,
+        ..
+    } in chunk
+    {
+        let k = job
+            .unique_key
+            .as_deref()
+            .and_then(|u| unique_index.get(u))
+            .copied()
+            .unwrap_or(0);
+        call.arg(member.as_slice())
+            .arg(*run_at)
+            .arg(k)
+            .arg(unique_for.map(millis).unwrap_or(0));
+    }
+}
+
 /// A validated, encoded job on its way to the enqueue script.
-struct Prepared {
+pub(crate) struct Prepared {
     /// Position in the caller's batch, to return results in input order.
-    index: usize,
-    job: Job,
+    pub(crate) index: usize,
+    pub(crate) job: Job,
     /// Run-at in ms (0 = now).
-    run_at: i64,
-    unique_for: Option<Duration>,
-    member: Vec<u8>,
+    pub(crate) run_at: i64,
+    pub(crate) unique_for: Option<Duration>,
+    pub(crate) member: Vec<u8>,
 }
 
 /// Counts of jobs by state in one queue.
@@ -436,22 +471,11 @@ impl Client {
         let mut groups: HashMap<String, Vec<Prepared>> = HashMap::new();
         let total = jobs.len();
         for (i, new) in jobs.into_iter().enumerate() {
-            let (job, run_at, unique_for) = new.into_job(now)?;
-            let member = codec::encode_member(&job)?;
-            if member.len() > self.inner.config.max_payload {
-                return Err(Error::PayloadTooLarge {
-                    size: member.len(),
-                    limit: self.inner.config.max_payload,
-                });
-            }
-            self.keys(&job.queue)?;
-            groups.entry(job.queue.clone()).or_default().push(Prepared {
-                index: i,
-                job,
-                run_at,
-                unique_for,
-                member,
-            });
+            let prepared = self.prepare(i, new, now)?;
+            groups
+                .entry(prepared.job.queue.clone())
+                .or_default()
+                .push(prepared);
         }
         let keys = groups
             .keys()
@@ -529,6 +553,27 @@ impl Client {
         NamespaceKeys::new(&self.inner.config.namespace)
     }
 
+    /// Validates, encodes and size-checks one job: every enqueue, cron ticks included, goes
+    /// through here before its script call.
+    pub(crate) fn prepare(&self, index: usize, new: NewJob, now: i64) -> Result<Prepared> {
+        let (job, run_at, unique_for) = new.into_job(now)?;
+        let member = codec::encode_member(&job)?;
+        if member.len() > self.inner.config.max_payload {
+            return Err(Error::PayloadTooLarge {
+                size: member.len(),
+                limit: self.inner.config.max_payload,
+            });
+        }
+        self.keys(&job.queue)?;
+        Ok(Prepared {
+            index,
+            job,
+            run_at,
+            unique_for,
+            member,
+        })
+    }
+
     async fn enqueue_chunk(
         &self,
         keys: &QueueKeys,
@@ -541,37 +586,8 @@ impl Client {
             .key(keys.wake())
             .key(keys.meta())
             .key(keys.events());
-        // Unique keys go in KEYS (declared, never built inside the script); jobs refer to them by
-        // index, and two jobs of one batch with the same key share one entry.
-        let mut unique_index: HashMap<&str, usize> = HashMap::new();
-        for Prepared { job, .. } in chunk {
-            if let Some(u) = &job.unique_key {
-                if !unique_index.contains_key(u.as_str()) {
-                    unique_index.insert(u, unique_index.len() + 1);
-                    call.key(keys.unique(u));
-                }
-            }
-        }
         call.arg(chunk.len());
-        for Prepared {
-            job,
-            run_at,
-            unique_for,
-            member,
-            ..
-        } in chunk
-        {
-            let k = job
-                .unique_key
-                .as_deref()
-                .and_then(|u| unique_index.get(u))
-                .copied()
-                .unwrap_or(0);
-            call.arg(member.as_slice())
-                .arg(*run_at)
-                .arg(k)
-                .arg(unique_for.map(millis).unwrap_or(0));
-        }
+        push_jobs(&mut call, keys, chunk);
         let mut con = self.con();
         let reply: Vec<Option<String>> = call.invoke(&mut con, self.url()).await?;
         if reply.len() != chunk.len() {

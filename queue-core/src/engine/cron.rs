@@ -651,18 +651,28 @@ impl Cron {
             tick.at.timestamp_millis().max(0) as u64,
             &format!("{}@{}", s.name(), tick.local),
         );
-        let member = if enqueue {
-            let (mut job, _, _) = s.job.clone().into_job(Utc::now().timestamp_millis())?;
-            job.id = id.clone();
-            crate::engine::codec::encode_member(&job)?
-        } else {
-            Vec::new()
-        };
+        // The tick's job is prepared and sent exactly as an enqueue is (validation, size cap,
+        // unique key), under an id derived from the tick so that a re-fire is recognisable.
+        let mut jobs = Vec::new();
+        if enqueue {
+            let mut p = self
+                .client
+                .prepare(0, s.job.clone(), Utc::now().timestamp_millis())?;
+            p.job.id = id.clone();
+            p.member = crate::engine::codec::encode_member(&p.job)?;
+            jobs.push(p);
+        }
         let mut call = scripts().cron_fire.call();
-        call.key(k.cron()).key(k.pending()).key(k.wake());
+        call.key(k.cron())
+            .key(k.pending())
+            .key(k.scheduled())
+            .key(k.wake())
+            .key(k.meta())
+            .key(k.events());
         call.arg(s.name())
             .arg(tick.at.timestamp_millis())
-            .arg(member);
+            .arg(jobs.len());
+        crate::engine::client::push_jobs(&mut call, &k, &jobs);
         let r: i64 = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;

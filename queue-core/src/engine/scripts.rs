@@ -1,11 +1,12 @@
 //! The engine's scripts: `scripts/*.lua` decide a job's life (one script per state change),
-//! `scripts/admin/` holds the operator actions and `scripts/cron/` the tick. Each file's header
+//! `scripts/admin/` holds the operator actions, `scripts/cron/` the tick, and `scripts/lib/`
+//! the Lua shared by several scripts (put in front of them). Each file's header
 //! documents its KEYS and ARGV.
 
 crate::script::scripts! {
     /// The engine's scripts, compiled into the binary once.
     pub(crate) fn scripts() -> Scripts {
-        enqueue => ["scripts/enqueue.lua"],
+        enqueue => ["scripts/lib/enqueue_jobs.lua", "scripts/enqueue.lua"],
         fetch => ["scripts/fetch.lua"],
         complete => ["scripts/complete.lua"],
         fail => ["scripts/fail.lua"],
@@ -19,6 +20,7 @@ crate::script::scripts! {
         promote => ["scripts/admin/promote.lua"],
         purge => ["scripts/admin/purge.lua"],
         trim => ["scripts/admin/trim.lua"],
-        cron_fire => ["scripts/cron/fire.lua"],
+        // A tick is enqueued by the same Lua as any job.
+        cron_fire => ["scripts/lib/enqueue_jobs.lua", "scripts/cron/fire.lua"],
     }
 }

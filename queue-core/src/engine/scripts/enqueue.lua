@@ -21,55 +21,9 @@ if #ARGV ~= 1 + 4 * n then
   return fail('enqueue expects 4 arguments per job')
 end
 
--- Validate everything before the first write: Redis keeps a script's partial writes.
-for i = 0, n - 1 do
-  local member, at, k, ttl = ARGV[2 + i * 4], tonumber(ARGV[3 + i * 4]), tonumber(ARGV[4 + i * 4]), tonumber(ARGV[5 + i * 4])
-  if #member < 29 then
-    return fail('job ' .. (i + 1) .. ': member is shorter than its 28-byte header')
-  end
-  if not at or not k or not ttl then
-    return fail('job ' .. (i + 1) .. ': run_at, unique index and ttl must be numbers')
-  end
-  if k > 0 and (KEYS[5 + k] == nil or ttl <= 0) then
-    return fail('job ' .. (i + 1) .. ': unique key ' .. k .. ' is not in KEYS or has no ttl')
-  end
+local K = { pending = KEYS[1], scheduled = KEYS[2], wake = KEYS[3], meta = KEYS[4], events = KEYS[5], unique = 5 }
+local invalid = check_jobs(K, 2, n)
+if invalid then
+  return invalid
 end
-
-local now = now_ms()
-local pending, scheduled, out, created, dups = {}, {}, {}, {}, {}
-for i = 0, n - 1 do
-  local member, at, k, ttl = ARGV[2 + i * 4], tonumber(ARGV[3 + i * 4]), tonumber(ARGV[4 + i * 4]), ARGV[5 + i * 4]
-  local existing = false
-  if k > 0 then
-    if not redis.call('SET', KEYS[5 + k], member_id(member), 'NX', 'PX', ttl) then
-      existing = redis.call('GET', KEYS[5 + k])
-      -- The event names the job the caller was handed, so it shows in that job's history.
-      dups[#dups + 1] = existing
-    end
-  end
-  out[i + 1] = existing
-  if not existing then
-    created[#created + 1] = member_id(member)
-    if at > now then
-      scheduled[#scheduled + 1] = at
-      scheduled[#scheduled + 1] = member
-    else
-      pending[#pending + 1] = 0
-      pending[#pending + 1] = member
-    end
-  end
-end
-
-if #pending > 0 then
-  redis.call('ZADD', KEYS[1], unpack(pending))
-end
-if #scheduled > 0 then
-  redis.call('ZADD', KEYS[2], unpack(scheduled))
-end
--- Delayed jobs wake workers too: a sleeping worker must learn of an earlier due time.
-if #pending + #scheduled > 0 then
-  wake(KEYS[3])
-end
-emit(KEYS[4], KEYS[5], 'enqueued', created, now)
-emit(KEYS[4], KEYS[5], 'deduplicated', dups, now)
-return out
+return enqueue_jobs(K, 2, n)

@@ -1,21 +1,33 @@
 -- cron_fire: fires one tick of a schedule exactly once, whatever the number of schedulers:
--- the tick fires only if it is newer than the schedule's last fired tick.
+-- the tick fires only if it is newer than the schedule's last fired tick. The job goes through
+-- the enqueue logic (lib/enqueue_jobs.lua), so a tick honours idempotency keys and emits the
+-- same events as any enqueue.
 --
 -- KEYS[1]  cron state hash of the target queue: `last:<name>` (ms), `paused:<name>`
 -- KEYS[2]  pending sorted set
--- KEYS[3]  wake list
+-- KEYS[3]  scheduled sorted set
+-- KEYS[4]  wake list
+-- KEYS[5]  meta hash (is the `events` flag on?)
+-- KEYS[6]  events stream
+-- KEYS[7]  the job's idempotency key (optional)
 -- ARGV[1]  schedule name
 -- ARGV[2]  the tick's instant, ms since the Unix epoch
--- ARGV[3]  the job's member ('' to only claim the tick, for in-process tasks)
+-- ARGV[3]  number of jobs: 1, or 0 to only claim the tick (in-process tasks)
+-- ARGV[4..7] the job as `enqueue` takes it: member, run_at_ms, k (0 or 1), unique ttl in ms
 --
 -- Returns 1 fired, 0 already fired (by this or another scheduler), -1 schedule paused.
 
-local name, tick, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local name, tick, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if not name or name == '' or not tick then
   return fail('cron_fire takes a schedule name and a tick')
 end
-if member ~= '' and #member < 29 then
-  return fail('cron_fire: member shorter than its header')
+if n ~= 0 and n ~= 1 then
+  return fail('cron_fire fires 0 or 1 job, got ' .. tostring(ARGV[3]))
+end
+local K = { pending = KEYS[2], scheduled = KEYS[3], wake = KEYS[4], meta = KEYS[5], events = KEYS[6], unique = 6 }
+local invalid = check_jobs(K, 4, n)
+if invalid then
+  return invalid
 end
 if redis.call('HEXISTS', KEYS[1], 'paused:' .. name) == 1 then
   return -1
@@ -25,8 +37,5 @@ if last and tick <= last then
   return 0
 end
 redis.call('HSET', KEYS[1], 'last:' .. name, ARGV[2])
-if member ~= '' then
-  redis.call('ZADD', KEYS[2], 0, member)
-  wake(KEYS[3])
-end
+enqueue_jobs(K, 4, n)
 return 1
