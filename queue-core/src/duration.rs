@@ -59,7 +59,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 
 /// Parses a rate, `<count>/<period>` ("100/1m", "10/s": a period without digits means one of
 /// its unit), into the count and the period. Both must be positive.
-#[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
+// A build of queue-core without the `rate-limit` feature does not call it.
+#[allow(dead_code)]
 pub(crate) fn parse_rate(spec: &str) -> Option<(u64, Duration)> {
     let (count, per) = spec.trim().split_once('/')?;
     let count: u64 = count.trim().parse().ok().filter(|n| *n > 0)?;

@@ -1,7 +1,11 @@
-//! The only place that builds Redis key names.
+//! The only place that builds Redis key names, for the engine and the toolkit alike.
 //!
 //! Every key of a queue is `<namespace>:{<queue>}:<suffix>`: the braces are a Redis Cluster hash
 //! tag, so all keys one script touches live in one slot and no script needs rewriting for Cluster.
+//! Queue names and namespaces are validated (no braces, spaces or control characters); free-form
+//! user strings inside toolkit keys (cache keys, tags, rate-limit subjects) go through
+//! [`escape`], an injective encoding, so two different inputs never name the same key and no
+//! input can forge a separator, a hash tag or a glob.
 
 use crate::error::{Error, Result};
 
@@ -141,6 +145,137 @@ impl QueueKeys {
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))
     }
+
+    /// SCAN pattern matching every idempotency key of this queue and of no other (the queue
+    /// name is glob-escaped: a queue named `*` matches only its own keys).
+    pub fn unique_pattern(&self) -> String {
+        format!("{}:unique:*", glob_escape(&self.prefix))
+    }
+}
+
+/// Percent-escapes what would break a key's layout or a pattern: `%` itself, the separator
+/// `:`, the hash-tag braces, glob characters (`* ? [ ] \`), whitespace and control characters.
+/// Injective (an escaped string decodes to exactly one input), and the identity on plain names.
+pub fn escape(part: &str) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| {
+        matches!(c, '%' | ':' | '{' | '}' | '*' | '?' | '[' | ']' | '\\')
+            || c.is_whitespace()
+            || c.is_control()
+    };
+    if !part.contains(special) {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    let mut out = String::with_capacity(part.len() + 8);
+    for c in part.chars() {
+        if special(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Escapes the glob characters of a literal key prefix for SCAN MATCH and PSUBSCRIBE.
+pub(crate) fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Keys of the cache (toolkit): `<namespace>:cache:{<cache namespace>}:...`, so a cache
+/// namespace's entries, locks and version share one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKeys {
+    prefix: String,
+}
+
+impl CacheKeys {
+    /// The cache keys of `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace.
+    pub fn new(namespace: &str) -> Result<CacheKeys> {
+        validate_name("namespace", namespace)?;
+        Ok(CacheKeys::of_valid(namespace))
+    }
+    /// For a namespace already validated (a connected client's).
+    pub(crate) fn of_valid(namespace: &str) -> CacheKeys {
+        CacheKeys {
+            prefix: format!("{namespace}:cache"),
+        }
+    }
+    /// String holding one cached value.
+    pub fn entry(&self, ns: &str, key: &str) -> String {
+        format!("{}:{{{}}}:v:{}", self.prefix, escape(ns), escape(key))
+    }
+    /// The fill lock of one key (single flight across processes).
+    pub fn lock(&self, ns: &str, key: &str) -> String {
+        format!("{}:{{{}}}:lock:{}", self.prefix, escape(ns), escape(key))
+    }
+    /// The version counter of a cache namespace (bumped to invalidate all of it).
+    pub fn version(&self, ns: &str) -> String {
+        format!("{}:{{{}}}:version", self.prefix, escape(ns))
+    }
+    /// Set of the entries carrying a tag.
+    pub fn tag(&self, tag: &str) -> String {
+        format!("{}:tag:{}", self.prefix, escape(tag))
+    }
+    /// Hash of hit/miss/load counters per policy.
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+}
+
+/// Keys of the rate limiter (toolkit): `<namespace>:rl:{<subject>}:...`, so all limits of one
+/// subject are checked by one script in one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitKeys {
+    namespace: String,
+}
+
+impl RateLimitKeys {
+    /// The rate-limit keys of `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid namespace.
+    pub fn new(namespace: &str) -> Result<RateLimitKeys> {
+        validate_name("namespace", namespace)?;
+        Ok(RateLimitKeys::of_valid(namespace))
+    }
+    /// For a namespace already validated (a connected client's).
+    pub(crate) fn of_valid(namespace: &str) -> RateLimitKeys {
+        RateLimitKeys {
+            namespace: namespace.to_string(),
+        }
+    }
+    /// The push-back block of a subject (an upstream asked us to wait).
+    pub fn block(&self, subject: &str) -> String {
+        format!("{}:rl:{{{}}}:block", self.namespace, escape(subject))
+    }
+    /// The counter or log of one limit of a subject.
+    pub fn limit(&self, subject: &str, limit: &str) -> String {
+        format!(
+            "{}:rl:{{{}}}:l:{}",
+            self.namespace,
+            escape(subject),
+            escape(limit)
+        )
+    }
+    /// Hash of allowed/rejected counters per limit.
+    pub fn stats(&self) -> String {
+        format!("{}:ratelimit:stats", self.namespace)
+    }
 }
 
 /// Keys shared by all queues of a namespace. They hold indexes for operators (which queues and
@@ -158,9 +293,13 @@ impl NamespaceKeys {
     /// [`Error::Config`] for an invalid namespace.
     pub fn new(namespace: &str) -> Result<NamespaceKeys> {
         validate_name("namespace", namespace)?;
-        Ok(NamespaceKeys {
+        Ok(NamespaceKeys::of_valid(namespace))
+    }
+    /// For a namespace already validated (a connected client's).
+    pub(crate) fn of_valid(namespace: &str) -> NamespaceKeys {
+        NamespaceKeys {
             namespace: namespace.to_string(),
-        })
+        }
     }
     /// Set of queue names producers and workers have used.
     pub fn queues(&self) -> String {
@@ -180,7 +319,24 @@ impl NamespaceKeys {
     }
     /// Pattern matching every user index (for the maintenance task's SCAN).
     pub fn user_sessions_pattern(&self) -> String {
-        format!("{}:session:user:*", self.namespace)
+        format!("{}:session:user:*", glob_escape(&self.namespace))
+    }
+    /// String of one `tower-sessions` record, named by the SHA-256 of its id (hex).
+    pub fn tower_session(&self, id_hash: &str) -> String {
+        format!("{}:session:tower:{id_hash}", self.namespace)
+    }
+    /// Pattern matching every session key of the namespace (benchmark clean-up).
+    pub fn sessions_pattern(&self) -> String {
+        format!("{}:session:*", glob_escape(&self.namespace))
+    }
+    /// Prefix of event bus channels: `<namespace>:events:<channel>`.
+    pub fn event_channel(&self, channel: &str) -> String {
+        format!("{}:events:{channel}", self.namespace)
+    }
+    /// Pub/sub pattern for a user's channel pattern (a glob on purpose); the namespace part is
+    /// escaped so it matches literally.
+    pub fn event_pattern(&self, pattern: &str) -> String {
+        format!("{}:events:{pattern}", glob_escape(&self.namespace))
     }
     /// Sorted set of worker ids (score = last heartbeat, ms).
     pub fn workers(&self) -> String {
@@ -229,6 +385,40 @@ mod tests {
         ] {
             assert!(key.starts_with("queue:{emails}:"), "{key}");
         }
+    }
+
+    #[test]
+    fn escaping_is_injective_and_keeps_plain_names() {
+        assert_eq!(escape("products"), "products");
+        assert_eq!(escape("a:b"), "a%3Ab");
+        assert_eq!(escape("50%"), "50%25");
+        // Inputs that a lossy replacement would merge stay apart.
+        let hostile = [
+            "a:b", "a%3Ab", "a{b}", "a_b_", "*", "?", "[x]", "a b", "lock:x", "x",
+        ];
+        let escaped: std::collections::HashSet<String> =
+            hostile.iter().map(|h| escape(h).into_owned()).collect();
+        assert_eq!(escaped.len(), hostile.len());
+        for e in &escaped {
+            assert!(!e.contains([':', '{', '}', '*', '?', '[', ']', ' ']), "{e}");
+        }
+    }
+
+    #[test]
+    fn hostile_names_cannot_cross_keys() {
+        let c = CacheKeys::new("queue").expect("valid");
+        // An entry whose key looks like a lock never names the lock of another key.
+        assert_ne!(c.entry("p", "lock:x"), c.lock("p", "x"));
+        assert_ne!(c.entry("a:b", "c"), c.entry("a", "b:c"));
+        let r = RateLimitKeys::new("queue").expect("valid");
+        assert_ne!(r.limit("a}:{b", "x"), r.limit("a", "x"));
+        assert_ne!(r.block("x"), r.limit("x", "block"));
+        for key in [c.entry("{p}", "k"), r.block("{user}")] {
+            assert_eq!(key.matches('{').count(), 1, "{key}");
+        }
+        // A queue named `*` scans only its own idempotency keys.
+        let star = QueueKeys::new("queue", "*").expect("valid");
+        assert_eq!(star.unique_pattern(), "queue:{\\*}:unique:*");
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub mod wire {
         Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
         DEFAULT_TIMEOUT, ERROR_HISTORY, WIRE_VERSION,
     };
-    pub use crate::keys::{NamespaceKeys, QueueKeys, DEFAULT_NAMESPACE, MAX_QUEUE_NAME};
+    pub use crate::keys::{
+        escape, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys, DEFAULT_NAMESPACE,
+        MAX_QUEUE_NAME,
+    };
 }
 
 /// Cron schedules: expressions, time zones, misfire policies, exactly-once ticks.

@@ -626,27 +626,15 @@ async fn session_phase(
     let gets_per_sec = round(sample.len() as f64 / start.elapsed().as_secs_f64().max(1e-9));
 
     // Remove what the phase created (its own namespace; SCAN, never KEYS).
-    let pattern = format!("{}:session:*", client.config().namespace);
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(raw)
-            .await?;
+    let pattern = client.namespace_keys()?.sessions_pattern();
+    let mut scan = queue::admin::Scan::keys(pattern).count(10_000);
+    while let Some(keys) = scan.next::<String, _>(raw).await? {
         if !keys.is_empty() {
             redis::cmd("UNLINK")
                 .arg(&keys)
                 .query_async::<()>(raw)
                 .await?;
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
     }
     Ok(SessionRow {
         sessions: n,

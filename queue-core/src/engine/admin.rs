@@ -12,6 +12,7 @@ use crate::engine::job::{Job, JobId, JobState};
 use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
+use crate::scan::Scan;
 
 /// A state as operators name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -531,27 +532,19 @@ impl Admin {
     /// Scans a member-keyed sorted set for the job `id` (ZSCAN with a MATCH on the id).
     async fn scan_for(&self, zset: &str, id: &JobId) -> Result<Option<(Vec<u8>, i64)>> {
         let mut con = self.client.con();
-        let pattern = format!("??{}*", id.as_str());
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<(Vec<u8>, f64)>) = redis::cmd("ZSCAN")
-                .arg(zset)
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .map_err(rerr(&self.client))?;
+        // Members start with two hex digits of priority, then the id (ids are ULIDs, so the
+        // pattern has no glob character but the ones written here).
+        let mut scan = Scan::zset(zset.to_string(), format!("??{}*", id.as_str()));
+        while let Some(found) = scan
+            .next::<(Vec<u8>, f64), _>(&mut con)
+            .await
+            .map_err(rerr(&self.client))?
+        {
             if let Some((m, at)) = found.into_iter().next() {
                 return Ok(Some((m, at as i64)));
             }
-            if next == 0 {
-                return Ok(None);
-            }
-            cursor = next;
         }
+        Ok(None)
     }
 
     /// Deletes jobs (not running ones) of one state; releases their idempotency keys. Returns
@@ -717,18 +710,12 @@ impl Admin {
         let mut con = self.client.con();
         // Idempotency keys are the only keys of a queue with open-ended names; SCAN finds them
         // without blocking the server (this is an operator action, not a hot path).
-        let pattern = k.unique("*");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .map_err(rerr(&self.client))?;
+        let mut scan = Scan::keys(k.unique_pattern());
+        while let Some(keys) = scan
+            .next::<String, _>(&mut con)
+            .await
+            .map_err(rerr(&self.client))?
+        {
             if !keys.is_empty() {
                 redis::cmd("DEL")
                     .arg(&keys)
@@ -736,10 +723,6 @@ impl Admin {
                     .await
                     .map_err(rerr(&self.client))?;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         redis::pipe()
             .del(k.all_fixed())

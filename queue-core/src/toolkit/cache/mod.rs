@@ -117,7 +117,7 @@ impl CacheKey {
     /// `key` in `namespace` (e.g. `products`, `42`).
     pub fn new(namespace: impl Into<String>, key: impl Into<String>) -> CacheKey {
         CacheKey {
-            namespace: clean(namespace.into()),
+            namespace: namespace.into(),
             key: key.into(),
         }
     }
@@ -129,7 +129,7 @@ impl CacheKey {
         key: impl Into<String>,
     ) -> CacheKey {
         CacheKey {
-            namespace: clean(namespace.into()),
+            namespace: namespace.into(),
             key: format!("user:{user}:{}", key.into()),
         }
     }
@@ -164,10 +164,6 @@ impl CacheKey {
 /// SHA-256 of `bytes`, hex: a stable key part for arguments of any size.
 pub fn hash_bytes(bytes: &[u8]) -> String {
     crate::toolkit::sha256_hex(bytes)
-}
-
-fn clean(ns: String) -> String {
-    ns.replace(['{', '}'], "_")
 }
 
 /// What is stored for a key.
@@ -235,7 +231,7 @@ struct L1Entry {
 
 struct Inner {
     client: Client,
-    prefix: String,
+    keys: crate::keys::CacheKeys,
     instance: u64,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
     flushed: Mutex<HashMap<String, CacheStats>>,
@@ -255,7 +251,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("prefix", &self.inner.prefix)
+            .field("keys", &self.inner.keys)
             .field("l1", &self.inner.l1.is_some())
             .finish()
     }
@@ -301,11 +297,11 @@ impl Cache {
     }
 
     fn build(client: Client, l1: Option<moka::future::Cache<String, L1Entry>>) -> Cache {
-        let prefix = format!("{}:cache", client.config().namespace);
+        let keys = crate::keys::CacheKeys::of_valid(&client.config().namespace);
         Cache {
             inner: Arc::new(Inner {
                 client,
-                prefix,
+                keys,
                 instance: rand::random(),
                 counters: Mutex::default(),
                 flushed: Mutex::default(),
@@ -335,22 +331,19 @@ impl Cache {
     }
 
     fn full(&self, key: &CacheKey) -> String {
-        format!("{}:{{{}}}:{}", self.inner.prefix, key.namespace, key.key)
+        self.inner.keys.entry(&key.namespace, &key.key)
     }
     fn version_key(&self, ns: &str) -> String {
-        format!("{}:{{{ns}}}:version", self.inner.prefix)
+        self.inner.keys.version(ns)
     }
     fn lock_key(&self, key: &CacheKey) -> String {
-        format!(
-            "{}:{{{}}}:lock:{}",
-            self.inner.prefix, key.namespace, key.key
-        )
+        self.inner.keys.lock(&key.namespace, &key.key)
     }
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}:tag:{tag}", self.inner.prefix)
+        self.inner.keys.tag(tag)
     }
     fn stats_key(&self) -> String {
-        format!("{}:stats", self.inner.prefix)
+        self.inner.keys.stats()
     }
 
     fn counters(&self, policy: &str) -> Arc<Counters> {
@@ -914,7 +907,7 @@ impl Cache {
     ///
     /// Not cancel safe.
     pub async fn bump_namespace(&self, namespace: &str) -> Result<u64> {
-        let ns = clean(namespace.to_string());
+        let ns = namespace.to_string();
         let v: u64 = redis::cmd("INCR")
             .arg(self.version_key(&ns))
             .query_async(&mut self.inner.client.con())
@@ -1052,7 +1045,7 @@ impl Cache {
 ///
 /// [`Error::Unreachable`].
 pub async fn stats(client: &Client) -> Result<Vec<CacheStats>> {
-    let key = format!("{}:cache:stats", client.config().namespace);
+    let key = crate::keys::CacheKeys::of_valid(&client.config().namespace).stats();
     let all: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(key)
         .query_async(&mut client.con())

@@ -71,8 +71,8 @@ impl EventBus {
         EventBus { client }
     }
 
-    fn prefix(&self) -> String {
-        format!("{}:events:", self.client.config().namespace)
+    fn keys(&self) -> crate::keys::NamespaceKeys {
+        crate::keys::NamespaceKeys::of_valid(&self.client.config().namespace)
     }
 
     /// Publishes `payload` on `channel`; returns how many subscribers received it.
@@ -88,7 +88,7 @@ impl EventBus {
         let at = chrono::Utc::now().timestamp_millis();
         let bytes = encode_value(&Wire { at, p: payload }, "event")?;
         redis::cmd("PUBLISH")
-            .arg(format!("{}{channel}", self.prefix()))
+            .arg(self.keys().event_channel(channel))
             .arg(bytes)
             .query_async(&mut self.client.con())
             .await
@@ -112,8 +112,8 @@ impl EventBus {
         &self,
         pattern: &str,
     ) -> Result<Subscription<Event<T>>> {
-        let prefix = self.prefix();
-        let full = format!("{prefix}{pattern}");
+        let prefix = self.keys().event_channel("");
+        let full = self.keys().event_pattern(pattern);
         let decode = move |channel: String, bytes: &[u8]| -> Result<Event<T>> {
             let w: Wire<T> = decode_value(bytes, "event")?;
             Ok(Event {

@@ -179,7 +179,7 @@ impl RedisSessionStore {
 
     fn key(&self, id: &tower_sessions_core::session::Id) -> String {
         let hash = crate::toolkit::sha256_hex(&id.0.to_le_bytes());
-        format!("{}:session:tower:{hash}", self.client.config().namespace)
+        crate::keys::NamespaceKeys::of_valid(&self.client.config().namespace).tower_session(&hash)
     }
 }
 

@@ -319,14 +319,13 @@ impl RateLimiter {
     }
 
     fn keys(&self, subject: &str) -> (String, Vec<String>) {
-        let ns = &self.inner.client.config().namespace;
-        let tag = subject.replace(['{', '}'], "_");
+        let keys = crate::keys::RateLimitKeys::of_valid(&self.inner.client.config().namespace);
         (
-            format!("{ns}:rl:{{{tag}}}:block"),
+            keys.block(subject),
             self.inner
                 .limits
                 .iter()
-                .map(|l| format!("{ns}:rl:{{{tag}}}:{}", l.name))
+                .map(|l| keys.limit(subject, &l.name))
                 .collect(),
         )
     }
@@ -508,7 +507,7 @@ impl RateLimiter {
 }
 
 fn stats_key(client: &Client) -> String {
-    format!("{}:ratelimit:stats", client.config().namespace)
+    crate::keys::RateLimitKeys::of_valid(&client.config().namespace).stats()
 }
 
 /// Allowed and rejected counts per limit name across all processes (flushed metrics).

@@ -528,18 +528,9 @@ impl Sessions {
     /// Cancel safe (idempotent).
     pub async fn cleanup(&self) -> Result<u64> {
         let mut con = self.client.con();
-        let mut cursor: u64 = 0;
         let mut dropped = 0;
-        loop {
-            let (next, indexes): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.keys.user_sessions_pattern())
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut con)
-                .await
-                .map_err(self.err())?;
+        let mut scan = crate::scan::Scan::keys(self.keys.user_sessions_pattern()).count(500);
+        while let Some(indexes) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
             for index in indexes {
                 let members: Vec<String> = redis::cmd("SMEMBERS")
                     .arg(&index)
@@ -571,11 +562,8 @@ impl Sessions {
                     dropped += n;
                 }
             }
-            if next == 0 {
-                return Ok(dropped);
-            }
-            cursor = next;
         }
+        Ok(dropped)
     }
 }
 
