@@ -165,23 +165,9 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// Parses "500ms", "30s", "10m", "2h", "1d".
-pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m, 2h, 1d")
-    })?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => bail!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m, 2h, 1d"),
-    };
-    Ok(std::time::Duration::from_millis(ms))
+/// Parses a flag's duration with the project's one grammar ("500ms", "30s", "10m", "2h", "1d").
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, queue::DurationError> {
+    queue::parse_duration(s)
 }
 
 /// The command line as typed, with `extra` flags appended: what to re-run.
