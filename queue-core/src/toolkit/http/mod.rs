@@ -164,7 +164,7 @@ where
     }
 }
 
-/// A `tower-sessions` store on Redis. Like [`crate::Sessions`], Redis keeps only the SHA-256
+/// A `tower-sessions` store on Redis. Like [`crate::session::Sessions`], Redis keeps only the SHA-256
 /// of a session id, never the id; expiry is the record's own (tower-sessions manages it).
 #[derive(Debug, Clone)]
 pub struct RedisSessionStore {
