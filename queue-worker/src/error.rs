@@ -1,3 +1,5 @@
+use queue_core::ErrorKind;
+
 /// Errors of the worker runtime.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -14,9 +16,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is: the engine's kind for an engine error (a Redis failure
+    /// keeps the Redis error as its source), [`ErrorKind::Config`] or [`ErrorKind::Registry`]
+    /// for the worker's own checks.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Core(e) => e.kind(),
+            Error::Config(_) => ErrorKind::Config,
+            Error::Registry(_) => ErrorKind::Registry,
+        }
+    }
+
     /// Whether retrying the same call can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Core(e) if e.is_retryable())
+        self.kind().is_retryable()
     }
 }
 

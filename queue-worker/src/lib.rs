@@ -2,6 +2,9 @@
 //! runs them with bounded concurrency, per-job timeouts, panics caught as failures, a middleware
 //! chain, lease heartbeats, crash recovery and graceful shutdown.
 
+#![deny(unreachable_pub)]
+#![warn(missing_docs)]
+
 mod builder;
 mod error;
 pub mod middleware;
