@@ -90,15 +90,22 @@ impl RunningWorker {
     }
 }
 
-/// Builds a worker on `client` as `configure` says and runs it until [`RunningWorker::stop`].
+/// The registry of a test worker: exactly the handlers its scenario names. Test binaries link
+/// many handlers (and the worker binary deliberately two with one name), so no test worker
+/// relies on `Registry::discover`.
+pub fn registry(jobs: &[&str]) -> queue::worker::Registry {
+    queue::worker::Registry::with_jobs(jobs).unwrap_or_else(|e| panic!("registry of {jobs:?}: {e}"))
+}
+
+/// Builds a worker on `client` running the handlers named in `jobs`, as `configure` says, and
+/// runs it until [`RunningWorker::stop`].
 pub async fn start_worker(
     client: &Client,
+    jobs: &[&str],
     configure: impl FnOnce(queue::WorkerBuilder) -> queue::WorkerBuilder,
 ) -> RunningWorker {
-    let worker = configure(queue::WorkerBuilder::with_client(client.clone()))
-        .build()
-        .await
-        .expect("build worker");
+    let builder = queue::WorkerBuilder::with_client(client.clone()).registry(registry(jobs));
+    let worker = configure(builder).build().await.expect("build worker");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let handle = tokio::spawn(worker.run(async move {
         let _ = rx.await;
@@ -120,4 +127,46 @@ impl Drop for Guard {
             let _ = c.wait();
         }
     }
+}
+
+/// The name libtest knows a test by, for re-executing this binary on that one test:
+/// `module_path!()` without the crate name, then the function name.
+pub fn test_name(module_path: &str, function: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_, path)) => format!("{path}::{function}"),
+        None => function.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch (the clock Redis and the engine use).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Every member of the sorted set `key` with its score moved to `score`: seeds "this job is
+/// due" (or "this lease expired", "this completion is old") without waiting for the clock.
+pub async fn rescore_all(
+    raw: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    score: i64,
+) -> usize {
+    let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(raw)
+        .await
+        .expect("zrange");
+    for chunk in members.chunks(500) {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key).arg("XX");
+        for m in chunk {
+            cmd.arg(score).arg(m);
+        }
+        let _: () = cmd.query_async(raw).await.expect("zadd");
+    }
+    members.len()
 }

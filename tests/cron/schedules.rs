@@ -1,7 +1,7 @@
 //! Cron schedules in a worker: declared with #[job(cron)], registered in code, paused,
 //! triggered, misfires after downtime, and the maintenance schedule.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -27,8 +27,14 @@ async fn report(day: String) -> Result<String, JobError> {
     Ok(day)
 }
 
-async fn start(env: &Env, b: impl FnOnce(WorkerBuilder) -> WorkerBuilder) -> common::RunningWorker {
-    common::start_worker(&env.client, |w| b(w.queue("cron", 1))).await
+/// A worker serving the `cron` queue with the handlers `jobs` (and so their declared
+/// schedules: only the declared-schedule test runs `cron.heartbeat`).
+async fn start(
+    env: &Env,
+    jobs: &[&str],
+    b: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
+) -> common::RunningWorker {
+    common::start_worker(&env.client, jobs, |w| b(w.queue("cron", 1))).await
 }
 
 async fn pending(env: &Env, queue: &str) -> u64 {
@@ -42,7 +48,7 @@ async fn pending(env: &Env, queue: &str) -> u64 {
 #[tokio::test]
 async fn a_declared_schedule_runs_every_tick_and_is_listed() {
     let env = Env::start().await;
-    let running = start(&env, |b| b).await;
+    let running = start(&env, &["cron.heartbeat"], |b| b).await;
     eventually(
         Duration::from_secs(10),
         "the heartbeat job to run twice",
@@ -65,8 +71,18 @@ async fn schedules_registered_in_code_can_be_paused_resumed_and_triggered() {
     let env = Env::start().await;
     let s = Schedule::of::<report>("daily-report", "* * * * * *", &"today".to_string())
         .expect("schedule");
+    // A second schedule on the same scheduler, never paused: its ticks show the scheduler kept
+    // running while the paused one fired nothing.
+    let witness = Schedule::new(
+        "witness",
+        "* * * * * *",
+        NewJob::of::<report>(&"w".to_string())
+            .expect("encode")
+            .queue("witness"),
+    )
+    .expect("schedule");
     // The worker serves "cron" only: jobs of "reports" stay pending, so they can be counted.
-    let running = start(&env, |b| b.schedule(s)).await;
+    let running = start(&env, &["cron.report"], |b| b.schedule(s).schedule(witness)).await;
     eventually(Duration::from_secs(10), "two ticks", || async {
         pending(&env, "reports").await >= 2
     })
@@ -74,10 +90,16 @@ async fn schedules_registered_in_code_can_be_paused_resumed_and_triggered() {
 
     let cron = Cron::new(env.client.clone());
     cron.set_paused("daily-report", true).await.expect("pause");
-    // A tick may be in flight as we pause: settle on the count after one second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The fire script checks the pause flag atomically: once `set_paused` returned, no tick of
+    // this schedule can land, so the count is final now.
     let paused_at = pending(&env, "reports").await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let witnessed = pending(&env, "witness").await;
+    eventually(
+        Duration::from_secs(20),
+        "two more ticks of the unpaused witness schedule",
+        || async { pending(&env, "witness").await >= witnessed + 2 },
+    )
+    .await;
     assert_eq!(
         pending(&env, "reports").await,
         paused_at,
@@ -134,7 +156,7 @@ async fn misfire_run(policy: Misfire, name: &str) -> u64 {
         .query_async(&mut raw)
         .await
         .expect("hset");
-    let running = start(&env, |b| b.schedule(s)).await;
+    let running = start(&env, &["cron.report"], |b| b.schedule(s)).await;
     let cron = Cron::new(env.client.clone());
     eventually(
         Duration::from_secs(10),
@@ -168,14 +190,14 @@ async fn misfire_policies_after_every_scheduler_was_down() {
 async fn misfire_skip_fires_nothing_from_the_downtime() {
     let env = Env::start().await;
     let job = NewJob::raw("cron.report", vec![0xc0]).queue("skipped");
-    // An hourly schedule whose last tick was a day ago: nothing is due now, and skip ignores
-    // the missed ones.
-    let s = Schedule::new("m-skip", "0 0 * * * *", job)
+    // A yearly schedule whose last tick was two years ago: nothing is due now (an hourly one
+    // would be, in the test's window, once an hour), and skip ignores the missed ones.
+    let s = Schedule::new("m-skip", "0 0 0 1 1 *", job)
         .expect("schedule")
         .misfire(Misfire::Skip);
     let keys = env.client.keys("skipped").expect("keys");
     let mut raw = env.raw().await;
-    let day_ago = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    let day_ago = chrono::Utc::now().timestamp_millis() - 2 * 366 * 86_400_000;
     let _: () = redis::cmd("HSET")
         .arg(keys.cron())
         .arg("last:m-skip")
@@ -183,9 +205,23 @@ async fn misfire_skip_fires_nothing_from_the_downtime() {
         .query_async(&mut raw)
         .await
         .expect("hset");
-    let running = start(&env, |b| b.schedule(s)).await;
-    // Absence over a bounded time: the scheduler's first round happens at start.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A witness schedule on the same scheduler: once it ticked twice, the scheduler has been
+    // through at least two rounds over every schedule, the skipping one included.
+    let witness = Schedule::new(
+        "skip-witness",
+        "* * * * * *",
+        NewJob::of::<report>(&"w".to_string())
+            .expect("encode")
+            .queue("skip-witness"),
+    )
+    .expect("schedule");
+    let running = start(&env, &["cron.report"], |b| b.schedule(s).schedule(witness)).await;
+    eventually(
+        Duration::from_secs(20),
+        "two ticks of the witness schedule",
+        || async { pending(&env, "skip-witness").await >= 2 },
+    )
+    .await;
     running.stop().await;
     assert_eq!(pending(&env, "skipped").await, 0);
 }
@@ -241,7 +277,7 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
         completed_count: 5,
         ..Retention::default()
     };
-    let running = start(&env, move |b| {
+    let running = start(&env, &["cron.report"], move |b| {
         b.retention(retention)
             .maintenance_cron("* * * * * *")
             .maintenance_task("count", move |_client| {
@@ -296,6 +332,7 @@ async fn invalid_schedules_are_start_up_errors() {
         .is_err());
     let s = Schedule::new("twice", "* * * * *", job.clone()).expect("valid");
     let err = WorkerBuilder::with_client(env.client.clone())
+        .registry(common::registry(&["cron.report"]))
         .schedule(s.clone())
         .schedule(s)
         .build()

@@ -1,6 +1,6 @@
 //! Enqueue: batches, idempotency (SET NX), validation, delayed jobs, unreachable Redis.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ async fn batch_enqueue_puts_every_job_in_the_pending_set() {
     let out = env.client.enqueue_batch(jobs).await.expect("enqueue");
     assert_eq!(out.len(), 2500);
     assert!(out.iter().all(|e| !e.duplicate && e.queue == "bulk"));
-    let mut ids: Vec<_> = out.iter().map(|e| e.id.clone()).collect();
+    let mut ids: Vec<String> = out.iter().map(|e| e.id.as_str().to_string()).collect();
+    ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 2500, "ids are unique");
     let counts = env.client.counts("bulk").await.expect("counts");
@@ -71,7 +72,7 @@ async fn unique_key_is_free_again_after_its_ttl() {
         .enqueue_job(
             NewJob::of::<Ping>(&1)
                 .expect("encode")
-                .unique("k", Duration::from_millis(50)),
+                .unique("k", Duration::from_secs(600)),
         )
         .await
         .expect("enqueue");
@@ -83,9 +84,26 @@ async fn unique_key_is_free_again_after_its_ttl() {
         .await
         .expect("pttl");
     assert!(
-        ttl > 0 && ttl <= 50,
+        ttl > 0 && ttl <= 600_000,
         "the unique key carries its TTL ({ttl})"
     );
+    let dup = env
+        .client
+        .enqueue_job(
+            NewJob::of::<Ping>(&3)
+                .expect("encode")
+                .unique("k", Duration::from_secs(600)),
+        )
+        .await
+        .expect("enqueue");
+    assert!(dup.duplicate && dup.id == a.id, "held while the key lives");
+    // The TTL runs out (seeded: shortened to 1 ms in Redis instead of waiting ten minutes).
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .expect("pexpire");
     common::eventually(Duration::from_secs(2), "unique key to expire", || {
         let mut raw = raw.clone();
         let key = key.clone();

@@ -1,7 +1,7 @@
 //! The lifecycle scripts driven directly through the broker: order, leases and fencing,
 //! recovery, dead-letter and replay, retention, pause.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -73,14 +73,14 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let env = Env::start().await;
     env.client.enqueue_job(job(1)).await.expect("enqueue");
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    let mut f = broker
-        .fetch(10, Duration::from_millis(100))
-        .await
-        .expect("fetch");
+    let mut f = broker.fetch(10, LEASE).await.expect("fetch");
     assert_eq!(f.jobs.len(), 1);
     let old = f.jobs.remove(0);
-    // The lease expires; another worker reclaims the job.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The lease expires (seeded: its deadline moved to the past in Redis, instead of waiting
+    // for the clock); another worker reclaims the job.
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    assert_eq!(common::rescore_all(&mut raw, &keys.active(), 0).await, 1);
     let mut reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim");
     assert_eq!(reclaimed.len(), 1);
     let new = reclaimed.remove(0);
@@ -126,27 +126,68 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
 #[tokio::test]
 async fn heartbeat_keeps_a_lease_alive() {
     let env = Env::start().await;
-    env.client.enqueue_job(job(1)).await.expect("enqueue");
-    let broker = Broker::new(env.client.clone(), "default").expect("broker");
-    let f = broker
-        .fetch(1, Duration::from_millis(200))
+    env.client
+        .enqueue_batch(vec![job(1), job(2)])
         .await
-        .expect("fetch");
-    let key = f.jobs[0].lease.key().to_string();
+        .expect("enqueue");
+    let broker = Broker::new(env.client.clone(), "default").expect("broker");
+    let f = broker.fetch(2, LEASE).await.expect("fetch");
+    assert_eq!(f.jobs.len(), 2);
+    let beating = f.jobs[0].lease.key().to_string();
+    let silent = f.jobs[1].lease.id.clone();
+    // Both deadlines pass (seeded in Redis); only one of the two workers sends heartbeats.
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    assert_eq!(common::rescore_all(&mut raw, &keys.active(), 0).await, 2);
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             broker
-                .extend(std::slice::from_ref(&key), Duration::from_millis(200))
+                .extend(std::slice::from_ref(&beating), LEASE)
                 .await
                 .expect("extend"),
             vec![true]
         );
     }
-    assert!(
-        broker.reclaim(10, LEASE).await.expect("reclaim").is_empty(),
-        "an extended lease is not reclaimed"
+    let reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim");
+    assert_eq!(
+        reclaimed
+            .iter()
+            .map(|l| l.lease.id.clone())
+            .collect::<Vec<_>>(),
+        vec![silent],
+        "the silent lease is reclaimed, the extended one is not"
     );
+}
+
+#[tokio::test]
+async fn backoff_delays_lie_within_equal_jitter_bounds() {
+    let env = Env::start().await;
+    env.client
+        .enqueue_job(job(1).max_attempts(5).backoff(queue::Backoff::exponential(
+            Duration::from_millis(200),
+            Duration::from_secs(3600),
+        )))
+        .await
+        .expect("enqueue");
+    let broker = Broker::new(env.client.clone(), "default").expect("broker");
+    let leased = broker.fetch(1, LEASE).await.expect("fetch").jobs.remove(0);
+    let mut j = leased.job.expect("decodes");
+    // Equal jitter: after failure n the delay lies in [d/2, d] with d = 200 ms * 2^(n-1); the
+    // jitter draw is the last argument, so both ends are checked exactly.
+    for (n, d) in [(1u32, 200i64), (2, 400), (3, 800)] {
+        j.record_failure("error", &format!("boom {n}"), 0);
+        let now = queue_now();
+        let delay = |unit: f64| match Settle::decide(&j, &Action::Retry, now, unit) {
+            Settle::Retry { at_ms } => at_ms - now,
+            other => panic!("failure {n}: expected a retry, got {other:?}"),
+        };
+        let (low, high) = (delay(0.0), delay(0.999_999));
+        assert!(
+            d / 2 <= low && low <= high && high <= d,
+            "failure {n}: delays {low}..{high} ms, expected within {}..{d} ms",
+            d / 2
+        );
+    }
 }
 
 #[tokio::test]
@@ -333,11 +374,16 @@ async fn retention_bounds_completed_jobs_by_age() {
         }
     };
     complete_all(5).await;
-    // Age is the point of this test: let the first five grow older than the limit.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    complete_all(3).await;
+    // The first five grow older than the limit: seeded, their completion times moved an hour
+    // back in Redis, instead of waiting for the clock.
     let mut raw = env.raw().await;
     let keys = env.client.keys("default").expect("keys");
+    let hour_ago = queue_now() - 3_600_000;
+    assert_eq!(
+        common::rescore_all(&mut raw, &keys.completed(), hour_ago).await,
+        5
+    );
+    complete_all(3).await;
     let (kept, results): (u64, u64) = redis::pipe()
         .zcard(keys.completed())
         .hlen(keys.results())
@@ -397,11 +443,20 @@ async fn paused_queue_leases_nothing_until_resumed() {
 #[tokio::test]
 async fn due_jobs_are_promoted_in_bounded_steps() {
     let env = Env::start().await;
+    // Scheduled an hour out, then made due by moving their scores to the past in Redis: a
+    // short delay would race the clock (a slow batch lands its later chunks already due).
     let jobs = (0..2500u32)
-        .map(|i| job(i).delay(Duration::from_millis(30)))
+        .map(|i| job(i).delay(Duration::from_secs(3600)))
         .collect();
     env.client.enqueue_batch(jobs).await.expect("enqueue");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = env.client.counts("default").await.expect("counts");
+    assert_eq!((c.pending, c.scheduled), (0, 2500));
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    assert_eq!(
+        common::rescore_all(&mut raw, &keys.scheduled(), queue_now() - 1000).await,
+        2500
+    );
     let broker = Broker::new(env.client.clone(), "default").expect("broker");
     // One fetch promotes at most 1000 due jobs; the rest follow on later fetches.
     let f = broker.fetch(0, LEASE).await.expect("fetch");

@@ -1,7 +1,7 @@
 //! The result-cache job middleware: the same job with the same arguments within the TTL returns
 //! the cached result without running the handler; failures are never cached.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -29,7 +29,8 @@ async fn flaky(_sku: String) -> Result<u64, JobError> {
 #[tokio::test]
 async fn same_arguments_are_answered_from_the_cache_and_failures_are_not_cached() {
     let env = Env::start().await;
-    let worker = common::start_worker(&env.client, |b| b.queue("cj", 1)).await;
+    let worker =
+        common::start_worker(&env.client, &["cj.price", "cj.flaky"], |b| b.queue("cj", 1)).await;
     let wait = |id: queue::JobId| {
         let c = env.client.clone();
         async move {

@@ -1,7 +1,7 @@
 //! Cached PostgreSQL queries against the machine's real PostgreSQL (`DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1/test`; `.ci/run` makes sure one is running).
 
-mod common;
+use crate::common;
 
 use common::Env;
 use queue::cache::Cache;

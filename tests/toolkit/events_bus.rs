@@ -1,6 +1,6 @@
 //! The event bus and lifecycle events against a real Redis, including a Redis restart.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ async fn bad_job(_n: u32) -> Result<(), JobError> {
 }
 
 async fn run_worker(client: &Client, until: impl std::future::Future<Output = ()>) {
-    let worker = common::start_worker(client, |b| b.queue("ev", 1)).await;
+    let worker = common::start_worker(client, &["ev.ok", "ev.bad"], |b| b.queue("ev", 1)).await;
     until.await;
     worker.stop().await;
 }
@@ -265,7 +265,7 @@ async fn lifecycle_events_are_off_by_default() {
 async fn a_worker_keeps_working_across_a_redis_restart() {
     let mut env = Env::start().await;
     let client = env.client.clone();
-    let worker = common::start_worker(&client, |b| b.queue("ev", 1)).await;
+    let worker = common::start_worker(&client, &["ev.ok"], |b| b.queue("ev", 1)).await;
     let first = client.enqueue::<ok_job>(&1).await.expect("enqueue");
     client
         .wait_for("ev", &first.id, Duration::from_secs(20))

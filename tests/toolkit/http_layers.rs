@@ -1,6 +1,6 @@
 //! The axum rate-limit layer and the tower-sessions store over real HTTP.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

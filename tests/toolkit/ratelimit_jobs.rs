@@ -1,7 +1,7 @@
 //! The rate-limit job middleware: limited jobs wait their turn without using attempts, and an
 //! upstream 429 pushes the whole key back.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +56,10 @@ async fn partner(n: u32) -> Result<u32, JobError> {
 }
 
 async fn with_worker<F: std::future::Future<Output = ()>>(env: &Env, queue: &str, f: F) {
-    let worker = common::start_worker(&env.client, |b| b.queue(queue, 1).concurrency(20)).await;
+    let worker = common::start_worker(&env.client, &["rl.send", "rl.partner"], |b| {
+        b.queue(queue, 1).concurrency(20)
+    })
+    .await;
     f.await;
     worker.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Sessions against a real Redis: ids never stored, rotation, fixation, idle and absolute
 //! expiry, concurrent writes, per-user listing and logout, index cleanup, 10,000 sessions.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -122,52 +122,111 @@ async fn rotation_retires_the_old_id_at_once() {
     );
 }
 
+/// The session hash of `id` and its remaining TTL in ms.
+async fn session_pttl(
+    env: &Env,
+    raw: &mut redis::aio::MultiplexedConnection,
+    id: &SessionId,
+) -> (String, i64) {
+    let key = env
+        .client
+        .namespace_keys()
+        .expect("namespace")
+        .session(&id.hash());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(raw)
+        .await
+        .expect("pttl");
+    (key, ttl)
+}
+
 #[tokio::test]
 async fn idle_and_absolute_expiry() {
     let env = Env::start().await;
+    let mut raw = env.raw().await;
+    // Timeouts far longer than the test; where time must pass, the test moves it in Redis
+    // (a shorter TTL, an earlier absolute deadline) instead of sleeping through it.
     let idle = Sessions::with_config(
         env.client.clone(),
         SessionConfig {
-            idle: Duration::from_millis(300),
-            absolute: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            absolute: Duration::from_secs(3600),
         },
     )
     .expect("sessions");
     let (a, _) = idle.create(None, []).await.expect("create");
-    // Activity keeps it alive past its idle timeout (sliding)...
+    let (key, ttl) = session_pttl(&env, &mut raw, &a).await;
+    assert!(ttl > 0 && ttl <= 60_000, "idle timeout as TTL: {ttl}");
+    // Activity keeps it alive past its idle timeout (sliding): a session about to go idle is
+    // given its whole idle timeout again by a read...
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(&key)
+            .arg(5_000)
+            .query_async(&mut raw)
+            .await
+            .expect("pexpire");
         assert!(idle.get(a.expose()).await.expect("get").is_some());
+        let (_, ttl) = session_pttl(&env, &mut raw, &a).await;
+        assert!(ttl > 5_000 && ttl <= 60_000, "a read slides the TTL: {ttl}");
     }
-    // ...and inactivity ends it.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(idle.get(a.expose()).await.expect("get").is_none());
+    // ...and inactivity ends it (its TTL runs out; shortened to 1 ms here).
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .expect("pexpire");
+    common::eventually(
+        Duration::from_secs(10),
+        "the idle session to end",
+        || async { idle.get(a.expose()).await.expect("get").is_none() },
+    )
+    .await;
 
     let absolute = Sessions::with_config(
         env.client.clone(),
         SessionConfig {
-            idle: Duration::from_secs(60),
-            absolute: Duration::from_millis(400),
+            idle: Duration::from_secs(3600),
+            absolute: Duration::from_secs(60),
         },
     )
     .expect("sessions");
-    let created = std::time::Instant::now();
     let (b, _) = absolute.create(None, []).await.expect("create");
-    let mut last_alive = std::time::Duration::ZERO;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if absolute.get(b.expose()).await.expect("get").is_some() {
-            last_alive = created.elapsed();
-        }
+    let (key, ttl) = session_pttl(&env, &mut raw, &b).await;
+    assert!(
+        ttl > 0 && ttl <= 60_000,
+        "capped by the absolute timeout: {ttl}"
+    );
+    // Alive while in use, and activity never extends it past the absolute timeout.
+    for _ in 0..4 {
+        assert!(absolute.get(b.expose()).await.expect("get").is_some());
+        let (_, ttl) = session_pttl(&env, &mut raw, &b).await;
+        assert!(
+            ttl > 0 && ttl <= 60_000,
+            "activity does not extend past the absolute timeout: {ttl}"
+        );
     }
+    // The absolute deadline passes (seeded: moved to now in the session hash) while the key
+    // still has most of its TTL: a read ends the session.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("a")
+        .arg(common::now_ms())
+        .query_async(&mut raw)
+        .await
+        .expect("hset");
     assert!(
         absolute.get(b.expose()).await.expect("get").is_none(),
-        "activity does not extend past the absolute timeout"
+        "gone at its absolute timeout, whatever the activity"
     );
-    assert!(
-        last_alive >= Duration::from_millis(250) && last_alive < Duration::from_millis(500),
-        "alive while in use, gone at its 400 ms absolute timeout (last seen alive after {last_alive:?})"
-    );
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .expect("exists");
+    assert!(!exists, "and deleted");
 }
 
 #[tokio::test]
@@ -216,7 +275,7 @@ async fn log_out_everywhere_and_index_cleanup() {
     let short = Sessions::with_config(
         env.client.clone(),
         SessionConfig {
-            idle: Duration::from_millis(100),
+            idle: Duration::from_secs(60),
             absolute: Duration::from_secs(60),
         },
     )
@@ -228,12 +287,21 @@ async fn log_out_everywhere_and_index_cleanup() {
     let other = s.create(Some("eve"), []).await.expect("create").0;
     let (expiring, _) = short.create(Some("bob"), []).await.expect("create");
     assert_eq!(s.list_user("bob").await.expect("list").len(), 4);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        s.list_user("bob").await.expect("list").len(),
-        3,
-        "the expired one is not listed"
-    );
+    // The short-lived one goes idle: its TTL runs out (shortened to 1 ms in Redis).
+    let mut raw = env.raw().await;
+    let (key, _) = session_pttl(&env, &mut raw, &expiring).await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .expect("pexpire");
+    common::eventually(
+        Duration::from_secs(10),
+        "the expired one to leave the listing",
+        || async { s.list_user("bob").await.expect("list").len() == 3 },
+    )
+    .await;
     assert_eq!(
         s.cleanup().await.expect("cleanup"),
         1,

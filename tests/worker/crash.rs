@@ -1,10 +1,11 @@
 //! Crash safety with real worker processes: SIGKILL mid-run loses nothing, and a zombie worker
 //! (SIGSTOP past its lease, then SIGCONT) cannot complete a job another worker re-ran.
 //!
-//! The worker processes are this test binary itself, re-executed with `child_worker` as the
-//! test filter and the Redis URL in the environment, so they link exactly these handlers.
+//! The worker processes are this test binary itself, re-executed with `crash::child_worker`
+//! as the exact test filter and the Redis URL in the environment; they run the `crash.*`
+//! handlers only (the binary links others, and a deliberate duplicate name).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -16,6 +17,8 @@ use common::{bounded, eventually, Env, Guard};
 use queue::{job, JobContext, JobError, NewJob, WorkerBuilder};
 
 const RUNS: &str = "crashtest:runs";
+/// The process that last started each job: tells the test which jobs a frozen worker holds.
+const OWNERS: &str = "crashtest:owners";
 static RAW: OnceLock<redis::aio::MultiplexedConnection> = OnceLock::new();
 
 async fn count_run(i: u32) -> Result<(), JobError> {
@@ -23,11 +26,12 @@ async fn count_run(i: u32) -> Result<(), JobError> {
         .get()
         .ok_or_else(|| JobError::retry("no raw connection"))?
         .clone();
-    redis::cmd("HINCRBY")
-        .arg(RUNS)
-        .arg(i)
-        .arg(1)
-        .query_async::<i64>(&mut con)
+    redis::pipe()
+        .hincr(RUNS, i, 1)
+        .ignore()
+        .hset(OWNERS, i, std::process::id())
+        .ignore()
+        .query_async::<()>(&mut con)
         .await?;
     Ok(())
 }
@@ -69,6 +73,11 @@ fn child_worker() {
             .expect("raw");
         let _ = RAW.set(raw);
         let worker = WorkerBuilder::new(url)
+            .registry(common::registry(&[
+                "crash.work",
+                "crash.slow",
+                "crash.poison",
+            ]))
             .concurrency(concurrency)
             .lease(Duration::from_millis(lease))
             .reclaim_every(Duration::from_millis(200))
@@ -87,7 +96,8 @@ fn child_worker() {
 fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
     let exe = std::env::current_exe().expect("current exe");
     Command::new(exe)
-        .args(["child_worker", "--exact", "--nocapture", "--test-threads=1"])
+        .arg(common::test_name(module_path!(), "child_worker"))
+        .args(["--exact", "--nocapture", "--test-threads=1"])
         .env("QUEUE_CRASH_CHILD_URL", url)
         .env("QUEUE_CHILD_LEASE_MS", lease_ms.to_string())
         .env("QUEUE_CHILD_CONCURRENCY", concurrency.to_string())
@@ -164,18 +174,69 @@ async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
         )
         .await;
         // Freeze the victim so it cannot lease more, note every job leased at that instant (by
-        // any worker: a superset of the victim's), then kill it and start a replacement.
+        // any worker: a superset of the victim's), then kill it and start a replacement. The
+        // victim must hold a job it started: a worker caught between two fetches holds none,
+        // so it is thawed and frozen again a moment later (bounded).
         let mut victim = workers.0.remove(0);
-        signal(&victim, "STOP");
-        let leased: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
-            .arg(keys.inflight())
-            .query_async(&mut raw)
-            .await
-            .expect("inflight");
-        in_flight.extend(leased.iter().map(|(_, member)| {
-            let job = queue::wire::decode_member(member, "default").expect("member");
-            queue::wire::decode_value::<u32>(&job.args, "args").expect("args")
-        }));
+        let victim_pid = victim.id();
+        let leased = bounded(
+            Duration::from_secs(120),
+            "freezing the victim while it runs a job",
+            async {
+                loop {
+                    signal(&victim, "STOP");
+                    let leased: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                        .arg(keys.inflight())
+                        .query_async(&mut raw)
+                        .await
+                        .expect("inflight");
+                    let args: Vec<u32> = leased
+                        .iter()
+                        .map(|(_, member)| {
+                            let job =
+                                queue::wire::decode_member(member, "default").expect("member");
+                            queue::wire::decode_value::<u32>(&job.args, "args").expect("args")
+                        })
+                        .collect();
+                    let owners: Vec<Option<u32>> = if args.is_empty() {
+                        Vec::new()
+                    } else {
+                        redis::cmd("HMGET")
+                            .arg(OWNERS)
+                            .arg(&args)
+                            .query_async(&mut raw)
+                            .await
+                            .expect("owners")
+                    };
+                    let held: Vec<&str> = leased
+                        .iter()
+                        .zip(&owners)
+                        .filter(|(_, o)| **o == Some(victim_pid))
+                        .map(|(l, _)| l.0.as_str())
+                        .collect();
+                    // A completion the victim sent just before it froze may still be on its
+                    // way: its jobs count only if they are still leased a moment later.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let mut still = false;
+                    for id in &held {
+                        let leased: bool = redis::cmd("HEXISTS")
+                            .arg(keys.inflight())
+                            .arg(id)
+                            .query_async(&mut raw)
+                            .await
+                            .expect("hexists");
+                        still |= leased;
+                    }
+                    if still {
+                        return args;
+                    }
+                    signal(&victim, "CONT");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            },
+        )
+        .await;
+        in_flight.extend(leased);
         victim.kill().expect("SIGKILL");
         victim.wait().expect("reap");
         workers.0.push(spawn_worker(env.url(), 3000, 8));
