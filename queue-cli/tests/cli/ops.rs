@@ -70,7 +70,12 @@ async fn run_worker_until<F: std::future::Future<Output = ()>>(
     queue_name: &str,
     until: F,
 ) {
+    // The handlers of this file, named: a worker runs what its scenario needs, not whatever
+    // else the binary links.
+    let registry =
+        queue::worker::Registry::with_jobs(&["cli.email", "cli.broken"]).expect("registry");
     let worker = WorkerBuilder::with_client(client.clone())
+        .registry(registry)
         .queue(queue_name, 1)
         .build()
         .await
