@@ -96,9 +96,12 @@ async fn sliding_log_never_admits_more_than_the_limit_in_any_window() {
         admitted.len()
     );
     assert!(worst <= 100, "{worst} admitted in one window");
+    // The limit is also reached: some window admitted exactly the limit and the rest was
+    // refused. (A total over the whole run would measure the machine's throughput instead.)
+    assert_eq!(worst, 100, "the limit is reached in some window");
     assert!(
-        admitted.len() as u64 >= 100 * secs() - 5,
-        "the limit is also reached: {}",
+        checks > admitted.len() as u64,
+        "requests beyond the limit were refused: {checks} checks, {} admitted",
         admitted.len()
     );
     assert_ttls(&env).await;

@@ -171,7 +171,8 @@ async fn idle_and_absolute_expiry() {
         let (_, ttl) = session_pttl(&env, &mut raw, &a).await;
         assert!(ttl > 5_000 && ttl <= 60_000, "a read slides the TTL: {ttl}");
     }
-    // ...and inactivity ends it (its TTL runs out; shortened to 1 ms here).
+    // ...and inactivity ends it: its TTL runs out (shortened to 1 ms here; nothing reads it
+    // meanwhile, since a read would slide it).
     let _: () = redis::cmd("PEXPIRE")
         .arg(&key)
         .arg(1)
@@ -180,10 +181,24 @@ async fn idle_and_absolute_expiry() {
         .expect("pexpire");
     common::eventually(
         Duration::from_secs(10),
-        "the idle session to end",
-        || async { idle.get(a.expose()).await.expect("get").is_none() },
+        "the idle session's key to expire",
+        || {
+            let mut raw = raw.clone();
+            let key = key.clone();
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query_async::<bool>(&mut raw)
+                    .await
+                    .is_ok_and(|e| !e)
+            }
+        },
     )
     .await;
+    assert!(
+        idle.get(a.expose()).await.expect("get").is_none(),
+        "inactivity ended it"
+    );
 
     let absolute = Sessions::with_config(
         env.client.clone(),
