@@ -348,33 +348,14 @@ impl Broker {
     ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
-        let mut call = scripts().fail.call();
-        call.key(k.active())
-            .key(k.inflight())
-            .key(k.pending())
-            .key(k.scheduled())
-            .key(k.dead())
-            .key(k.dead_jobs())
-            .key(k.stats())
-            .key(k.wake())
-            .key(k.waiters())
-            .key(k.completed())
-            .key(k.results())
-            .key(k.retry())
-            .key(k.throughput())
-            .key(k.meta())
-            .key(k.events());
-        if let Some(u) = &job.unique_key {
-            call.key(k.unique(u));
-        }
-        let (action, at, state) = match settle {
-            Settle::Retry { at_ms } => ("retry", *at_ms, None),
-            Settle::Snooze { at_ms } => ("snooze", *at_ms, None),
-            Settle::Dead => ("dead", 0, Some(JobState::Dead)),
-            Settle::Discard => ("discard", 0, Some(JobState::Discarded)),
+        let error = || {
+            job.last_error()
+                .map(|f| format!("{}: {}", f.kind, f.message))
+                .unwrap_or_default()
         };
-        let outcome = match state {
-            Some(state) => Outcome {
+        // A finished job's outcome, for waiters (and kept, for a discarded one).
+        let outcome = |state: JobState| {
+            Outcome {
                 id: lease.id.clone(),
                 state,
                 finished_ms: now_ms(),
@@ -384,28 +365,89 @@ impl Broker {
                     .map(|f| format!("{}: {}", f.kind, f.message)),
                 job: Some(member.clone()),
             }
-            .encode()?,
-            None => Vec::new(),
+            .encode()
         };
-        call.arg(lease.key())
-            .arg(member)
-            .arg(action)
-            .arg(at)
-            .arg(retention.dead_count)
-            .arg(millis(retention.dead_age))
-            .arg(k.done_channel())
-            .arg(outcome)
-            .arg(cause.counter())
-            .arg(retention.completed_count)
-            .arg(millis(retention.completed_age))
-            .arg(match settle {
-                // A snooze is no failure: the job's last error is not what happened now.
-                Settle::Snooze { .. } => String::new(),
-                _ => job
-                    .last_error()
-                    .map(|f| format!("{}: {}", f.kind, f.message))
-                    .unwrap_or_default(),
-            });
+        let scripts = scripts();
+        let call = match settle {
+            Settle::Retry { at_ms } => {
+                let mut call = scripts.retry.call();
+                call.key(k.active())
+                    .key(k.inflight())
+                    .key(k.pending())
+                    .key(k.retry())
+                    .key(k.stats())
+                    .key(k.wake())
+                    .key(k.throughput())
+                    .key(k.meta())
+                    .key(k.events());
+                call.arg(lease.key())
+                    .arg(member.as_slice())
+                    .arg(*at_ms)
+                    .arg(cause.counter())
+                    .arg(error());
+                call
+            }
+            Settle::Snooze { at_ms } => {
+                let mut call = scripts.snooze.call();
+                call.key(k.active())
+                    .key(k.inflight())
+                    .key(k.scheduled())
+                    .key(k.stats())
+                    .key(k.wake())
+                    .key(k.meta())
+                    .key(k.events());
+                call.arg(lease.key()).arg(member.as_slice()).arg(*at_ms);
+                call
+            }
+            Settle::Dead => {
+                let mut call = scripts.dead.call();
+                call.key(k.active())
+                    .key(k.inflight())
+                    .key(k.dead())
+                    .key(k.dead_jobs())
+                    .key(k.stats())
+                    .key(k.waiters())
+                    .key(k.throughput())
+                    .key(k.meta())
+                    .key(k.events());
+                if let Some(u) = &job.unique_key {
+                    call.key(k.unique(u));
+                }
+                call.arg(lease.key())
+                    .arg(member.as_slice())
+                    .arg(retention.dead_count)
+                    .arg(millis(retention.dead_age))
+                    .arg(cause.counter())
+                    .arg(k.done_channel())
+                    .arg(outcome(JobState::Dead)?)
+                    .arg(error());
+                call
+            }
+            Settle::Discard => {
+                let mut call = scripts.discard.call();
+                call.key(k.active())
+                    .key(k.inflight())
+                    .key(k.completed())
+                    .key(k.results())
+                    .key(k.stats())
+                    .key(k.waiters())
+                    .key(k.throughput())
+                    .key(k.meta())
+                    .key(k.events());
+                if let Some(u) = &job.unique_key {
+                    call.key(k.unique(u));
+                }
+                call.arg(lease.key())
+                    .arg(member.as_slice())
+                    .arg(retention.completed_count)
+                    .arg(millis(retention.completed_age))
+                    .arg(cause.counter())
+                    .arg(k.done_channel())
+                    .arg(outcome(JobState::Discarded)?)
+                    .arg(error());
+                call
+            }
+        };
         let applied: i64 = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;

@@ -9,7 +9,11 @@ crate::script::scripts! {
         enqueue => ["scripts/lib/enqueue_jobs.lua", "scripts/enqueue.lua"],
         fetch => ["scripts/fetch.lua"],
         complete => ["scripts/complete.lua"],
-        fail => ["scripts/fail.lua"],
+        // One script per failure action, sharing the lease check.
+        retry => ["scripts/lib/settle.lua", "scripts/retry.lua"],
+        dead => ["scripts/lib/settle.lua", "scripts/dead.lua"],
+        discard => ["scripts/lib/settle.lua", "scripts/discard.lua"],
+        snooze => ["scripts/lib/settle.lua", "scripts/snooze.lua"],
         reclaim => ["scripts/reclaim.lua"],
         extend => ["scripts/extend.lua"],
         requeue => ["scripts/requeue.lua"],

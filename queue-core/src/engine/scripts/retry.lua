@@ -1,0 +1,45 @@
+-- retry: a failed attempt runs again, now (pending) or after its backoff (the retry set).
+-- Applied only if the caller still holds the lease (fencing).
+--
+-- KEYS[1]  active sorted set
+-- KEYS[2]  inflight hash
+-- KEYS[3]  pending sorted set
+-- KEYS[4]  retry sorted set
+-- KEYS[5]  stats hash
+-- KEYS[6]  wake list
+-- KEYS[7]  throughput hash
+-- KEYS[8]  meta hash
+-- KEYS[9]  events stream
+-- ARGV[1]  lease `<id>:<token>`
+-- ARGV[2]  the job's member, re-encoded with the failure recorded
+-- ARGV[3]  run-at in ms (now or earlier: at once, into pending; later: into the retry set)
+-- ARGV[4]  counter: failed | recovered
+-- ARGV[5]  the attempt's error, for lifecycle events
+--
+-- Returns 1 when applied, 0 when the lease was lost (nothing changed).
+
+local lease, member, at, counter = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local invalid = check_lease(lease, member) or check_counter(counter)
+if invalid then
+  return invalid
+end
+if not at then
+  return fail('retry takes a run-at')
+end
+local id = take_lease(KEYS[1], KEYS[2], lease)
+if not id then
+  return 0
+end
+local now = now_ms()
+redis.call('HINCRBY', KEYS[5], counter, 1)
+count(KEYS[7], 'f', 1, now)
+emit(KEYS[8], KEYS[9], 'failed', {id}, now, ARGV[5])
+if at <= now then
+  redis.call('ZADD', KEYS[3], 0, member)
+else
+  redis.call('ZADD', KEYS[4], at, member)
+end
+redis.call('HINCRBY', KEYS[5], 'retried', 1)
+wake(KEYS[6])
+emit(KEYS[8], KEYS[9], 'retrying', {id}, now)
+return 1
