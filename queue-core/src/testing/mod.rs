@@ -148,7 +148,9 @@ impl RedisServer {
                     Ok(_) => return Ok(()),
                     // A server started with `--requirepass` answers, just not to strangers: it
                     // is up.
-                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
+                    Err(e) if crate::ErrorKind::of_redis(&e) == crate::ErrorKind::Auth => {
+                        return Ok(())
+                    }
                     Err(_) => {}
                 }
             }
