@@ -11,6 +11,9 @@
 //! name (a braced struct lives only in the type namespace, so it does not clash with the
 //! function), implements `JobType` for it and submits a `JobRegistration` to `inventory`.
 
+#![deny(unreachable_pub)]
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{quote, quote_spanned};
