@@ -115,6 +115,6 @@ pub mod session {
 pub mod __private {
     pub use crate::engine::registry::__private::*;
     pub use crate::engine::registry::{
-        linked_jobs, registered_jobs, HandlerFn, HandlerFuture, JobRegistration,
+        linked_jobs, registered, registered_jobs, HandlerFn, HandlerFuture, JobRegistration,
     };
 }

@@ -20,8 +20,7 @@ impl Registry {
     /// [`Error::Registry`] when two handlers share a name (both places are named) or when no
     /// handler is linked at all (a worker that can run nothing is a deployment mistake).
     pub fn discover() -> Result<Registry> {
-        let jobs =
-            queue_core::__private::registered_jobs().map_err(|e| Error::Registry(e.to_string()))?;
+        let jobs = queue_core::__private::registered_jobs().map_err(registry_error)?;
         if jobs.is_empty() {
             return Err(Error::Registry(
                 "no #[job] handlers are linked into this binary: declare at least one with #[job] \
@@ -39,26 +38,8 @@ impl Registry {
     /// [`Error::Registry`] when a name has no handler, when two linked handlers share one of
     /// these names, or when `names` is empty.
     pub fn with_jobs(names: &[&str]) -> Result<Registry> {
-        let mut jobs: HashMap<&'static str, &'static JobRegistration> = HashMap::new();
-        let mut dups = Vec::new();
-        for reg in queue_core::__private::linked_jobs() {
-            if !names.contains(&reg.name) {
-                continue;
-            }
-            if let Some(prev) = jobs.insert(reg.name, reg) {
-                dups.push(format!(
-                    "{:?} at {} and {}",
-                    reg.name, prev.location, reg.location
-                ));
-            }
-        }
-        if !dups.is_empty() {
-            dups.sort();
-            return Err(Error::Registry(format!(
-                "duplicate job names: {}",
-                dups.join("; ")
-            )));
-        }
+        let chosen = queue_core::__private::linked_jobs().filter(|r| names.contains(&r.name));
+        let jobs = queue_core::__private::registered(chosen).map_err(registry_error)?;
         let mut missing: Vec<&str> = names
             .iter()
             .copied()
@@ -158,5 +139,13 @@ impl Registry {
         qs.sort();
         qs.dedup();
         qs
+    }
+}
+
+/// The engine's registry error as the worker's (one "invalid job registry" prefix, not two).
+fn registry_error(e: queue_core::Error) -> Error {
+    match e {
+        queue_core::Error::Registry(m) => Error::Registry(m),
+        other => Error::Core(other),
     }
 }

@@ -399,12 +399,36 @@ impl Broker {
                 call.arg(lease.key()).arg(member.as_slice()).arg(*at_ms);
                 call
             }
-            Settle::Dead => {
-                let mut call = scripts.dead.call();
+            // Both end the job: same contract, different sets (dead letters, or the
+            // completed jobs for a discard) and retention.
+            Settle::Dead | Settle::Discard => {
+                let dead = *settle == Settle::Dead;
+                let (mut call, set, hash, keep, age, state) = if dead {
+                    let r = (retention.dead_count, retention.dead_age);
+                    (
+                        scripts.dead.call(),
+                        k.dead(),
+                        k.dead_jobs(),
+                        r.0,
+                        r.1,
+                        JobState::Dead,
+                    )
+                } else {
+                    let r = (retention.completed_count, retention.completed_age);
+                    let call = scripts.discard.call();
+                    (
+                        call,
+                        k.completed(),
+                        k.results(),
+                        r.0,
+                        r.1,
+                        JobState::Discarded,
+                    )
+                };
                 call.key(k.active())
                     .key(k.inflight())
-                    .key(k.dead())
-                    .key(k.dead_jobs())
+                    .key(set)
+                    .key(hash)
                     .key(k.stats())
                     .key(k.waiters())
                     .key(k.throughput())
@@ -415,35 +439,11 @@ impl Broker {
                 }
                 call.arg(lease.key())
                     .arg(member.as_slice())
-                    .arg(retention.dead_count)
-                    .arg(millis(retention.dead_age))
+                    .arg(keep)
+                    .arg(millis(age))
                     .arg(cause.counter())
                     .arg(k.done_channel())
-                    .arg(outcome(JobState::Dead)?)
-                    .arg(error());
-                call
-            }
-            Settle::Discard => {
-                let mut call = scripts.discard.call();
-                call.key(k.active())
-                    .key(k.inflight())
-                    .key(k.completed())
-                    .key(k.results())
-                    .key(k.stats())
-                    .key(k.waiters())
-                    .key(k.throughput())
-                    .key(k.meta())
-                    .key(k.events());
-                if let Some(u) = &job.unique_key {
-                    call.key(k.unique(u));
-                }
-                call.arg(lease.key())
-                    .arg(member.as_slice())
-                    .arg(retention.completed_count)
-                    .arg(millis(retention.completed_age))
-                    .arg(cause.counter())
-                    .arg(k.done_channel())
-                    .arg(outcome(JobState::Discarded)?)
+                    .arg(outcome(state)?)
                     .arg(error());
                 call
             }

@@ -214,7 +214,12 @@ pub fn linked_jobs() -> impl Iterator<Item = &'static JobRegistration> {
     inventory::iter::<JobRegistration>.into_iter()
 }
 
-fn registered(
+/// The registrations of `all` by name; two with one name are an error listing both places.
+///
+/// # Errors
+///
+/// [`Error::Registry`] on duplicate names.
+pub fn registered(
     all: impl Iterator<Item = &'static JobRegistration>,
 ) -> Result<HashMap<&'static str, &'static JobRegistration>> {
     let mut map: HashMap<&'static str, &'static JobRegistration> = HashMap::new();

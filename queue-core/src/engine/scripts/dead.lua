@@ -31,14 +31,11 @@ end
 if not keep or not age then
   return fail('dead takes a retention count and age')
 end
-local id = take_lease(KEYS[1], KEYS[2], lease)
+local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9] }
+local id, now = record_failure(F, lease, counter, ARGV[8])
 if not id then
   return 0
 end
-local now = now_ms()
-redis.call('HINCRBY', KEYS[5], counter, 1)
-count(KEYS[7], 'f', 1, now)
-emit(KEYS[8], KEYS[9], 'failed', {id}, now, ARGV[8])
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('HSET', KEYS[4], id, member)
 redis.call('HINCRBY', KEYS[5], 'dead', 1)

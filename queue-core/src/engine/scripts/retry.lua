@@ -26,14 +26,11 @@ end
 if not at then
   return fail('retry takes a run-at')
 end
-local id = take_lease(KEYS[1], KEYS[2], lease)
+local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9] }
+local id, now = record_failure(F, lease, counter, ARGV[5])
 if not id then
   return 0
 end
-local now = now_ms()
-redis.call('HINCRBY', KEYS[5], counter, 1)
-count(KEYS[7], 'f', 1, now)
-emit(KEYS[8], KEYS[9], 'failed', {id}, now, ARGV[5])
 if at <= now then
   redis.call('ZADD', KEYS[3], 0, member)
 else

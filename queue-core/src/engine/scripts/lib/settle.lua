@@ -33,3 +33,18 @@ local function take_lease(active, inflight, lease)
   redis.call('HDEL', inflight, id)
   return id
 end
+
+-- Takes the lease and records one failed attempt: the counter, the throughput ring and the
+-- `failed` event. Returns the job id and the time, or false when the lease was lost.
+-- F: the script's keys (active, inflight, stats, throughput, meta, events).
+local function record_failure(F, lease, counter, err)
+  local id = take_lease(F.active, F.inflight, lease)
+  if not id then
+    return false
+  end
+  local now = now_ms()
+  redis.call('HINCRBY', F.stats, counter, 1)
+  count(F.throughput, 'f', 1, now)
+  emit(F.meta, F.events, 'failed', {id}, now, err)
+  return id, now
+end
