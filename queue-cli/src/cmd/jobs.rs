@@ -64,7 +64,7 @@ impl Row {
             created_ms: j.map(|j| j.created_ms),
             at_ms: v.at_ms,
             last_error: j
-                .and_then(|j| j.last_error().map(|f| format!("{}: {}", f.kind, f.message)))
+                .and_then(|j| j.last_error().map(|f| f.summary()))
                 .or_else(|| v.outcome.as_ref().and_then(|o| o.error.clone())),
             decode_error: v.job.as_ref().err().cloned(),
         }

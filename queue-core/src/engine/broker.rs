@@ -348,11 +348,7 @@ impl Broker {
     ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
-        let error = || {
-            job.last_error()
-                .map(|f| format!("{}: {}", f.kind, f.message))
-                .unwrap_or_default()
-        };
+        let error = || job.last_error().map(|f| f.summary()).unwrap_or_default();
         // A finished job's outcome, for waiters (and kept, for a discarded one).
         let outcome = |state: JobState| {
             Outcome {
@@ -360,9 +356,7 @@ impl Broker {
                 state,
                 finished_ms: now_ms(),
                 result: None,
-                error: job
-                    .last_error()
-                    .map(|f| format!("{}: {}", f.kind, f.message)),
+                error: job.last_error().map(|f| f.summary()),
                 job: Some(member.clone()),
             }
             .encode()

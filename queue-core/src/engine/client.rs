@@ -888,8 +888,7 @@ fn dead_outcome(member: &[u8], queue: &str) -> Outcome {
     let id = codec::member_id(member).unwrap_or_else(|_| JobId::from_wire(String::new()));
     let (error, at) = match &decoded {
         Ok(job) => (
-            job.last_error()
-                .map(|f| format!("{}: {}", f.kind, f.message)),
+            job.last_error().map(|f| f.summary()),
             job.last_error().map(|f| f.at_ms).unwrap_or(0),
         ),
         Err(e) => (Some(e.to_string()), 0),

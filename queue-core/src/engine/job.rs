@@ -193,6 +193,13 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// `kind: message`, as events, outcomes and the CLI show it.
+    pub fn summary(&self) -> String {
+        format!("{}: {}", self.kind, self.message)
+    }
+}
+
 /// The envelope of one job, as stored in Redis (MessagePack map with the short field names
 /// below; see `docs/PROTOCOL.md`).
 ///
