@@ -252,7 +252,7 @@ impl RateLimiterBuilder {
 ///
 /// ```no_run
 /// # async fn demo(client: queue_core::Client) -> queue_core::Result<()> {
-/// use queue_core::{Limit, RateLimiter};
+/// use queue_core::rate_limit::{Limit, RateLimiter};
 /// let limiter = RateLimiter::new(client, vec![Limit::parse("10/s")?, Limit::parse("1000/h")?]);
 /// let d = limiter.check("user:42").await;
 /// if !d.allowed { /* 429 with d.headers() */ }
