@@ -353,3 +353,75 @@ async fn invalid_schedules_are_start_up_errors() {
         ("Europe/Paris", "0 9 * * 1-5")
     );
 }
+
+/// A tick is enqueued exactly as any job is: it emits the `enqueued` lifecycle event under the
+/// tick's id, honours the producer's payload cap, and a schedule with a unique key is
+/// deduplicated against a job already holding it.
+#[tokio::test]
+async fn a_tick_goes_through_the_enqueue_path() {
+    use queue::events::Lifecycle;
+    let env = Env::start().await;
+    Lifecycle::new(env.client.clone())
+        .set_enabled("reports", true)
+        .await
+        .expect("events on");
+    let cron = Cron::new(env.client.clone());
+    let schedule = Schedule::of::<report>("enqueue-path", "0 0 1 1 *", &"2026-01-01".to_string())
+        .expect("schedule");
+    let now = chrono::Utc::now();
+    let tick = queue::cron::Tick {
+        local: now.naive_utc(),
+        at: now,
+    };
+    let fired = cron.fire(&schedule, &tick, true).await.expect("fire");
+    let queue::cron::Fired::Fired(id) = fired else {
+        panic!("the first fire of a tick fires: {fired:?}");
+    };
+    let events = Lifecycle::new(env.client.clone())
+        .tail("reports", 10)
+        .await
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "enqueued" && e.ids.contains(&id.to_string())),
+        "{events:?}"
+    );
+    assert_eq!(pending(&env, "reports").await, 1);
+
+    // The payload cap of the scheduler's client applies to ticks too.
+    let mut small = queue::ClientConfig::new(env.server.url());
+    small.max_payload = 40;
+    let small = queue::Client::connect_with(small).await.expect("connect");
+    let big = Schedule::of::<report>("too-big", "0 0 1 1 *", &"x".repeat(200)).expect("schedule");
+    let err = Cron::new(small)
+        .fire(&big, &tick, true)
+        .await
+        .expect_err("over the cap");
+    assert_eq!(err.kind(), queue::ErrorKind::PayloadTooLarge, "{err}");
+
+    // A unique key held by a job makes the tick's job a duplicate (SET NX, as for enqueue).
+    let holder = env
+        .client
+        .enqueue_job(
+            NewJob::of::<report>(&"held".to_string())
+                .expect("job")
+                .unique("nightly", Duration::from_secs(600)),
+        )
+        .await
+        .expect("holder");
+    let unique = Schedule::new(
+        "unique-tick",
+        "0 0 1 1 *",
+        NewJob::of::<report>(&"tick".to_string())
+            .expect("job")
+            .unique("nightly", Duration::from_secs(600)),
+    )
+    .expect("schedule");
+    assert!(matches!(
+        cron.fire(&unique, &tick, true).await.expect("fire"),
+        queue::cron::Fired::Fired(_)
+    ));
+    // Only the holder and the first tick's job wait: the unique tick created nothing.
+    assert_eq!(pending(&env, "reports").await, 2, "holder {}", holder.id);
+}
