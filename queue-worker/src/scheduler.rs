@@ -95,6 +95,9 @@ impl Scheduler {
                 Fired::Fired(id) => {
                     tracing::debug!(schedule = s.name(), tick = %tick.local, %id, "tick fired")
                 }
+                Fired::Deduplicated(holder) => {
+                    tracing::debug!(schedule = %s.name(), %holder, "tick fired; its job is a duplicate of a running one");
+                }
                 Fired::AlreadyFired | Fired::Paused => {}
             }
         }

@@ -497,7 +497,7 @@ async fn run_job(
     };
     // The arguments move into the request (no copy); the envelope is shared read-only.
     let mut job = job;
-    job.resolve_options(&(registration.options)());
+    resolve(&rt, &mut job);
     let args = std::mem::take(&mut job.args);
     let job = Arc::new(job);
     let ctx = JobContext {
@@ -538,10 +538,7 @@ async fn run_job(
             // Failures are rare: rebuild the whole envelope (arguments included) from the
             // member rather than keep a copy of the arguments for every job.
             let job = match queue_core::wire::decode_member(&lease.member, job.queue.as_str()) {
-                Ok(mut full) => {
-                    full.resolve_options(&(registration.options)());
-                    full
-                }
+                Ok(full) => full,
                 Err(_) => Arc::unwrap_or_clone(job),
             };
             settle_failure(
@@ -579,6 +576,16 @@ async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_
     apply(rt, qi, &lease, &stand_in, &Settle::Dead, Cause::Handler).await;
 }
 
+/// Fills the options a leased job's producer left unset from its handler's `#[job]`
+/// attributes ([`Job::resolve_options`]). Every job this worker runs or settles passes here, the
+/// recovered ones included, so a job enqueued by the CLI with a handler declaring
+/// `max_attempts = 10` gets ten attempts whichever way it fails.
+fn resolve(rt: &Runtime, job: &mut Job) {
+    if let Some(registration) = rt.registry.get(&job.name) {
+        job.resolve_options(&(registration.options)());
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn settle_failure(
     rt: &Runtime,
@@ -590,6 +597,7 @@ async fn settle_failure(
     action: Action,
     cause: Cause,
 ) {
+    resolve(rt, &mut job);
     let now = chrono_now_ms();
     // A snooze (rate limited) is not an attempt: nothing is recorded against the job.
     if !matches!(action, Action::Snooze(_) | Action::RateLimited(_)) {

@@ -418,10 +418,10 @@ async fn a_tick_goes_through_the_enqueue_path() {
             .unique("nightly", Duration::from_secs(600)),
     )
     .expect("schedule");
-    assert!(matches!(
+    assert_eq!(
         cron.fire(&unique, &tick, true).await.expect("fire"),
-        queue::cron::Fired::Fired(_)
-    ));
+        queue::cron::Fired::Deduplicated(holder.id.clone())
+    );
     // Only the holder and the first tick's job wait: the unique tick created nothing.
     assert_eq!(pending(&env, "reports").await, 2, "holder {}", holder.id);
 }

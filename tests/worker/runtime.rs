@@ -327,6 +327,48 @@ async fn handler_defaults_apply_to_jobs_enqueued_without_options() {
     running.stop().await;
 }
 
+/// A job recovered from a lost worker is settled with its handler's options too: a raw job
+/// (no options) for `test.slow` (max_attempts = 1) is dead after one lost attempt, not retried
+/// under the crate default of three.
+#[tokio::test]
+async fn handler_defaults_apply_to_recovered_jobs() {
+    let env = Env::start().await;
+    let raw = NewJob::raw(
+        "test.slow",
+        queue::wire::encode_value(&"lost".to_string(), "args").expect("encode"),
+    );
+    let e = env.client.enqueue_job(raw).await.expect("enqueue");
+    // A worker that leased the job and died: its lease is already past its deadline.
+    let broker = queue::broker::Broker::new(env.client.clone(), "default").expect("broker");
+    let leased = broker
+        .fetch(1, Duration::from_secs(60))
+        .await
+        .expect("fetch");
+    assert_eq!(leased.jobs.len(), 1);
+    let active = queue::wire::QueueKeys::new("queue", "default")
+        .expect("keys")
+        .active();
+    assert_eq!(
+        common::rescore_all(&mut env.raw().await, &active, 1).await,
+        1
+    );
+    let running = start_worker(&env, |b| b).await;
+    common::eventually(WAIT, "the recovered job to be dead-lettered", || async {
+        env.client
+            .dead_jobs("default", 1)
+            .await
+            .map(|d| d.len() == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    running.stop().await;
+    let dead = env.client.dead_jobs("default", 1).await.expect("dead");
+    assert_eq!(dead[0].id, e.id);
+    assert_eq!(dead[0].max_attempts, Some(1));
+    let kinds: Vec<&str> = dead[0].errors.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(kinds, ["worker_lost"]);
+}
+
 #[tokio::test]
 async fn a_panic_and_a_timeout_are_failed_attempts() {
     let env = Env::start().await;

@@ -76,7 +76,12 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
         Command::Trigger { name } => {
             let e = cron.trigger(&name).await?;
             if out.json {
-                out.json(&serde_json::json!({ "schedule": name, "id": e.id.to_string(), "queue": e.queue }))?;
+                out.json(&serde_json::json!({ "schedule": name, "id": e.id.to_string(), "queue": e.queue, "duplicate": e.duplicate }))?;
+            } else if e.duplicate {
+                out.line(&format!(
+                    "triggered {name}: nothing enqueued, job {} in {} holds its unique key",
+                    e.id, e.queue
+                ))?;
             } else {
                 out.line(&format!("triggered {name}: job {} in {}", e.id, e.queue))?;
             }

@@ -558,6 +558,9 @@ pub enum Fired {
     AlreadyFired,
     /// The schedule is paused.
     Paused,
+    /// The tick fired, but its job was a duplicate: the job with this id holds its unique key,
+    /// and nothing was created.
+    Deduplicated(JobId),
 }
 
 /// Cron operations on Redis.
@@ -673,13 +676,18 @@ impl Cron {
             .arg(tick.at.timestamp_millis())
             .arg(jobs.len());
         crate::engine::client::push_jobs(&mut call, &k, &jobs);
-        let r: i64 = call
+        let r: redis::Value = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
         Ok(match r {
-            1 => Fired::Fired(id),
-            -1 => Fired::Paused,
-            _ => Fired::AlreadyFired,
+            redis::Value::Int(1) => Fired::Fired(id),
+            redis::Value::Int(-1) => Fired::Paused,
+            redis::Value::Int(_) => Fired::AlreadyFired,
+            other => {
+                let holder: String = redis::FromRedisValue::from_redis_value(other)
+                    .map_err(|e| Error::decode("cron_fire reply", e))?;
+                Fired::Deduplicated(JobId::from_wire(holder))
+            }
         })
     }
 

@@ -15,7 +15,9 @@
 -- ARGV[3]  number of jobs: 1, or 0 to only claim the tick (in-process tasks)
 -- ARGV[4..7] the job as `enqueue` takes it: member, run_at_ms, k (0 or 1), unique ttl in ms
 --
--- Returns 1 fired, 0 already fired (by this or another scheduler), -1 schedule paused.
+-- Returns 1 fired, 0 already fired (by this or another scheduler), -1 schedule paused, or,
+-- when the tick fired but its job was a duplicate (its unique key is held), the id of the job
+-- that holds the key (a string; nothing was created).
 
 local name, tick, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if not name or name == '' or not tick then
@@ -37,5 +39,8 @@ if last and tick <= last then
   return 0
 end
 redis.call('HSET', KEYS[1], 'last:' .. name, ARGV[2])
-enqueue_jobs(K, 4, n)
+local out = enqueue_jobs(K, 4, n)
+if out[1] then
+  return out[1]
+end
 return 1
