@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// What to keep of completed and dead jobs.
     pub retention: Retention,
+    /// Longest an idle worker sleeps without a wake-up before it looks again (default 2 s): a
+    /// safety net for a lost wake marker, not how work is found (BullMQ's `drainDelay`).
+    pub idle_recheck: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +56,7 @@ impl Default for WorkerConfig {
             reclaim_every: Duration::from_secs(1),
             grace: Duration::from_secs(10),
             retention: Retention::default(),
+            idle_recheck: Duration::from_secs(2),
         }
     }
 }
@@ -174,6 +178,13 @@ impl WorkerBuilder {
     /// Sets how often expired leases are looked for.
     pub fn reclaim_every(mut self, every: Duration) -> Self {
         self.config.reclaim_every = every;
+        self
+    }
+
+    /// Sets how long an idle worker sleeps before it looks again without being woken (see
+    /// [`WorkerConfig::idle_recheck`]).
+    pub fn idle_recheck(mut self, every: Duration) -> Self {
+        self.config.idle_recheck = every;
         self
     }
 

@@ -29,9 +29,6 @@ use crate::error::Result;
 use crate::middleware::{Middleware, Next, Request};
 use crate::registry::Registry;
 
-/// Longest the fetch loop sleeps without a wake-up: a safety net should a wake marker be lost
-/// (for example when Redis restarts between an enqueue and a worker's BLPOP).
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// How many expired leases one reclaim call takes over.
 const RECLAIM_BATCH: usize = 100;
 
@@ -438,7 +435,9 @@ async fn fetch_loop(
         if got < want {
             // The queues are drained: sleep until an enqueue wakes us, the next scheduled job is
             // due, or the safety-net recheck.
-            let mut sleep = IDLE_RECHECK;
+            // The recheck is a safety net should a wake marker be lost (for example when Redis
+            // restarts between an enqueue and a worker's BLPOP).
+            let mut sleep = rt.config.idle_recheck;
             if let Some(due) = next_due {
                 let ms = due - chrono_now_ms();
                 sleep = sleep.min(Duration::from_millis(ms.max(0) as u64));

@@ -504,7 +504,8 @@ async fn pause_stops_fetching_and_resume_restarts_it() {
 #[tokio::test]
 async fn an_idle_worker_is_woken_by_an_enqueue() {
     let env = Env::start().await;
-    let running = start_worker(&env, |b| b).await;
+    // No polling to fall back on: an idle worker looks again only when woken.
+    let running = start_worker(&env, |b| b.idle_recheck(Duration::from_secs(3600))).await;
     // Let the worker go idle (blocked on the wake list).
     let warm = env
         .client
@@ -515,32 +516,25 @@ async fn an_idle_worker_is_woken_by_an_enqueue() {
         .wait_for("default", &warm.id, WAIT)
         .await
         .expect("wait");
-    let keys = env.client.keys("default").expect("keys");
-    let raw = env.raw().await;
     let mut worst = Duration::ZERO;
     for i in 0..5 {
         let key = format!("wake-{i}");
+        // Idle first: the last job's completion is recorded and nothing waits.
+        common::eventually(WAIT, "the worker to be idle", || async {
+            env.client
+                .counts("default")
+                .await
+                .is_ok_and(|c| c.pending == 0 && c.active == 0)
+        })
+        .await;
         let t0 = Instant::now();
         let e = env.client.enqueue::<echo>(&key).await.expect("enqueue");
+        // With the recheck an hour away, only the wake-up can start the job within the wait.
         env.client
             .wait_for("default", &e.id, WAIT)
             .await
-            .expect("wait");
+            .expect("the enqueue woke the idle worker");
         worst = worst.max(starts(&key)[0] - t0);
-        // The enqueue pushed a wake marker; only the worker's waker (blocked on the wake list)
-        // takes it, so its consumption shows the worker was woken rather than polling.
-        common::eventually(WAIT, "the worker to take the wake marker", || {
-            let mut raw = raw.clone();
-            let wake = keys.wake();
-            async move {
-                redis::cmd("LLEN")
-                    .arg(&wake)
-                    .query_async::<u64>(&mut raw)
-                    .await
-                    .is_ok_and(|n| n == 0)
-            }
-        })
-        .await;
     }
     // How fast is `queue bench`'s figure; on a loaded machine any bound here would flake.
     println!("idle worker started a job {worst:?} after its enqueue (worst of 5)");
