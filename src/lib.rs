@@ -45,8 +45,8 @@
 //! (operate queues), [`cron`], [`events`], [`middleware`] and [`worker`] (the runtime's
 //! parts), [`wire`] (the envelope and key layout, for other languages' producers), [`broker`]
 //! (the engine's worker side), and the toolkit behind cargo features (all on by default):
-//! [`cache`] (`cache`, `sqlx`), [`rate_limit`] (`rate-limit`, `http`), [`session`]
-//! (`sessions`, `http`), [`testing`] (`testing`). `default-features = false` builds the engine
+//! `cache` (`cache`, `sqlx`), `rate_limit` (`rate-limit`, `http`), `session`
+//! (`sessions`, `http`), `testing` (`testing`). `default-features = false` builds the engine
 //! and the worker alone.
 
 #![deny(unreachable_pub)]

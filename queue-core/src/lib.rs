@@ -4,7 +4,7 @@
 //!   [`NewJob`], [`JobError`]...); the operator, worker-side, wire and cron APIs are the
 //!   [`admin`], [`broker`], [`wire`] and [`cron`] modules.
 //! - `toolkit/`: what applications use beside the queue, one module a concern, each behind a
-//!   cargo feature: [`cache`] (`cache`, `sqlx`), [`rate_limit`] (`rate-limit`), [`session`]
+//!   cargo feature: `cache` (`cache`, `sqlx`), `rate_limit` (`rate-limit`), `session`
 //!   (`sessions`), the axum/tower adapters inside those two (`http`), and [`events`] (always).
 //! - `testing/`: a throwaway `redis-server` for tests and the quickstart (`testing`).
 //!
@@ -37,7 +37,6 @@ pub use error::{Error, ErrorKind, Result, Source};
 pub mod admin {
     pub use crate::engine::admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
     pub use crate::error::redact;
-    pub use crate::scan::Scan;
 }
 
 /// The worker side of the engine, for runtimes and benchmarks: lease, settle, recover.

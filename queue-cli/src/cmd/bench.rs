@@ -625,17 +625,8 @@ async fn session_phase(
     }
     let gets_per_sec = round(sample.len() as f64 / start.elapsed().as_secs_f64().max(1e-9));
 
-    // Remove what the phase created (its own namespace; SCAN, never KEYS).
-    let pattern = client.namespace_keys()?.sessions_pattern();
-    let mut scan = queue::admin::Scan::keys(pattern).count(10_000);
-    while let Some(keys) = scan.next::<String, _>(raw).await? {
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(raw)
-                .await?;
-        }
-    }
+    // Remove what the phase created (its own namespace).
+    sessions.purge().await?;
     Ok(SessionRow {
         sessions: n,
         creates_per_sec,

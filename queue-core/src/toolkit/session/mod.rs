@@ -515,6 +515,35 @@ impl Sessions {
         Ok(total)
     }
 
+    /// Deletes every session of the namespace and every user index (test environments,
+    /// benchmarks, "log everyone out"). Returns how many keys were removed. Scans with SCAN,
+    /// never blocking Redis.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: what a dropped call did not remove stays, and a second call removes it.
+    pub async fn purge(&self) -> Result<u64> {
+        let mut con = self.client.con();
+        let mut removed = 0;
+        let mut scan = crate::scan::Scan::keys(self.keys.sessions_pattern());
+        while let Some(keys) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
+            if keys.is_empty() {
+                continue;
+            }
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut con)
+                .await
+                .map_err(self.err())?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
     /// Maintenance: drops index entries of sessions that expired (the sessions themselves
     /// disappear by TTL; indexes also expire with their longest session). Returns how many
     /// entries were dropped. Scans with SCAN and SSCAN, never blocking Redis.
@@ -529,7 +558,7 @@ impl Sessions {
     pub async fn cleanup(&self) -> Result<u64> {
         let mut con = self.client.con();
         let mut dropped = 0;
-        let mut scan = crate::scan::Scan::keys(self.keys.user_sessions_pattern()).count(500);
+        let mut scan = crate::scan::Scan::keys(self.keys.user_sessions_pattern());
         while let Some(indexes) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
             for index in indexes {
                 let members: Vec<String> = redis::cmd("SMEMBERS")
