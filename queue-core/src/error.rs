@@ -196,7 +196,15 @@ impl ErrorKind {
             K::Server(S::ClusterDown) => ErrorKind::ClusterDown,
             K::Server(S::Moved | S::Ask) => ErrorKind::Redirect,
             K::Server(S::NoPerm) => ErrorKind::Permission,
+            // Codes the client does not map to a kind of its own (and, should a client version
+            // stop mapping one, the same codes read directly).
             _ => match e.code() {
+                Some("LOADING") => ErrorKind::Loading,
+                Some("READONLY") => ErrorKind::ReadOnly,
+                Some("MASTERDOWN") => ErrorKind::MasterDown,
+                Some("TRYAGAIN") => ErrorKind::TryAgain,
+                Some("CLUSTERDOWN") => ErrorKind::ClusterDown,
+                Some("MOVED" | "ASK") => ErrorKind::Redirect,
                 Some("OOM") => ErrorKind::OutOfMemory,
                 Some("BUSY") => ErrorKind::Busy,
                 Some("NOAUTH" | "WRONGPASS") => ErrorKind::Auth,
@@ -316,6 +324,75 @@ mod tests {
                 source.downcast_ref::<redis::RedisError>().is_some(),
                 "{code}"
             );
+        }
+    }
+
+    /// A reply as a server sends it, parsed by the client as it parses real replies.
+    fn server_reply(line: &str) -> redis::RedisError {
+        match redis::parse_redis_value(format!("-{line}\r\n").as_bytes()) {
+            Ok(v) => v.extract_error().expect_err("an error reply"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn classifies_real_server_replies() {
+        for (line, kind, retry) in [
+            (
+                "LOADING Redis is loading the dataset in memory",
+                ErrorKind::Loading,
+                true,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                ErrorKind::ReadOnly,
+                true,
+            ),
+            (
+                "MASTERDOWN Link with MASTER is down",
+                ErrorKind::MasterDown,
+                true,
+            ),
+            (
+                "TRYAGAIN Multiple keys request during rehashing",
+                ErrorKind::TryAgain,
+                true,
+            ),
+            (
+                "CLUSTERDOWN The cluster is down",
+                ErrorKind::ClusterDown,
+                true,
+            ),
+            ("MOVED 3999 127.0.0.1:6381", ErrorKind::Redirect, true),
+            ("ASK 3999 127.0.0.1:6381", ErrorKind::Redirect, true),
+            ("BUSY Redis is busy running a script", ErrorKind::Busy, true),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                ErrorKind::OutOfMemory,
+                false,
+            ),
+            ("NOAUTH Authentication required.", ErrorKind::Auth, false),
+            (
+                "WRONGPASS invalid username-password pair",
+                ErrorKind::Auth,
+                false,
+            ),
+            (
+                "NOPERM this user has no permissions to run the 'eval' command",
+                ErrorKind::Permission,
+                false,
+            ),
+            (
+                "QUEUE enqueue takes 1 to 1000 jobs, got 0",
+                ErrorKind::Script,
+                false,
+            ),
+            ("ERR unknown command", ErrorKind::Server, false),
+        ] {
+            let e = Error::from_redis("redis://x", "test", server_reply(line));
+            assert_eq!(e.kind(), kind, "{line}");
+            assert_eq!(e.is_retryable(), retry, "{line}");
+            assert!(matches!(e, Error::Redis { .. }), "{line}");
         }
     }
 

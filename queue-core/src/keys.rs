@@ -6,6 +6,13 @@
 //! user strings inside toolkit keys (cache keys, tags, rate-limit subjects) go through
 //! [`escape`], an injective encoding, so two different inputs never name the same key and no
 //! input can forge a separator, a hash tag or a glob.
+//!
+//! Four builders take a free-form string unescaped, on purpose: an idempotency key
+//! ([`QueueKeys::unique`]), a user ([`NamespaceKeys::user_sessions`]), an event channel
+//! ([`NamespaceKeys::event_channel`]) and a worker id ([`NamespaceKeys::worker`]). Each string
+//! is the last segment of its key behind a fixed prefix, so the mapping is still injective
+//! (no other builder produces that prefix), and escaping it now would orphan the idempotency
+//! keys and session indexes already stored. Patterns built from them escape the literal part.
 
 use crate::error::{Error, Result};
 
@@ -144,6 +151,12 @@ impl QueueKeys {
     /// The idempotency key for a user-given unique key.
     pub fn unique(&self, unique_key: &str) -> String {
         self.key(&format!("unique:{unique_key}"))
+    }
+
+    /// ZSCAN pattern matching the member of job `id` in a member-keyed sorted set (members
+    /// start with two hex digits of priority, then the id).
+    pub fn member_pattern(id: &str) -> String {
+        format!("??{}*", glob_escape(id))
     }
 
     /// SCAN pattern matching every idempotency key of this queue and of no other (the queue
@@ -416,6 +429,25 @@ mod tests {
         for key in [c.entry("{p}", "k"), r.block("{user}")] {
             assert_eq!(key.matches('{').count(), 1, "{key}");
         }
+        // Every builder with a free-form part keeps distinct inputs apart and its hash tag whole.
+        let q = QueueKeys::new("queue", "q").expect("valid");
+        let ns = NamespaceKeys::new("queue").expect("valid");
+        let hostile = ["a", "a:b", "a}b", "{x}", "*", "a b", "%3A", ":", ""];
+        for (i, a) in hostile.iter().enumerate() {
+            for b in &hostile[i + 1..] {
+                assert_ne!(q.unique(a), q.unique(b));
+                assert_ne!(ns.user_sessions(a), ns.user_sessions(b));
+                assert_ne!(ns.event_channel(a), ns.event_channel(b));
+                assert_ne!(ns.worker(a), ns.worker(b));
+                assert_ne!(c.tag(a), c.tag(b));
+                assert_ne!(c.version(a), c.version(b));
+                assert_ne!(c.lock(a, "k"), c.lock(b, "k"));
+                assert_ne!(r.block(a), r.block(b));
+                assert_ne!(r.limit("s", a), r.limit("s", b));
+            }
+        }
+        // Glob characters in an id reach a pattern escaped.
+        assert_eq!(QueueKeys::member_pattern("a*"), "??a\\**");
         // A queue named `*` scans only its own idempotency keys.
         let star = QueueKeys::new("queue", "*").expect("valid");
         assert_eq!(star.unique_pattern(), "queue:{\\*}:unique:*");

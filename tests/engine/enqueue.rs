@@ -225,3 +225,67 @@ async fn unreachable_redis_is_a_typed_retryable_error() {
     let err = Client::connect("not a url").await.expect_err("must fail");
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
+
+/// A server at `maxmemory` under `noeviction` refuses the enqueue with a typed, non-retryable
+/// out-of-memory error that keeps the Redis error as its source.
+#[tokio::test]
+async fn an_out_of_memory_server_is_a_typed_error() {
+    use queue::testing::{RedisServer, RedisServerOptions};
+    let server = RedisServer::start_with(RedisServerOptions {
+        args: ["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    })
+    .expect("redis-server");
+    let client = Client::connect(server.url()).await.expect("connect");
+    // Fill the server past its limit with jobs until it refuses one batch.
+    let mut refused = None;
+    for _ in 0..1000 {
+        let jobs: Vec<NewJob> = (0..100u32)
+            .map(|i| NewJob::of::<Ping>(&i).expect("encode").queue("full"))
+            .collect();
+        if let Err(e) = client.enqueue_batch(jobs).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("a 2 MB server refuses writes before 100,000 jobs");
+    assert_eq!(err.kind(), queue::ErrorKind::OutOfMemory, "{err}");
+    assert!(!err.is_retryable());
+    let source = std::error::Error::source(&err).expect("keeps its source");
+    assert!(
+        source.downcast_ref::<redis::RedisError>().is_some(),
+        "{source:?}"
+    );
+}
+
+/// An ACL user without the right to run scripts gets a typed permission error.
+#[tokio::test]
+async fn a_user_without_permission_is_a_typed_error() {
+    let env = Env::start().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">secret",
+            "~*",
+            "+@all",
+            "-@scripting",
+        ])
+        .query_async(&mut env.raw().await)
+        .await
+        .expect("acl");
+    let url = env.url().replacen("redis://", "redis://reader:secret@", 1);
+    let err = match Client::connect(&url).await {
+        // Connecting loads the scripts, which this user may not do.
+        Err(e) => e,
+        Ok(client) => client
+            .enqueue_job(NewJob::of::<Ping>(&1).expect("encode"))
+            .await
+            .expect_err("no scripting"),
+    };
+    assert_eq!(err.kind(), queue::ErrorKind::Permission, "{err}");
+    assert!(!err.is_retryable());
+}

@@ -532,9 +532,7 @@ impl Admin {
     /// Scans a member-keyed sorted set for the job `id` (ZSCAN with a MATCH on the id).
     async fn scan_for(&self, zset: &str, id: &JobId) -> Result<Option<(Vec<u8>, i64)>> {
         let mut con = self.client.con();
-        // Members start with two hex digits of priority, then the id (ids are ULIDs, so the
-        // pattern has no glob character but the ones written here).
-        let mut scan = Scan::zset(zset.to_string(), format!("??{}*", id.as_str()));
+        let mut scan = Scan::zset(zset.to_string(), QueueKeys::member_pattern(id.as_str()));
         while let Some(found) = scan
             .next::<(Vec<u8>, f64), _>(&mut con)
             .await
