@@ -1044,6 +1044,10 @@ impl Cache {
 /// # Errors
 ///
 /// [`Error::Unreachable`].
+///
+/// # Cancel safety
+///
+/// Cancel safe (read only).
 pub async fn stats(client: &Client) -> Result<Vec<CacheStats>> {
     let key = crate::keys::CacheKeys::of_valid(&client.config().namespace).stats();
     let all: HashMap<String, u64> = redis::cmd("HGETALL")

@@ -515,6 +515,10 @@ fn stats_key(client: &Client) -> String {
 /// # Errors
 ///
 /// [`Error::Unreachable`], [`Error::Redis`].
+///
+/// # Cancel safety
+///
+/// Cancel safe (read only).
 pub async fn stats(client: &Client) -> Result<Vec<(String, u64, u64)>> {
     let all: HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(stats_key(client))
