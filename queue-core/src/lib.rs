@@ -44,7 +44,7 @@ pub mod admin {
 /// `queue-worker` is built on it; applications have no reason to call it.
 pub mod broker {
     pub use crate::engine::broker::{
-        Broker, Cause, Completion, Fetched, Lease, Leased, Settle, Waker,
+        Amnesty, Broker, Cause, Completion, Fetched, Lease, Leased, Reclaimed, Settle, Waker,
     };
 }
 

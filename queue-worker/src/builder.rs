@@ -168,10 +168,14 @@ impl WorkerBuilder {
         self
     }
 
-    /// Sets the lease length (the heartbeat runs at a fifth of it).
+    /// Sets the lease length (the heartbeat runs at a fifth of it, and reclaim passes at least
+    /// twice per lease).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
         self.config.heartbeat = lease / 5;
+        if self.config.reclaim_every * 2 > lease {
+            self.config.reclaim_every = lease / 4;
+        }
         self
     }
 
@@ -271,8 +275,12 @@ impl WorkerBuilder {
                 "lease must be at least 100 ms and the heartbeat at most half of it".into(),
             ));
         }
-        if c.reclaim_every.is_zero() {
-            return Err(Error::Config("reclaim_every must be positive".into()));
+        // Reclaim passes are also how Redis tells that someone is watching the leases: two per
+        // lease at least, or a worker alone would take its own quiet spells for an outage.
+        if c.reclaim_every.is_zero() || c.reclaim_every * 2 > c.lease {
+            return Err(Error::Config(
+                "reclaim_every must be positive and at most half the lease".into(),
+            ));
         }
         if self.client.url.is_empty() {
             return Err(Error::Config("no Redis URL: set REDIS_URL".into()));

@@ -142,18 +142,6 @@ impl Worker {
     ) -> Result<Worker> {
         let mut chain = crate::middleware::builtins(&client, &registry)?;
         chain.extend(user);
-        let queues = config
-            .queues
-            .iter()
-            .map(|(q, w)| {
-                Ok(QueueState {
-                    broker: Broker::new(client.clone(), q)?,
-                    weight: *w,
-                    inflight: Mutex::new(HashMap::new()),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let slots = Arc::new(Semaphore::new(config.concurrency));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .or_else(|_| std::env::var("HOSTNAME"))
             .map(|h| h.trim().to_string())
@@ -176,6 +164,20 @@ impl Worker {
             last_beat_ms: 0,
             beat_every_ms: config.heartbeat.as_millis() as i64,
         };
+        let queues = config
+            .queues
+            .iter()
+            .map(|(q, w)| {
+                Ok(QueueState {
+                    // Every fetch leaves a receipt, so a batch whose reply is lost with the
+                    // connection is redeemed, not left to expire as lost attempts.
+                    broker: Broker::new(client.clone(), q)?.with_receipt(&identity.id),
+                    weight: *w,
+                    inflight: Mutex::new(HashMap::new()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let slots = Arc::new(Semaphore::new(config.concurrency));
         Ok(Worker {
             scheduler,
             rt: Arc::new(Runtime {
@@ -319,6 +321,9 @@ impl Worker {
         for m in &rt.chain {
             m.flush().await;
         }
+        for q in &rt.queues {
+            let _ = q.broker.drop_receipt().await;
+        }
         if let Err(e) = Admin::new(rt.client.clone()).retire(&rt.identity.id).await {
             tracing::warn!(error = %e, "could not remove this worker's heartbeat record; it ages out");
         }
@@ -376,6 +381,11 @@ async fn fetch_loop(
 ) {
     let max_batch = rt.config.concurrency.min(MAX_BATCH);
     let mut failures = 0u32;
+    let mut outage = Outage::default();
+    // Per queue: the token of the last batch whose reply arrived, and whether a fetch failed in
+    // a way that leaves its outcome unknown (the script may have run, its reply lost).
+    let mut known = vec![0u64; rt.queues.len()];
+    let mut unsure = vec![false; rt.queues.len()];
     loop {
         if *stop.borrow() {
             break;
@@ -400,8 +410,58 @@ async fn fetch_loop(
                 break;
             }
             let q = &rt.queues[qi];
+            if unsure[qi] {
+                match q.broker.redeem(known[qi], rt.config.lease).await {
+                    Ok(orphans) => {
+                        unsure[qi] = false;
+                        if !orphans.is_empty() {
+                            tracing::info!(
+                                queue = q.broker.queue(),
+                                jobs = orphans.len(),
+                                "redeemed the leases of a fetch whose reply was lost"
+                            );
+                        }
+                        let mut back = Vec::new();
+                        for leased in orphans {
+                            q.hold(&leased.lease);
+                            match permits.pop() {
+                                Some(permit) => {
+                                    tasks.spawn(run_job(
+                                        rt.clone(),
+                                        qi,
+                                        leased,
+                                        permit,
+                                        ack_tx.clone(),
+                                    ));
+                                    got += 1;
+                                }
+                                None => back.push(leased.lease.key().to_string()),
+                            }
+                        }
+                        if !back.is_empty() {
+                            // More than the free slots: hand the rest back, no attempt counted.
+                            if q.broker.requeue(&back).await.is_ok() {
+                                for key in &back {
+                                    q.release(key);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        outage.failed("redeem", q.broker.queue(), &e);
+                        continue;
+                    }
+                }
+                if got == want {
+                    break;
+                }
+            }
             match q.broker.fetch(want - got, rt.config.lease).await {
                 Ok(f) => {
+                    if f.token != 0 {
+                        known[qi] = f.token;
+                    }
                     next_due = match (next_due, f.next_due_ms) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -415,16 +475,22 @@ async fn fetch_loop(
                 }
                 Err(e) => {
                     failed = true;
-                    tracing::warn!(queue = q.broker.queue(), error = %e, "fetch failed");
+                    // A connection that broke mid-call may have carried the script to Redis.
+                    if matches!(e, queue_core::Error::Unreachable { .. }) {
+                        unsure[qi] = true;
+                    }
+                    outage.failed("fetch", q.broker.queue(), &e);
                 }
             }
         }
         drop(permits);
         while tasks.try_join_next().is_some() {}
         if failed {
-            // Redis is unreachable or erroring: back off (bounded) instead of spinning.
+            // Redis is unreachable or erroring: back off instead of spinning, but never more
+            // than a second, so work resumes within a second of Redis answering again.
             failures += 1;
-            let pause = Duration::from_millis(50 * 2u64.pow(failures.min(6)));
+            let pause = jittered(Duration::from_millis(50 * 2u64.pow(failures.min(5))))
+                .min(Duration::from_secs(1));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => break,
@@ -432,6 +498,7 @@ async fn fetch_loop(
             continue;
         }
         failures = 0;
+        outage.ok("fetch");
         if got < want {
             // The queues are drained: sleep until an enqueue wakes us, the next scheduled job is
             // due, or the safety-net recheck.
@@ -448,6 +515,33 @@ async fn fetch_loop(
                 _ = stop.changed() => break,
             }
         }
+    }
+}
+
+/// One loop's view of a Redis outage, so that it logs the outage, not every failed try: the
+/// first failure at warn, the others at debug, and the recovery at info with how long it took.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+    failures: u64,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, queue: &str, e: &queue_core::Error) {
+        self.failures += 1;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(queue, error = %e, kind = ?e.kind(), "{what} failed; retrying with backoff until Redis answers");
+        } else {
+            tracing::debug!(queue, error = %e, failures = self.failures, "{what} failed again");
+        }
+    }
+
+    fn ok(&mut self, what: &str) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(after = ?since.elapsed(), failures = self.failures, "{what}: Redis answers again");
+        }
+        self.failures = 0;
     }
 }
 
@@ -635,27 +729,52 @@ async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settl
     q.release(lease.key());
 }
 
-/// Runs `op` until it succeeds or fails for a reason a retry cannot fix, at most 5 times with
-/// pauses doubling from 50 ms: a Redis restart or failover takes a moment, and giving up early
-/// would turn a blip into re-run jobs.
+/// How long a completion or a failure is retried while Redis is away (restarting, loading,
+/// failing over, unreachable) before the worker gives up and lets the lease decide. The leases
+/// are safe meanwhile: the heartbeat extends them as soon as Redis answers again, and a Redis
+/// that was away for longer than a lease grants an amnesty instead of recovering them (see
+/// `Broker::reclaim`), so only an outage longer than this re-runs jobs that had finished.
+const SETTLE_BUDGET: Duration = Duration::from_secs(60);
+
+/// Runs `op` until it succeeds or fails for a reason a retry cannot fix ([`Error::is_retryable`]
+/// decides), for at most [`SETTLE_BUDGET`], with jittered pauses doubling from 50 ms to 1 s.
+/// One warning per outage, not one per try.
+///
+/// [`Error::is_retryable`]: queue_core::Error::is_retryable
 async fn retrying<T, F, Fut>(what: &str, mut op: F) -> queue_core::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = queue_core::Result<T>>,
 {
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
-    let mut attempt = 1;
+    let mut tries = 1u32;
     loop {
         match op().await {
-            Err(e) if e.is_retryable() && attempt < 5 => {
-                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
+            Err(e) if e.is_retryable() && started.elapsed() < SETTLE_BUDGET => {
+                if tries == 1 {
+                    tracing::warn!(error = %e, kind = ?e.kind(), "{what} failed; retrying while Redis is away");
+                } else {
+                    tracing::debug!(error = %e, tries, "{what} failed again");
+                }
+                tokio::time::sleep(jittered(delay)).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                tries += 1;
             }
-            other => return other,
+            Ok(v) => {
+                if tries > 1 {
+                    tracing::info!(tries, after = ?started.elapsed(), "{what} went through");
+                }
+                return Ok(v);
+            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// `d` spread over [d/2, d], so workers that lost Redis together do not all return at once.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.5 + 0.5 * rand::rng().random::<f64>())
 }
 
 async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
@@ -685,7 +804,7 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
                             rt.counters.completed.fetch_add(1, Ordering::Relaxed);
                         } else {
                             rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job)");
+                            tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job, or an earlier try of this completion went through and its reply was lost)");
                         }
                     }
                 }
@@ -704,6 +823,7 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(rt.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let admin = Admin::new(rt.client.clone());
+    let mut outage = Outage::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -713,8 +833,10 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             in_flight: rt.queues.iter().map(|q| q.leases().len() as u64).sum(),
             ..rt.identity.clone()
         };
+        let mut failed = false;
         if let Err(e) = admin.beat(&record).await {
-            tracing::warn!(error = %e, "worker heartbeat record failed");
+            failed = true;
+            outage.failed("worker heartbeat record", "", &e);
         }
         for m in &rt.chain {
             m.flush().await;
@@ -732,8 +854,14 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(queue = q.broker.queue(), error = %e, "heartbeat failed"),
+                Err(e) => {
+                    failed = true;
+                    outage.failed("lease heartbeat", q.broker.queue(), &e);
+                }
             }
+        }
+        if !failed {
+            outage.ok("heartbeat");
         }
     }
 }
@@ -741,6 +869,7 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
 async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(rt.config.reclaim_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outage = Outage::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -748,13 +877,24 @@ async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
         }
         for (qi, q) in rt.queues.iter().enumerate() {
             let reclaimed = match q.broker.reclaim(RECLAIM_BATCH, rt.config.lease).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    outage.ok("reclaim");
+                    r
+                }
                 Err(e) => {
-                    tracing::warn!(queue = q.broker.queue(), error = %e, "reclaim failed");
+                    outage.failed("reclaim", q.broker.queue(), &e);
                     continue;
                 }
             };
-            for Leased { lease, job } in reclaimed {
+            if let Some(a) = reclaimed.amnesty {
+                tracing::warn!(
+                    queue = q.broker.queue(),
+                    unwatched = ?a.unwatched,
+                    leases = a.leases,
+                    "no worker reached Redis for longer than a lease (Redis frozen or restarting?): expired leases get one more lease instead of being recovered"
+                );
+            }
+            for Leased { lease, job } in reclaimed.jobs {
                 q.hold(&lease);
                 rt.counters.recovered.fetch_add(1, Ordering::Relaxed);
                 match job {
@@ -788,20 +928,27 @@ async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
 async fn waker_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let brokers: Vec<&Broker> = rt.queues.iter().map(|q| &q.broker).collect();
     let mut waker = Waker::new(rt.client.clone(), &brokers);
+    let mut outage = Outage::default();
     loop {
         if *stop.borrow() {
             return;
         }
         tokio::select! {
             r = waker.wait(Duration::from_secs(1)) => match r {
-                Ok(true) => rt.wake.notify_one(),
-                Ok(false) => {}
+                Ok(woken) => {
+                    outage.ok("waker");
+                    if woken {
+                        rt.wake.notify_one();
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "waker lost its connection; reconnecting");
+                    outage.failed("waker", "", &e);
                     // Work may have arrived while we were disconnected.
                     rt.wake.notify_one();
+                    // Reconnect at a bounded, jittered pace: a loading Redis answers at once,
+                    // and a tight loop would flood both the log and the server.
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(jittered(Duration::from_millis(500))) => {}
                         _ = stop.changed() => return,
                     }
                 }

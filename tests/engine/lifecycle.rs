@@ -81,7 +81,7 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let keys = env.client.keys("default").expect("keys");
     let mut raw = env.raw().await;
     assert_eq!(common::rescore_all(&mut raw, &keys.active(), 0).await, 1);
-    let mut reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim");
+    let mut reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim").jobs;
     assert_eq!(reclaimed.len(), 1);
     let new = reclaimed.remove(0);
     assert_eq!(new.lease.id, old.lease.id);
@@ -148,7 +148,7 @@ async fn heartbeat_keeps_a_lease_alive() {
             vec![true]
         );
     }
-    let reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim");
+    let reclaimed = broker.reclaim(10, LEASE).await.expect("reclaim").jobs;
     assert_eq!(
         reclaimed
             .iter()

@@ -80,7 +80,7 @@ fn child_worker() {
             ]))
             .concurrency(concurrency)
             .lease(Duration::from_millis(lease))
-            .reclaim_every(Duration::from_millis(200))
+            .reclaim_every(Duration::from_millis(200).min(Duration::from_millis(lease / 4)))
             .grace(Duration::from_secs(5))
             .build()
             .await

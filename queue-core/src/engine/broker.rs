@@ -68,6 +68,8 @@ pub struct Fetched {
     pub jobs: Vec<Leased>,
     /// When the earliest scheduled job is due (ms since the epoch), if any.
     pub next_due_ms: Option<i64>,
+    /// The batch's fencing token (0 when nothing was leased).
+    pub token: u64,
 }
 
 /// How long completed and dead jobs are kept. Bounded by count and by age, so Redis memory
@@ -175,6 +177,25 @@ fn decide(job: &Job, action: &Action, now_ms: i64, unit: f64) -> Settle {
     }
 }
 
+/// What a reclaim pass did.
+#[derive(Debug)]
+pub struct Reclaimed {
+    /// Jobs whose lease had expired, now leased to the caller.
+    pub jobs: Vec<Leased>,
+    /// Set when nobody had watched the leases for longer than a lease: nothing was reclaimed
+    /// and the expired leases were extended instead.
+    pub amnesty: Option<Amnesty>,
+}
+
+/// Leases extended because nobody was watching them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amnesty {
+    /// How many expired leases got one more lease.
+    pub leases: u64,
+    /// How long no reclaim pass had run (how long Redis, or every worker, was away).
+    pub unwatched: Duration,
+}
+
 /// A successful attempt waiting to be recorded.
 #[derive(Debug, Clone)]
 pub struct Completion {
@@ -191,6 +212,8 @@ pub struct Completion {
 pub struct Broker {
     client: Client,
     keys: QueueKeys,
+    /// The caller's receipt field in the queue's meta hash, when it asked for one.
+    receipt: Option<String>,
 }
 
 impl Broker {
@@ -201,7 +224,11 @@ impl Broker {
     /// [`Error::Config`] for an invalid queue name.
     pub fn new(client: Client, queue: &str) -> Result<Broker> {
         let keys = client.keys(queue)?;
-        Ok(Broker { client, keys })
+        Ok(Broker {
+            client,
+            keys,
+            receipt: None,
+        })
     }
 
     /// The queue's keys.
@@ -222,9 +249,76 @@ impl Broker {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: if dropped after sending, jobs may be leased to nobody; they come back
+    /// Not cancel safe: if dropped after sending, jobs may be leased to nobody; with a receipt
+    /// ([`Broker::with_receipt`]) [`Broker::redeem`] hands them back, otherwise they come back
     /// when the lease expires.
     pub async fn fetch(&self, n: usize, lease: Duration) -> Result<Fetched> {
+        self.fetch_with(n, lease).await
+    }
+
+    /// Records a receipt for every fetch under the name `worker` (unique per worker process):
+    /// if a fetch's reply is lost with its connection, [`Broker::redeem`] hands its leases back
+    /// to the worker instead of leaving them to expire as lost attempts.
+    pub fn with_receipt(mut self, worker: &str) -> Broker {
+        self.receipt = Some(format!("receipt:{worker}"));
+        self
+    }
+
+    /// Claims the leases of this worker's last fetch if its reply never arrived: `known` is the
+    /// token of the last fetch whose reply did arrive (0 if none). Call it after a fetch failed
+    /// with a connection error, once Redis answers again. Needs [`Broker::with_receipt`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] without a receipt; [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: redeemed leases dropped by the caller expire and are recovered later.
+    pub async fn redeem(&self, known: u64, lease: Duration) -> Result<Vec<Leased>> {
+        let Some(receipt) = &self.receipt else {
+            return Err(Error::Config("redeem needs Broker::with_receipt".into()));
+        };
+        let k = &self.keys;
+        let mut call = scripts().redeem.call();
+        call.key(k.active()).key(k.inflight()).key(k.meta());
+        call.arg(receipt.as_str()).arg(known).arg(millis(lease));
+        let reply: Vec<redis::Value> = call
+            .invoke(&mut self.client.con(), self.client.url())
+            .await?;
+        let mut it = reply.into_iter();
+        let token: u64 = int(it.next())?;
+        it.map(|v| {
+            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
+                .map_err(|e| Error::decode("redeem reply", e))?;
+            Ok(self.leased(member, token))
+        })
+        .collect()
+    }
+
+    /// Removes this worker's receipt (graceful shutdown); a worker that died leaves a field of a
+    /// few bytes behind in the queue's meta hash.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn drop_receipt(&self) -> Result<()> {
+        let Some(receipt) = &self.receipt else {
+            return Ok(());
+        };
+        redis::cmd("HDEL")
+            .arg(self.keys.meta())
+            .arg(receipt)
+            .query_async::<()>(&mut self.client.con())
+            .await
+            .map_err(Error::redis(self.client.url()))
+    }
+
+    async fn fetch_with(&self, n: usize, lease: Duration) -> Result<Fetched> {
         let k = &self.keys;
         let mut call = scripts().fetch.call();
         call.key(k.pending())
@@ -235,7 +329,9 @@ impl Broker {
             .key(k.wake())
             .key(k.retry())
             .key(k.events());
-        call.arg(n.min(MAX_BATCH)).arg(millis(lease));
+        call.arg(n.min(MAX_BATCH))
+            .arg(millis(lease))
+            .arg(self.receipt.as_deref().unwrap_or(""));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -252,6 +348,7 @@ impl Broker {
         Ok(Fetched {
             jobs,
             next_due_ms: (next_due >= 0).then_some(next_due),
+            token,
         })
     }
 
@@ -451,6 +548,12 @@ impl Broker {
     /// Takes over up to `limit` expired leases (their worker died or stalled). The caller now
     /// holds them and must record the lost attempt through [`Broker::fail`].
     ///
+    /// Every worker calls this at least twice per `lease`. If the previous call of any worker
+    /// is older than `lease`, nobody was watching (Redis was frozen or restarting, or every
+    /// worker was down): expired leases then get one more lease instead of being reclaimed
+    /// ([`Reclaimed::amnesty`]), so live workers keep their jobs, and the jobs of workers that
+    /// really died are reclaimed one lease later.
+    ///
     /// # Errors
     ///
     /// [`Error::Unreachable`], [`Error::Redis`].
@@ -459,22 +562,42 @@ impl Broker {
     ///
     /// Not cancel safe: reclaimed leases dropped by the caller expire again and are reclaimed
     /// later, so nothing is lost, only delayed.
-    pub async fn reclaim(&self, limit: usize, lease: Duration) -> Result<Vec<Leased>> {
+    pub async fn reclaim(&self, limit: usize, lease: Duration) -> Result<Reclaimed> {
         let k = &self.keys;
         let mut call = scripts().reclaim.call();
         call.key(k.active()).key(k.inflight()).key(k.meta());
-        call.arg(limit.clamp(1, MAX_BATCH)).arg(millis(lease));
+        call.arg(limit.clamp(1, MAX_BATCH))
+            .arg(millis(lease))
+            .arg(millis(lease));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
-        it.map(|v| {
-            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
-                .map_err(|e| Error::decode("reclaim reply", e))?;
-            Ok(self.leased(member, token))
+        if token == 0 {
+            let amnesty = match (it.next(), it.next()) {
+                (Some(n), Some(gap)) => Some(Amnesty {
+                    leases: int(Some(n))?,
+                    unwatched: Duration::from_millis(int(Some(gap))?),
+                }),
+                _ => None,
+            };
+            return Ok(Reclaimed {
+                jobs: Vec::new(),
+                amnesty,
+            });
+        }
+        let jobs = it
+            .map(|v| {
+                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode("reclaim reply", e))?;
+                Ok(self.leased(member, token))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Reclaimed {
+            jobs,
+            amnesty: None,
         })
-        .collect()
     }
 
     /// Extends leases this worker still holds; returns, per lease, whether it is still held.

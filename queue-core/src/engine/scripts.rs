@@ -15,6 +15,7 @@ crate::script::scripts! {
         discard => ["scripts/lib/settle.lua", "scripts/discard.lua"],
         snooze => ["scripts/lib/settle.lua", "scripts/snooze.lua"],
         reclaim => ["scripts/reclaim.lua"],
+        redeem => ["scripts/redeem.lua"],
         extend => ["scripts/extend.lua"],
         requeue => ["scripts/requeue.lua"],
         watch => ["scripts/watch.lua"],

@@ -171,8 +171,19 @@ impl RedisServer {
     ///
     /// [`Error::Spawn`] if it does not come back.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_after(Duration::ZERO)
+    }
+
+    /// Like [`RedisServer::restart`], with the server down for `down` in between (an outage of
+    /// that length; with `--appendonly yes` it comes back with its data).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if it does not come back.
+    pub fn restart_after(&mut self, down: Duration) -> Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        std::thread::sleep(down);
         self.child = spawn(&self.program, &self.args)?;
         self.wait_ready(Duration::from_secs(10))
             .map_err(|m| Error::Spawn {

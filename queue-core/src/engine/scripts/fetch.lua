@@ -10,15 +10,20 @@
 -- KEYS[8]  events stream
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
+-- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
+--          token, so a caller whose reply was lost can still claim its leases (`redeem`)
 --
 -- Returns {token, next_due_ms, member...}: the fencing token shared by this batch's leases
 -- (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying job (-1 if
 -- none), and the
 -- leased jobs. A paused queue leases nothing (token 0).
 
-local n, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
 if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 then
   return fail('fetch takes n in 0..' .. MAX_BATCH .. ' and a positive lease')
+end
+if receipt ~= '' and string.sub(receipt, 1, 8) ~= 'receipt:' then
+  return fail('fetch: a receipt field starts with receipt:')
 end
 local now = now_ms()
 
@@ -57,6 +62,9 @@ if #popped == 0 then
 end
 
 local token = redis.call('HINCRBY', KEYS[5], 'fence', 1)
+if receipt ~= '' then
+  redis.call('HSET', KEYS[5], receipt, token)
+end
 local deadline = now + lease_ms
 local out, leases, inflight, ids = {token, next_due}, {}, {}, {}
 for i = 1, #popped, 2 do
