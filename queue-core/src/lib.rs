@@ -57,7 +57,7 @@ pub mod wire {
     };
     pub use crate::engine::job::{
         Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
-        DEFAULT_TIMEOUT, ERROR_HISTORY, WIRE_VERSION,
+        DEFAULT_TIMEOUT, ERROR_HISTORY, UNDECODABLE, WIRE_VERSION,
     };
     pub use crate::keys::{
         escape, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys, DEFAULT_NAMESPACE,

@@ -405,6 +405,7 @@ async fn fetch_loop(
         let mut got = 0;
         let mut next_due: Option<i64> = None;
         let mut failed = false;
+        let mut busy = false;
         for qi in queue_order(rt) {
             if got == want {
                 break;
@@ -462,6 +463,12 @@ async fn fetch_loop(
                     if f.token != 0 {
                         known[qi] = f.token;
                     }
+                    if !f.garbage.is_empty() {
+                        // Garbage took the place of jobs: the queue is not drained, look again.
+                        busy = true;
+                        let ids: Vec<&str> = f.garbage.iter().map(|id| id.as_str()).collect();
+                        tracing::warn!(queue = q.broker.queue(), count = ids.len(), ids = ?ids, "members without a job id were dead-lettered as they were (see `queue job show <id>`)");
+                    }
                     next_due = match (next_due, f.next_due_ms) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -499,7 +506,7 @@ async fn fetch_loop(
         }
         failures = 0;
         outage.ok("fetch");
-        if got < want {
+        if got < want && !busy {
             // The queues are drained: sleep until an enqueue wakes us, the next scheduled job is
             // due, or the safety-net recheck.
             // The recheck is a safety net should a wake marker be lost (for example when Redis
@@ -654,18 +661,16 @@ async fn run_job(
 /// lost for inspection.
 async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_core::Error) {
     let q = &rt.queues[qi];
-    let mut stand_in = Job::new(
-        lease.id.clone(),
-        q.broker.queue(),
-        "queue.undecodable",
-        lease.member.clone(),
-        chrono_now_ms(),
-    );
-    stand_in.max_attempts = Some(1);
     let message = format!(
         "the job's envelope does not decode ({error}); its raw bytes are kept as its arguments"
     );
-    stand_in.record_failure("decode", &message, chrono_now_ms());
+    let stand_in = Job::undecodable(
+        lease.id.clone(),
+        q.broker.queue(),
+        lease.member.clone(),
+        chrono_now_ms(),
+        &message,
+    );
     apply(rt, qi, &lease, &stand_in, &Settle::Dead, Cause::Handler).await;
 }
 

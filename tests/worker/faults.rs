@@ -206,3 +206,87 @@ async fn redis_restarts_under_load_lose_nothing_and_charge_nothing() {
         reruns.len()
     );
 }
+
+/// Garbage in a pending set (random bytes, truncated members, two with the same leading bytes)
+/// is dead-lettered as it was, byte for byte, each under an id of its own; it is never leased,
+/// the worker keeps running, and readers of the dead set show it.
+#[tokio::test]
+async fn garbage_in_the_pending_set_is_dead_lettered_as_it_was() {
+    use rand::Rng;
+    let env = Env::start().await;
+    let k = env.client.keys("faults").expect("keys");
+    let mut rng = rand::rng();
+    let mut garbage: Vec<Vec<u8>> = (0..200)
+        .map(|_| {
+            let len = rng.random_range(1..200);
+            (0..len).map(|_| rng.random::<u8>()).collect()
+        })
+        .collect();
+    // Truncated: a header cut short, and a header with nothing after it.
+    garbage.push(b"ff01JDX5Q0N3".to_vec());
+    garbage.push(b"ff01JDX5Q0N3S9M2Y7A4B8C6D1E0".to_vec());
+    // Two that share the bytes an id would occupy.
+    garbage.push(b"ff\x00\x01\x02 same garbage id bytes 1".to_vec());
+    garbage.push(b"ff\x00\x01\x02 same garbage id bytes 2".to_vec());
+    garbage.sort();
+    garbage.dedup();
+    let mut raw = env.raw().await;
+    for g in &garbage {
+        let _: () = redis::cmd("ZADD")
+            .arg(k.pending())
+            .arg(0)
+            .arg(g.as_slice())
+            .query_async(&mut raw)
+            .await
+            .expect("zadd");
+    }
+    // A real job among them still runs.
+    let real = env
+        .client
+        .enqueue::<quick>(&"garbage-neighbour".to_string())
+        .await
+        .expect("enqueue");
+    let running =
+        common::start_worker(&env.client, &["fault.quick"], |b| b.queue("faults", 1)).await;
+    env.client
+        .wait_for("faults", &real.id, Duration::from_secs(20))
+        .await
+        .expect("the real job runs");
+    eventually(
+        Duration::from_secs(10),
+        "every garbage member to be dead",
+        || async {
+            env.client
+                .counts("faults")
+                .await
+                .is_ok_and(|c| c.dead as usize == garbage.len() && c.pending == 0)
+        },
+    )
+    .await;
+    running.stop().await;
+    let counts = env.client.counts("faults").await.expect("counts");
+    assert_eq!(counts.active, 0, "garbage is never leased");
+    let mut kept: Vec<Vec<u8>> = redis::cmd("HVALS")
+        .arg(k.dead_jobs())
+        .query_async(&mut raw)
+        .await
+        .expect("hvals");
+    kept.sort();
+    assert_eq!(kept, garbage, "every member kept byte for byte");
+    let shown = env
+        .client
+        .dead_jobs("faults", 1000)
+        .await
+        .expect("readers show undecodable dead jobs");
+    assert_eq!(shown.len(), garbage.len());
+    assert!(shown.iter().all(|j| j.name == queue::wire::UNDECODABLE));
+    // Their ids are ids like any other: an operator can look one up.
+    for j in &shown {
+        queue::JobId::parse(j.id.as_str()).expect("a ULID");
+    }
+    let found = queue::admin::Admin::new(env.client.clone())
+        .find(shown[0].id.as_str(), Some("faults"))
+        .await
+        .expect("find");
+    assert!(found.is_some());
+}

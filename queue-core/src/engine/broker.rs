@@ -70,6 +70,9 @@ pub struct Fetched {
     pub next_due_ms: Option<i64>,
     /// The batch's fencing token (0 when nothing was leased).
     pub token: u64,
+    /// Members without a job id header found in the pending set and dead-lettered as they
+    /// were, under these ids.
+    pub garbage: Vec<JobId>,
 }
 
 /// How long completed and dead jobs are kept. Bounded by count and by age, so Redis memory
@@ -328,7 +331,10 @@ impl Broker {
             .key(k.meta())
             .key(k.wake())
             .key(k.retry())
-            .key(k.events());
+            .key(k.events())
+            .key(k.dead())
+            .key(k.dead_jobs())
+            .key(k.stats());
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
             .arg(self.receipt.as_deref().unwrap_or(""));
@@ -338,6 +344,16 @@ impl Broker {
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
         let next_due: i64 = int(it.next())?;
+        let bad: usize = int(it.next())?;
+        let garbage = it
+            .by_ref()
+            .take(bad)
+            .map(|v| {
+                let id: String = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode("fetch reply", e))?;
+                Ok(JobId::from_wire(id))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let jobs = it
             .map(|v| {
                 let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
@@ -349,6 +365,7 @@ impl Broker {
             jobs,
             next_due_ms: (next_due >= 0).then_some(next_due),
             token,
+            garbage,
         })
     }
 

@@ -809,11 +809,19 @@ impl Client {
             .query_async(&mut con)
             .await
             .map_err(Error::redis(self.url()))?;
-        members
+        // A member that does not decode (garbage dead-lettered by fetch) is shown as the
+        // stand-in the worker would have written, its bytes as the arguments.
+        Ok(ids
             .into_iter()
-            .flatten()
-            .map(|m| codec::decode_member(&m, queue))
-            .collect()
+            .zip(members)
+            .filter_map(|(id, m)| m.map(|m| (id, m)))
+            .map(|(id, m)| {
+                codec::decode_member(&m, queue).unwrap_or_else(|e| {
+                    let reason = format!("the member does not decode ({e})");
+                    Job::undecodable(JobId::from_wire(id), queue, m, 0, &reason)
+                })
+            })
+            .collect())
     }
 
     /// Moves a dead-lettered job back to its queue with a fresh set of attempts (its error

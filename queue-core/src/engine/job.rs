@@ -259,7 +259,20 @@ fn is_zero_u32(v: &u32) -> bool {
     *v == 0
 }
 
+/// The name of the stand-in envelope that carries a member which does not decode.
+pub const UNDECODABLE: &str = "queue.undecodable";
+
 impl Job {
+    /// A stand-in for a stored member that does not decode: named [`UNDECODABLE`], its raw
+    /// bytes as its arguments, one attempt, failed with kind `decode` and `reason`. What the
+    /// worker dead-letters for such a member, and what readers show for one.
+    pub fn undecodable(id: JobId, queue: &str, raw: Vec<u8>, at_ms: i64, reason: &str) -> Job {
+        let mut job = Job::new(id, queue, UNDECODABLE, raw, at_ms);
+        job.max_attempts = Some(1);
+        job.record_failure("decode", reason, at_ms);
+        job
+    }
+
     /// A fresh job (attempt 1, default options) of `name` in `queue`, with encoded `args`.
     pub fn new(
         id: JobId,

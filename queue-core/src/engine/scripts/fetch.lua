@@ -8,15 +8,23 @@
 -- KEYS[6]  wake list
 -- KEYS[7]  retry sorted set
 -- KEYS[8]  events stream
+-- KEYS[9]  dead sorted set
+-- KEYS[10] dead jobs hash
+-- KEYS[11] stats hash
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
 --          token, so a caller whose reply was lost can still claim its leases (`redeem`)
 --
--- Returns {token, next_due_ms, member...}: the fencing token shared by this batch's leases
--- (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying job (-1 if
--- none), and the
--- leased jobs. A paused queue leases nothing (token 0).
+-- A member whose header is not a job id (garbage written by a foreign producer, a truncated
+-- write) cannot be leased: no lease could name it. It goes straight to the dead set under a
+-- fresh ULID (this millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which
+-- no generator draws in practice), its bytes kept exactly as they were.
+--
+-- Returns {token, next_due_ms, k, dead id x k, member...}: the fencing token shared by this
+-- batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying
+-- job (-1 if none), the ids given to k dead-lettered garbage members, and the leased jobs. A
+-- paused queue leases nothing (token 0).
 
 local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
 if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 then
@@ -53,12 +61,50 @@ if next_due < 0 or (next_retry >= 0 and next_retry < next_due) then
 end
 
 if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
-  return {0, next_due}
+  return {0, next_due, 0}
 end
 
 local popped = redis.call('ZPOPMIN', KEYS[1], n)
 if #popped == 0 then
-  return {0, next_due}
+  return {0, next_due, 0}
+end
+
+local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function base32(n, width)
+  local out = {}
+  for i = width, 1, -1 do
+    local d = n % 32
+    out[i] = string.sub(CROCKFORD, d + 1, d + 1)
+    n = math.floor(n / 32)
+  end
+  return table.concat(out)
+end
+
+-- Garbage out first, so that what is leased below is only what a lease can name.
+local good, bad = {}, {}
+for i = 1, #popped, 2 do
+  local member = popped[i]
+  if #member >= 29 and string.match(member_id(member), '^[0-9A-Z]+$') then
+    good[#good + 1] = member
+  else
+    local seq = redis.call('HINCRBY', KEYS[5], 'garbage_seq', 1)
+    local id = base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
+    redis.call('ZADD', KEYS[9], now, id)
+    redis.call('HSET', KEYS[10], id, member)
+    bad[#bad + 1] = id
+  end
+end
+if #bad > 0 then
+  redis.call('HINCRBY', KEYS[11], 'dead', #bad)
+  redis.call('HINCRBY', KEYS[11], 'garbage', #bad)
+  emit(KEYS[5], KEYS[8], 'dead', bad, now, 'undecodable: the member has no job id header')
+end
+if #good == 0 then
+  local out = {0, next_due, #bad}
+  for i = 1, #bad do
+    out[#out + 1] = bad[i]
+  end
+  return out
 end
 
 local token = redis.call('HINCRBY', KEYS[5], 'fence', 1)
@@ -66,9 +112,12 @@ if receipt ~= '' then
   redis.call('HSET', KEYS[5], receipt, token)
 end
 local deadline = now + lease_ms
-local out, leases, inflight, ids = {token, next_due}, {}, {}, {}
-for i = 1, #popped, 2 do
-  local member = popped[i]
+local out, leases, inflight, ids = {token, next_due, #bad}, {}, {}, {}
+for i = 1, #bad do
+  out[#out + 1] = bad[i]
+end
+for i = 1, #good do
+  local member = good[i]
   local id = member_id(member)
   out[#out + 1] = member
   leases[#leases + 1] = deadline
