@@ -62,8 +62,8 @@ pub use queue_core::session;
 pub use queue_core::testing;
 pub use queue_core::{admin, broker, cron, events, wire};
 pub use queue_core::{
-    parse_duration, Action, Backoff, Client, ClientConfig, DurationError, Enqueued, Error,
-    ErrorKind, Failure, JobContext, JobError, JobId, JobOptions, JobState, JobType, NewJob,
+    parse_duration, Action, Backoff, Client, ClientConfig, Durability, DurationError, Enqueued,
+    Error, ErrorKind, Failure, JobContext, JobError, JobId, JobOptions, JobState, JobType, NewJob,
     Outcome, QueueCounts, Result, Retention, Source,
 };
 pub use queue_macros::job;

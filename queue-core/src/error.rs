@@ -86,6 +86,18 @@ pub enum Error {
     /// A loader given to the cache failed.
     #[error("the loader failed: {0}")]
     Loader(String),
+    /// The write was applied on the primary, but fewer copies than the client's durability
+    /// asks for confirmed it in time (a retry of an enqueue without a unique key would add a
+    /// second job).
+    #[error("write applied but not durable: {confirmed} of {wanted} replicas confirmed{}", if *local { "" } else { ", and the primary's fsync did not" })]
+    NotDurable {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed.
+        confirmed: u32,
+        /// Whether the primary itself confirmed (always true for WAIT).
+        local: bool,
+    },
     /// A local process (such as an embedded `redis-server`) could not be started.
     #[error("cannot start {what}: {message}")]
     Spawn {
@@ -149,6 +161,8 @@ pub enum ErrorKind {
     Registry,
     /// A cache loader failed.
     Loader,
+    /// A write was applied but not confirmed as durable as asked.
+    NotDurable,
     /// A local process could not be started.
     Spawn,
 }
@@ -231,6 +245,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Registry(_) => ErrorKind::Registry,
             Error::Loader(_) => ErrorKind::Loader,
+            Error::NotDurable { .. } => ErrorKind::NotDurable,
             Error::Spawn { .. } => ErrorKind::Spawn,
         }
     }

@@ -32,6 +32,7 @@ pub use engine::codec::Outcome;
 pub use engine::job::{Backoff, Failure, JobId, JobOptions, JobState};
 pub use engine::registry::{Action, BoxError, JobContext, JobError, JobType};
 pub use error::{Error, ErrorKind, Result, Source};
+pub use script::Durability;
 
 /// Operating queues: counts and stats, finding, retrying and deleting jobs, worker records.
 pub mod admin {

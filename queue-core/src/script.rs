@@ -146,7 +146,131 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Runs the call, then waits on the same connection (one pipeline, so no reconnect can
+    /// come between) until the write is as durable as `durability` asks: WAIT for replicas,
+    /// WAITAOF for an fsync. Nothing to wait for with [`Durability::Server`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::invoke`]; [`Error::NotDurable`] when the write was applied but fewer copies
+    /// than asked confirmed it within the timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`Call::invoke`].
+    pub(crate) async fn invoke_durable<T: FromRedisValue, C: redis::aio::ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        url: &str,
+        durability: Durability,
+    ) -> Result<T> {
+        let Some(wait) = durability.command() else {
+            return self.invoke(con, url).await;
+        };
+        let pipeline = || {
+            let mut p = redis::pipe();
+            p.add_command(self.cmd()).add_command(wait.clone());
+            p
+        };
+        let reply: redis::RedisResult<(T, redis::Value)> = pipeline().query_async(con).await;
+        let (value, acks) = match reply {
+            Ok(v) => v,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load(con, url).await?;
+                pipeline()
+                    .query_async(con)
+                    .await
+                    .map_err(|e| self.error(url, e))?
+            }
+            Err(e) => return Err(self.error(url, e)),
+        };
+        durability.check(acks)?;
+        Ok(value)
+    }
+
     fn error(&self, url: &str, e: redis::RedisError) -> Error {
         Error::from_redis(url, &format!("script {}", self.script.name), e)
     }
+}
+
+/// How durable a write must be before the queue acknowledges it (an enqueue, a completion, a
+/// failure). Redis acknowledges a write once it applied it in memory; what survives a crash
+/// then depends on its persistence settings and on replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// As durable as the server's own persistence: with `appendfsync always` nothing
+    /// acknowledged is lost when Redis dies; with `everysec` up to a second; without
+    /// persistence, everything since the last snapshot. One round trip, no wait.
+    #[default]
+    Server,
+    /// Acknowledged once `replicas` replicas have the write (`WAIT`), so it survives the loss
+    /// of the primary when one of them is promoted. Fails with [`Error::NotDurable`] after
+    /// `timeout` (the write itself stays applied on the primary).
+    Replicated {
+        /// How many replicas must confirm.
+        replicas: u32,
+        /// How long to wait for them.
+        timeout: std::time::Duration,
+    },
+    /// Acknowledged once the server's append-only file has the write on disk, and `replicas`
+    /// replicas' too (`WAITAOF`, Redis 7.2 or later: refused at connect on older servers).
+    Fsync {
+        /// How many replicas must also have fsynced it (0: the primary alone).
+        replicas: u32,
+        /// How long to wait.
+        timeout: std::time::Duration,
+    },
+}
+
+impl Durability {
+    fn command(self) -> Option<redis::Cmd> {
+        match self {
+            Durability::Server => None,
+            Durability::Replicated { replicas, timeout } => {
+                let mut c = redis::cmd("WAIT");
+                c.arg(replicas).arg(timeout_ms(timeout));
+                Some(c)
+            }
+            Durability::Fsync { replicas, timeout } => {
+                let mut c = redis::cmd("WAITAOF");
+                c.arg(1).arg(replicas).arg(timeout_ms(timeout));
+                Some(c)
+            }
+        }
+    }
+
+    fn check(self, acks: redis::Value) -> Result<()> {
+        let wanted = match self {
+            Durability::Server => return Ok(()),
+            Durability::Replicated { replicas, .. } | Durability::Fsync { replicas, .. } => {
+                replicas
+            }
+        };
+        let (local, replicas): (u32, u32) = match (self, acks) {
+            (Durability::Fsync { .. }, v) => {
+                let (l, r): (u32, u32) = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode("WAITAOF reply", e))?;
+                (l, r)
+            }
+            (_, v) => {
+                let r: u32 = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode("WAIT reply", e))?;
+                (1, r)
+            }
+        };
+        if local < 1 || replicas < wanted {
+            return Err(Error::NotDurable {
+                wanted,
+                confirmed: replicas,
+                local: local >= 1,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A wait of zero means "forever" to WAIT: never ask for that by accident.
+fn timeout_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -289,3 +289,132 @@ async fn a_user_without_permission_is_a_typed_error() {
     assert_eq!(err.kind(), queue::ErrorKind::Permission, "{err}");
     assert!(!err.is_retryable());
 }
+
+/// `Durability::Replicated`: an acknowledged enqueue is on the replica, so it survives the
+/// primary's death and the replica's promotion; with the replica frozen the enqueue is applied
+/// but reported as not durable, within its timeout.
+#[tokio::test]
+async fn replicated_enqueues_survive_the_loss_of_the_primary() {
+    use queue::testing::{RedisServer, RedisServerOptions};
+    let primary = RedisServer::start().expect("primary");
+    let port = primary.port().expect("tcp").to_string();
+    let replica = RedisServer::start_with(RedisServerOptions {
+        args: ["--replicaof", "127.0.0.1", port.as_str()]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    })
+    .expect("replica");
+    let mut replica_con = redis::Client::open(replica.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("replica connection");
+    common::eventually(Duration::from_secs(20), "the replica to sync", || {
+        let mut con = replica_con.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(&mut con)
+                .await
+                .is_ok_and(|i| i.contains("master_link_status:up"))
+        }
+    })
+    .await;
+    let mut config = queue::ClientConfig::new(primary.url());
+    config.durability = queue::Durability::Replicated {
+        replicas: 1,
+        timeout: Duration::from_secs(10),
+    };
+    let client = Client::connect_with(config.clone()).await.expect("connect");
+    let jobs: Vec<NewJob> = (0..200u32)
+        .map(|i| NewJob::of::<Ping>(&i).expect("encode").queue("durable"))
+        .collect();
+    let acked = client
+        .enqueue_batch(jobs)
+        .await
+        .expect("acknowledged by a replica");
+
+    // With the replica frozen, the same enqueue is applied but not confirmed in time.
+    let impatient = Client::connect_with(queue::ClientConfig {
+        durability: queue::Durability::Replicated {
+            replicas: 1,
+            timeout: Duration::from_millis(300),
+        },
+        ..config
+    })
+    .await
+    .expect("connect");
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &replica.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(frozen.success());
+    let err = impatient
+        .enqueue_job(NewJob::of::<Ping>(&999).expect("encode").queue("other"))
+        .await
+        .expect_err("no replica confirms");
+    let thawed = std::process::Command::new("kill")
+        .args(["-CONT", &replica.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(thawed.success());
+    assert_eq!(err.kind(), queue::ErrorKind::NotDurable, "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotDurable {
+                wanted: 1,
+                confirmed: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // The primary dies; the replica is promoted and has every acknowledged job.
+    drop(primary);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut replica_con)
+        .await
+        .expect("promote");
+    let promoted = Client::connect(replica.url()).await.expect("connect");
+    let counts = promoted.counts("durable").await.expect("counts");
+    assert_eq!(counts.pending as usize, acked.len());
+}
+
+/// `Durability::Fsync` needs WAITAOF: refused at connect, with the alternatives named, on a
+/// server older than 7.2 (accepted on a newer one).
+#[tokio::test]
+async fn fsync_durability_is_refused_where_the_server_cannot_give_it() {
+    let env = Env::start().await;
+    let mut con = env.raw().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .expect("info");
+    let version: Vec<u32> = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("version")
+        .trim()
+        .split('.')
+        .map(|p| p.parse().expect("number"))
+        .collect();
+    let mut config = queue::ClientConfig::new(env.url());
+    config.durability = queue::Durability::Fsync {
+        replicas: 0,
+        timeout: Duration::from_secs(1),
+    };
+    let connected = Client::connect_with(config).await;
+    if (version[0], version[1]) < (7, 2) {
+        let err = connected.expect_err("no WAITAOF before 7.2");
+        assert_eq!(err.kind(), queue::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("WAITAOF"), "{err}");
+    } else {
+        connected.expect("WAITAOF is there");
+    }
+}

@@ -239,6 +239,10 @@ impl Broker {
         &self.keys
     }
 
+    fn durability(&self) -> crate::script::Durability {
+        self.client.config().durability
+    }
+
     /// The queue name.
     pub fn queue(&self) -> &str {
         self.keys.queue()
@@ -437,7 +441,7 @@ impl Broker {
             call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
         }
         let reply: Vec<i64> = call
-            .invoke(&mut self.client.con(), self.client.url())
+            .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
             .await?;
         Ok(reply.into_iter().map(|r| r == 1).collect())
     }
@@ -557,7 +561,7 @@ impl Broker {
             }
         };
         let applied: i64 = call
-            .invoke(&mut self.client.con(), self.client.url())
+            .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
             .await?;
         Ok(applied == 1)
     }

@@ -36,6 +36,9 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// How durable enqueues, completions and failures must be before they are acknowledged
+    /// (default: as durable as the server's own persistence).
+    pub durability: crate::script::Durability,
 }
 
 impl ClientConfig {
@@ -47,6 +50,7 @@ impl ClientConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             response_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            durability: crate::script::Durability::Server,
         }
     }
 
@@ -361,7 +365,18 @@ impl Client {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(Error::redis(&config.url))?;
-        check_version(&mut con, &config.url).await?;
+        let version = check_version(&mut con, &config.url).await?;
+        if matches!(config.durability, crate::script::Durability::Fsync { .. }) && version < (7, 2)
+        {
+            return Err(Error::Config(format!(
+                "fsync durability needs WAITAOF (Redis 7.2 or later); {} runs {}.{}: use \
+                 `appendfsync always` on the server with the default durability, or \
+                 replicated durability",
+                crate::error::redact(&config.url),
+                version.0,
+                version.1
+            )));
+        }
         for script in scripts().all() {
             script.load(&mut con, &config.url).await?;
         }
@@ -589,7 +604,9 @@ impl Client {
         call.arg(chunk.len());
         push_jobs(&mut call, keys, chunk);
         let mut con = self.con();
-        let reply: Vec<Option<String>> = call.invoke(&mut con, self.url()).await?;
+        let reply: Vec<Option<String>> = call
+            .invoke_durable(&mut con, self.url(), self.inner.config.durability)
+            .await?;
         if reply.len() != chunk.len() {
             return Err(Error::Protocol(format!(
                 "enqueue answered {} results for {} jobs",
@@ -866,7 +883,10 @@ pub const MIN_REDIS: (u32, u32) = (6, 2);
 
 /// Refuses a server older than [`MIN_REDIS`] up front, with a clear message, rather than
 /// failing later inside a script.
-async fn check_version<C: redis::aio::ConnectionLike + Send>(con: &mut C, url: &str) -> Result<()> {
+async fn check_version<C: redis::aio::ConnectionLike + Send>(
+    con: &mut C,
+    url: &str,
+) -> Result<(u32, u32)> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(con)
@@ -887,7 +907,7 @@ async fn check_version<C: redis::aio::ConnectionLike + Send>(con: &mut C, url: &
             MIN_REDIS.1
         )));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The outcome of a dead job, built from its stored member.
