@@ -727,6 +727,11 @@ async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settl
             rt.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(id = %job.id, "lease lost before the failure was recorded; another worker owns the job");
         }
+        Err(e @ queue_core::Error::NotDurable { .. }) => {
+            // Applied on the primary: the job's fate is recorded, only less durably than asked.
+            rt.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(id = %job.id, error = %e, "failure recorded on the primary, not confirmed as durable as configured");
+        }
         Err(e) => {
             tracing::error!(id = %job.id, error = %e, "could not record a failure; the job returns when its lease expires");
         }
@@ -812,6 +817,13 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
                             tracing::warn!(id = %c.lease.id, "lease lost before completion; result discarded (another worker re-ran the job, or an earlier try of this completion went through and its reply was lost)");
                         }
                     }
+                }
+                Err(e @ queue_core::Error::NotDurable { .. }) => {
+                    // Applied on the primary: the jobs are completed, only less durably.
+                    rt.counters
+                        .completed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(error = %e, jobs = batch.len(), "completions recorded on the primary, not confirmed as durable as configured");
                 }
                 Err(e) => {
                     tracing::error!(error = %e, jobs = batch.len(), "could not record completions; the jobs run again when their leases expire");
