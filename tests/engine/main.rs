@@ -5,4 +5,5 @@
 mod common;
 
 mod enqueue;
+mod faults;
 mod lifecycle;
