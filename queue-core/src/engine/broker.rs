@@ -295,12 +295,7 @@ impl Broker {
             .await?;
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
-        it.map(|v| {
-            let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
-                .map_err(|e| Error::decode("redeem reply", e))?;
-            Ok(self.leased(member, token))
-        })
-        .collect()
+        self.leased_all(it, token, "redeem reply")
     }
 
     /// Removes this worker's receipt (graceful shutdown); a worker that died leaves a field of a
@@ -358,19 +353,29 @@ impl Broker {
                 Ok(JobId::from_wire(id))
             })
             .collect::<Result<Vec<_>>>()?;
-        let jobs = it
-            .map(|v| {
-                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
-                    .map_err(|e| Error::decode("fetch reply", e))?;
-                Ok(self.leased(member, token))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let jobs = self.leased_all(it, token, "fetch reply")?;
         Ok(Fetched {
             jobs,
             next_due_ms: (next_due >= 0).then_some(next_due),
             token,
             garbage,
         })
+    }
+
+    /// The leased jobs of a script reply: every remaining value is a member under `token`.
+    fn leased_all(
+        &self,
+        members: impl Iterator<Item = redis::Value>,
+        token: u64,
+        what: &'static str,
+    ) -> Result<Vec<Leased>> {
+        members
+            .map(|v| {
+                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
+                    .map_err(|e| Error::decode(what, e))?;
+                Ok(self.leased(member, token))
+            })
+            .collect()
     }
 
     fn leased(&self, member: Vec<u8>, token: u64) -> Leased {
@@ -608,13 +613,7 @@ impl Broker {
                 amnesty,
             });
         }
-        let jobs = it
-            .map(|v| {
-                let member: Vec<u8> = redis::FromRedisValue::from_redis_value(v)
-                    .map_err(|e| Error::decode("reclaim reply", e))?;
-                Ok(self.leased(member, token))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let jobs = self.leased_all(it, token, "reclaim reply")?;
         Ok(Reclaimed {
             jobs,
             amnesty: None,
