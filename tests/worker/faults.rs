@@ -40,7 +40,7 @@ fn runs_of(prefix: &str) -> Vec<(String, u32)> {
 #[job(name = "fault.hold", queue = "faults")]
 async fn hold(key: String) -> Result<(), JobError> {
     ran(&key);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     Ok(())
 }
 
@@ -51,7 +51,9 @@ async fn quick(key: String) -> Result<(), JobError> {
     Ok(())
 }
 
-const LEASE: Duration = Duration::from_millis(1000);
+/// Short enough to keep the freeze test short, long enough that a busy machine never starves
+/// a live worker's heartbeat past it.
+const LEASE: Duration = Duration::from_secs(2);
 
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
@@ -103,7 +105,7 @@ async fn a_redis_freeze_longer_than_the_lease_takes_nothing_from_live_workers() 
         // The heartbeat runs at a fifth of the lease.
         b.queue("faults", 1)
             .lease(LEASE)
-            .reclaim_every(Duration::from_millis(200))
+            .reclaim_every(Duration::from_millis(400))
     })
     .await;
     eventually(Duration::from_secs(10), "the live job to start", || async {
