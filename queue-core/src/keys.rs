@@ -66,6 +66,12 @@ impl QueueKeys {
     pub fn retry(&self) -> String {
         self.key("retry")
     }
+    /// Sorted set of jobs taken back from a worker that was lost (score 0, members as in
+    /// pending): a worker process leases at most one of them at a time, so a job that kills
+    /// its worker is found out alone instead of taking its neighbours down with it again.
+    pub fn recovered(&self) -> String {
+        self.key("recovered")
+    }
     /// Hash of throughput counters: a ring of 360 ten-second buckets (`t:<slot>` bucket number,
     /// `c:<slot>` completed, `f:<slot>` failed attempts), so it never grows.
     pub fn throughput(&self) -> String {
@@ -132,6 +138,7 @@ impl QueueKeys {
             self.pending(),
             self.scheduled(),
             self.retry(),
+            self.recovered(),
             self.active(),
             self.inflight(),
             self.completed(),

@@ -125,6 +125,31 @@ struct Runtime {
     slots: Arc<Semaphore>,
     wake: Notify,
     counters: Counters,
+    /// The recovered job this process runs, if any (queue index, lease key): a job taken back
+    /// from a lost worker may be what killed it, so a process runs at most one at a time, and
+    /// if it dies again the culprit is among the jobs charged, while the other recovered jobs
+    /// are safe elsewhere.
+    suspect: Mutex<Option<(usize, String)>>,
+}
+
+impl Runtime {
+    /// How many recovered jobs the next fetch from queue `qi` may lease: one when this process
+    /// runs none (the one it ran is settled once its lease is released).
+    fn suspects_allowed(&self) -> usize {
+        let mut suspect = self.suspect.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((qi, key)) = suspect.as_ref() {
+            if self.queues[*qi].leases().contains_key(key) {
+                return 0;
+            }
+            *suspect = None;
+        }
+        1
+    }
+
+    fn suspect(&self, qi: usize, lease: &Lease) {
+        *self.suspect.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((qi, lease.key().to_string()));
+    }
 }
 
 struct Ack {
@@ -190,6 +215,7 @@ impl Worker {
                 slots,
                 wake: Notify::new(),
                 counters: Counters::default(),
+                suspect: Mutex::new(None),
             }),
         })
     }
@@ -458,7 +484,12 @@ async fn fetch_loop(
                     break;
                 }
             }
-            match q.broker.fetch(want - got, rt.config.lease).await {
+            let suspects = rt.suspects_allowed();
+            match q
+                .broker
+                .fetch_limited(want - got, suspects, rt.config.lease)
+                .await
+            {
                 Ok(f) => {
                     if f.token != 0 {
                         known[qi] = f.token;
@@ -473,8 +504,11 @@ async fn fetch_loop(
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    for leased in f.jobs {
+                    for (i, leased) in f.jobs.into_iter().enumerate() {
                         q.hold(&leased.lease);
+                        if i < f.recovered {
+                            rt.suspect(qi, &leased.lease);
+                        }
                         let Some(permit) = permits.pop() else { break };
                         tasks.spawn(run_job(rt.clone(), qi, leased, permit, ack_tx.clone()));
                         got += 1;

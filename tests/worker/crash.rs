@@ -423,3 +423,142 @@ async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_as_worker_lost() {
         2
     );
 }
+
+/// Target 4 of the Redis-faults issue: a job that aborts its worker process among 1,000 normal
+/// jobs. The workers lease recovered jobs (taken back from a lost worker) at most one per
+/// process, so the poison job kills its later workers alone: it is dead after exactly its
+/// max attempts, no normal job dies, and no normal job loses more than one attempt (the one
+/// it lost sharing a process with the poison job's first run, or a later one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_takes_no_normal_job_down_twice() {
+    let env = Env::start().await;
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    // Lifecycle events on: every lost attempt charged is a `failed` event naming the job.
+    redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg("events")
+        .arg("1")
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("events on");
+    let normal = |range: std::ops::Range<u32>| -> Vec<NewJob> {
+        range
+            .map(|i| NewJob::of::<work>(&i).expect("encode"))
+            .collect()
+    };
+    env.client
+        .enqueue_batch(normal(0..500))
+        .await
+        .expect("enqueue");
+    let p = env.client.enqueue::<poison>(&9999).await.expect("enqueue");
+    env.client
+        .enqueue_batch(normal(500..1000))
+        .await
+        .expect("enqueue");
+
+    let mut workers = Guard((0..2).map(|_| spawn_worker(env.url(), 500, 8)).collect());
+    let mut kills = 0;
+    bounded(
+        Duration::from_secs(180),
+        "every normal job to complete and the poison job to die",
+        async {
+            loop {
+                let completed = stat(&mut raw, &keys.stats(), "completed").await;
+                let dead = env.client.counts("default").await.expect("counts").dead;
+                if completed >= 1000 && dead >= 1 {
+                    return;
+                }
+                // Replace every worker the poison job killed.
+                for c in workers.0.iter_mut() {
+                    if c.try_wait().expect("try_wait").is_some() {
+                        kills += 1;
+                        *c = spawn_worker(env.url(), 500, 8);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
+    let _reports: Vec<String> = workers.0.drain(..).map(stop).collect();
+
+    let out = env
+        .client
+        .wait_for("default", &p.id, Duration::from_secs(1))
+        .await
+        .expect("poison outcome");
+    assert_eq!(out.state, queue::JobState::Dead);
+    let dead = env.client.dead_jobs("default", 10).await.expect("dead");
+    assert_eq!(dead.len(), 1, "only the poison job is dead: {dead:?}");
+    assert_eq!(
+        dead[0]
+            .errors
+            .iter()
+            .filter(|f| f.kind == "worker_lost")
+            .count(),
+        2,
+        "the poison job died after exactly its max attempts (2), all lost"
+    );
+    // Attempts charged per job: the `failed` events (no handler fails here, so each is a lost
+    // attempt), mapped from job ids to the jobs' arguments.
+    let events: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(keys.events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .expect("events");
+    let mut charged: std::collections::HashMap<String, u32> = Default::default();
+    let mut started = 0;
+    for (_, fields) in &events {
+        match fields.get("type").map(String::as_str) {
+            Some("failed") => {
+                for id in fields.get("ids").into_iter().flat_map(|ids| ids.split(',')) {
+                    *charged.entry(id.to_string()).or_default() += 1;
+                }
+            }
+            Some("started") => started += fields.get("ids").map_or(0, |ids| ids.split(',').count()),
+            _ => {}
+        }
+    }
+    assert!(
+        started >= 1000,
+        "the event log is complete ({started} starts)"
+    );
+    assert_eq!(
+        charged.get(p.id.as_str()),
+        Some(&2),
+        "the poison job was charged twice"
+    );
+    let normal_charged: Vec<u32> = charged
+        .iter()
+        .filter(|(id, _)| id.as_str() != p.id.as_str())
+        .map(|(_, n)| *n)
+        .collect();
+    let worst = normal_charged.iter().copied().max().unwrap_or(0);
+    println!(
+        "poison: {kills} worker processes killed, {} normal jobs charged one lost attempt, worst {worst}",
+        normal_charged.len()
+    );
+    assert!(
+        worst <= 1,
+        "a normal job was charged {worst} lost attempts: it shared a process with the poison job twice"
+    );
+    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
+        .arg(RUNS)
+        .query_async(&mut raw)
+        .await
+        .expect("runs");
+    let runs: std::collections::HashMap<u32, u32> = runs.into_iter().collect();
+    assert_eq!(runs.get(&9999), Some(&2), "the poison job ran twice");
+    assert!(
+        (0..1000).all(|i| runs.get(&i).is_some_and(|r| *r >= 1)),
+        "every normal job ran"
+    );
+    assert_eq!(
+        stat(&mut raw, &keys.stats(), "completed").await,
+        1000,
+        "every normal job completed once"
+    );
+}

@@ -257,14 +257,20 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
     if state == State::Active {
         bail!("running (active) jobs cannot be {verb}d: they finish, or are recovered when their lease expires");
     }
-    if retry && !matches!(state, State::Dead | State::Scheduled | State::Retrying) {
-        bail!("only dead, scheduled and retrying jobs can be retried");
+    if retry
+        && !matches!(
+            state,
+            State::Dead | State::Scheduled | State::Retrying | State::Recovered
+        )
+    {
+        bail!("only dead, scheduled, retrying and recovered jobs can be retried");
     }
     let stats = admin.stats(&b.queue).await?;
     let total = match state {
         State::Pending => stats.pending,
         State::Scheduled => stats.scheduled,
         State::Retrying => stats.retrying,
+        State::Recovered => stats.recovered,
         State::Dead => stats.dead,
         _ => stats.completed,
     };

@@ -14,7 +14,7 @@ use crate::Global;
 pub struct Args {
     /// The queue
     queue: String,
-    /// pending, scheduled, retrying, active, dead or completed
+    /// pending, scheduled, retrying, recovered, active, dead or completed
     #[arg(long, default_value = "pending")]
     state: String,
     /// Rows per page
@@ -129,7 +129,7 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     }
     let now = chrono::Utc::now().timestamp_millis();
     let when_header = match state {
-        State::Pending => "ENQUEUED",
+        State::Pending | State::Recovered => "ENQUEUED",
         State::Scheduled | State::Retrying => "RUNS",
         State::Active => "LEASE ENDS",
         State::Dead => "DIED",
@@ -138,7 +138,7 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     let mut t = Table::new(&["ID", "NAME", "PRIO", "ATTEMPT", when_header, "LAST ERROR"]);
     for r in &rows {
         let when = match state {
-            State::Pending => r.created_ms,
+            State::Pending | State::Recovered => r.created_ms,
             _ => r.at_ms,
         };
         let err = r

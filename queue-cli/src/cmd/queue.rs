@@ -20,7 +20,7 @@ pub enum Command {
     /// Delete the jobs of a queue in one state (or every state but active)
     Purge {
         name: String,
-        /// pending, scheduled, retrying, dead or completed (default: all of them)
+        /// pending, scheduled, retrying, recovered, dead or completed (default: all of them)
         #[arg(long)]
         state: Option<String>,
         /// Do not ask for confirmation
@@ -112,13 +112,14 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
         Command::Rm { name, force, yes } => {
             admin.require_queue(&name).await?;
             let s = admin.stats(&name).await?;
-            let held = s.pending + s.scheduled + s.retrying + s.active + s.dead;
+            let held = s.pending + s.scheduled + s.retrying + s.recovered + s.active + s.dead;
             if held > 0 && !force {
                 bail!(
-                    "queue {name:?} is not empty ({} pending, {} scheduled, {} retrying, {} active, {} dead); to remove it with its jobs, re-run:\n  {}",
+                    "queue {name:?} is not empty ({} pending, {} scheduled, {} retrying, {} recovered, {} active, {} dead); to remove it with its jobs, re-run:\n  {}",
                     s.pending,
                     s.scheduled,
                     s.retrying,
+                    s.recovered,
                     s.active,
                     s.dead,
                     rerun_with(&["--force"])

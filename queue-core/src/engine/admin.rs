@@ -25,6 +25,9 @@ pub enum State {
     Scheduled,
     /// Failed, waiting for the retry.
     Retrying,
+    /// Taken back from a worker that was lost, waiting to run again (a worker process leases
+    /// at most one of them at a time).
+    Recovered,
     /// Leased by a worker.
     Active,
     /// Dead-lettered.
@@ -35,16 +38,18 @@ pub enum State {
 
 impl State {
     /// Every state, in life order.
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Pending,
         State::Scheduled,
         State::Retrying,
+        State::Recovered,
         State::Active,
         State::Dead,
         State::Completed,
     ];
 
-    /// Parses a state name (`pending`, `scheduled`, `retrying`, `active`, `dead`, `completed`).
+    /// Parses a state name (`pending`, `scheduled`, `retrying`, `recovered`, `active`, `dead`,
+    /// `completed`).
     ///
     /// # Errors
     ///
@@ -53,7 +58,7 @@ impl State {
         State::ALL
             .into_iter()
             .find(|st| st.name() == s)
-            .ok_or_else(|| Error::Config(format!("unknown state {s:?}; expected one of: pending, scheduled, retrying, active, dead, completed")))
+            .ok_or_else(|| Error::Config(format!("unknown state {s:?}; expected one of: pending, scheduled, retrying, recovered, active, dead, completed")))
     }
 
     /// The state's name.
@@ -62,6 +67,7 @@ impl State {
             State::Pending => "pending",
             State::Scheduled => "scheduled",
             State::Retrying => "retrying",
+            State::Recovered => "recovered",
             State::Active => "active",
             State::Dead => "dead",
             State::Completed => "completed",
@@ -74,6 +80,7 @@ impl State {
             State::Pending => (k.pending(), k.pending(), true),
             State::Scheduled => (k.scheduled(), k.scheduled(), true),
             State::Retrying => (k.retry(), k.retry(), true),
+            State::Recovered => (k.recovered(), k.recovered(), true),
             State::Active => (k.active(), k.inflight(), false),
             State::Dead => (k.dead(), k.dead_jobs(), false),
             State::Completed => (k.completed(), k.results(), false),
@@ -92,6 +99,8 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Jobs waiting for a retry.
     pub retrying: u64,
+    /// Jobs taken back from lost workers, waiting to run again.
+    pub recovered: u64,
     /// Running jobs.
     pub active: u64,
     /// Dead-lettered jobs.
@@ -300,6 +309,7 @@ impl Admin {
             pending: counts.pending,
             scheduled: counts.scheduled,
             retrying: counts.retrying,
+            recovered: counts.recovered,
             active: counts.active,
             dead: counts.dead,
             completed: counts.completed,
@@ -358,7 +368,8 @@ impl Admin {
                         queue,
                         state,
                         &m,
-                        (state != State::Pending).then_some(score as i64),
+                        (!matches!(state, State::Pending | State::Recovered))
+                            .then_some(score as i64),
                     )
                 })
                 .collect());
@@ -520,10 +531,11 @@ impl Admin {
         if let Some(m) = pending {
             return Ok(Some(self.view_member(queue, State::Pending, &m, None)));
         }
-        for state in [State::Retrying, State::Scheduled] {
+        for state in [State::Recovered, State::Retrying, State::Scheduled] {
             let (zset, _, _) = state.storage(&k);
             if let Some((m, at)) = self.scan_for(&zset, id).await? {
-                return Ok(Some(self.view_member(queue, state, &m, Some(at))));
+                let at = (state != State::Recovered).then_some(at);
+                return Ok(Some(self.view_member(queue, state, &m, at)));
             }
         }
         Ok(None)
@@ -644,7 +656,7 @@ impl Admin {
                         call.invoke(&mut self.client.con(), self.client.url())
                             .await?
                     }
-                    State::Scheduled | State::Retrying => {
+                    State::Scheduled | State::Retrying | State::Recovered => {
                         let (zset, _, _) = state.storage(&k);
                         let mut call = scripts().promote.call();
                         call.key(zset).key(k.pending()).key(k.wake());
@@ -656,7 +668,7 @@ impl Admin {
                     }
                     other => {
                         return Err(Error::InvalidJob(format!(
-                        "{} job(s) are {}: only dead, scheduled and retrying jobs can be retried",
+                        "{} job(s) are {}: only dead, scheduled, retrying and recovered jobs can be retried",
                         chunk.len(),
                         other.name()
                     )))
@@ -942,7 +954,7 @@ impl JobView {
     /// The job's state in the engine's vocabulary, for display.
     pub fn engine_state(&self) -> JobState {
         match self.state {
-            State::Pending => JobState::Pending,
+            State::Pending | State::Recovered => JobState::Pending,
             State::Scheduled | State::Retrying => JobState::Scheduled,
             State::Active => JobState::Active,
             State::Dead => JobState::Dead,

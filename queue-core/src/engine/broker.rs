@@ -8,7 +8,8 @@
 //!                ▼                               │ fail: retry
 //!              active ──── complete ──► completed (retention) ─► trimmed
 //!                │  └───── fail: dead ─► dead ─► replay ─► pending
-//!                └── lease expired ─► reclaim ─► fail(worker_lost)
+//!                └── lease expired ─► reclaim ─► fail(worker_lost) ─► recovered ─► fetch
+//!                                                      (at most one per worker process)
 //! ```
 
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub struct Fetched {
     /// Members without a job id header found in the pending set and dead-lettered as they
     /// were, under these ids.
     pub garbage: Vec<JobId>,
+    /// How many of `jobs` (the first ones) came from the recovered set: jobs taken back from a
+    /// lost worker, which may be what killed it.
+    pub recovered: usize,
 }
 
 /// How long completed and dead jobs are kept. Bounded by count and by age, so Redis memory
@@ -260,7 +264,27 @@ impl Broker {
     /// ([`Broker::with_receipt`]) [`Broker::redeem`] hands them back, otherwise they come back
     /// when the lease expires.
     pub async fn fetch(&self, n: usize, lease: Duration) -> Result<Fetched> {
-        self.fetch_with(n, lease).await
+        self.fetch_with(n, 1, lease).await
+    }
+
+    /// Like [`Broker::fetch`], with at most `recovered` of the `n` jobs taken from the
+    /// recovered set (jobs whose worker was lost; they are leased first). A worker process asks
+    /// for one only while it holds none: a job that kills its worker then kills it alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::fetch`].
+    pub async fn fetch_limited(
+        &self,
+        n: usize,
+        recovered: usize,
+        lease: Duration,
+    ) -> Result<Fetched> {
+        self.fetch_with(n, recovered, lease).await
     }
 
     /// Records a receipt for every fetch under the name `worker` (unique per worker process):
@@ -320,7 +344,7 @@ impl Broker {
             .map_err(Error::redis(self.client.url()))
     }
 
-    async fn fetch_with(&self, n: usize, lease: Duration) -> Result<Fetched> {
+    async fn fetch_with(&self, n: usize, recovered: usize, lease: Duration) -> Result<Fetched> {
         let k = &self.keys;
         let mut call = scripts().fetch.call();
         call.key(k.pending())
@@ -333,10 +357,12 @@ impl Broker {
             .key(k.events())
             .key(k.dead())
             .key(k.dead_jobs())
-            .key(k.stats());
+            .key(k.stats())
+            .key(k.recovered());
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
-            .arg(self.receipt.as_deref().unwrap_or(""));
+            .arg(self.receipt.as_deref().unwrap_or(""))
+            .arg(recovered.min(MAX_BATCH));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -353,8 +379,10 @@ impl Broker {
                 Ok(JobId::from_wire(id))
             })
             .collect::<Result<Vec<_>>>()?;
+        let recovered: usize = int(it.next())?;
         let jobs = self.leased_all(it, token, "fetch reply")?;
         Ok(Fetched {
+            recovered: recovered.min(jobs.len()),
             jobs,
             next_due_ms: (next_due >= 0).then_some(next_due),
             token,
@@ -496,7 +524,8 @@ impl Broker {
                     .key(k.wake())
                     .key(k.throughput())
                     .key(k.meta())
-                    .key(k.events());
+                    .key(k.events())
+                    .key(k.recovered());
                 call.arg(lease.key())
                     .arg(member.as_slice())
                     .arg(*at_ms)

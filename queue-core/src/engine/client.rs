@@ -315,6 +315,8 @@ pub struct QueueCounts {
     pub scheduled: u64,
     /// Failed, waiting for their retry (backoff).
     pub retrying: u64,
+    /// Taken back from a lost worker, waiting to run again.
+    pub recovered: u64,
     /// Leased by a worker.
     pub active: u64,
     /// Completed and retained.
@@ -770,7 +772,8 @@ impl Client {
     /// Cancel safe (read only).
     pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
         let k = self.keys(queue)?;
-        let (pending, scheduled, retrying, active, completed, dead): (
+        let (pending, scheduled, retrying, recovered, active, completed, dead): (
+            u64,
             u64,
             u64,
             u64,
@@ -781,6 +784,7 @@ impl Client {
             .zcard(k.pending())
             .zcard(k.scheduled())
             .zcard(k.retry())
+            .zcard(k.recovered())
             .zcard(k.active())
             .zcard(k.completed())
             .zcard(k.dead())
@@ -791,6 +795,7 @@ impl Client {
             pending,
             scheduled,
             retrying,
+            recovered,
             active,
             completed,
             dead,

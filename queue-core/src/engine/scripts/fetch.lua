@@ -11,24 +11,32 @@
 -- KEYS[9]  dead sorted set
 -- KEYS[10] dead jobs hash
 -- KEYS[11] stats hash
+-- KEYS[12] recovered sorted set
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
 --          token, so a caller whose reply was lost can still claim its leases (`redeem`)
+-- ARGV[4]  the most jobs to lease from the recovered set (0..n; absent: 1)
+--
+-- Recovered jobs (taken back from a lost worker) are leased first, but at most ARGV[4] of them:
+-- a worker process asks for one only while it holds none, so a job that kills its worker
+-- process shares that process with no other recovered job.
 --
 -- A member whose header is not a job id (garbage written by a foreign producer, a truncated
 -- write) cannot be leased: no lease could name it. It goes straight to the dead set under a
 -- fresh ULID (this millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which
 -- no generator draws in practice), its bytes kept exactly as they were.
 --
--- Returns {token, next_due_ms, k, dead id x k, member...}: the fencing token shared by this
+-- Returns {token, next_due_ms, k, dead id x k, r, member...}: the fencing token shared by this
 -- batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying
--- job (-1 if none), the ids given to k dead-lettered garbage members, and the leased jobs. A
--- paused queue leases nothing (token 0).
+-- job (-1 if none), the ids given to k dead-lettered garbage members, how many of the leased
+-- jobs (the first r) came from the recovered set, and the leased jobs. A paused queue leases
+-- nothing (token 0).
 
 local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
-if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 then
-  return fail('fetch takes n in 0..' .. MAX_BATCH .. ' and a positive lease')
+local rmax = tonumber(ARGV[4] or '1')
+if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 or not rmax or rmax < 0 then
+  return fail('fetch takes n in 0..' .. MAX_BATCH .. ', a positive lease and a recovered limit >= 0')
 end
 if receipt ~= '' and string.sub(receipt, 1, 8) ~= 'receipt:' then
   return fail('fetch: a receipt field starts with receipt:')
@@ -61,12 +69,22 @@ if next_due < 0 or (next_retry >= 0 and next_retry < next_due) then
 end
 
 if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
-  return {0, next_due, 0}
+  return {0, next_due, 0, 0}
 end
 
-local popped = redis.call('ZPOPMIN', KEYS[1], n)
+local popped = {}
+if rmax > 0 then
+  popped = redis.call('ZPOPMIN', KEYS[12], math.min(rmax, n))
+end
+local recovered = #popped / 2
+if recovered < n then
+  local rest = redis.call('ZPOPMIN', KEYS[1], n - recovered)
+  for i = 1, #rest do
+    popped[#popped + 1] = rest[i]
+  end
+end
 if #popped == 0 then
-  return {0, next_due, 0}
+  return {0, next_due, 0, 0}
 end
 
 local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
@@ -81,11 +99,14 @@ local function base32(n, width)
 end
 
 -- Garbage out first, so that what is leased below is only what a lease can name.
-local good, bad = {}, {}
+local good, bad, good_recovered = {}, {}, 0
 for i = 1, #popped, 2 do
   local member = popped[i]
   if #member >= 29 and string.match(member_id(member), '^[0-9A-Z]+$') then
     good[#good + 1] = member
+    if i <= 2 * recovered then
+      good_recovered = good_recovered + 1
+    end
   else
     local seq = redis.call('HINCRBY', KEYS[5], 'garbage_seq', 1)
     local id = base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
@@ -104,6 +125,7 @@ if #good == 0 then
   for i = 1, #bad do
     out[#out + 1] = bad[i]
   end
+  out[#out + 1] = 0
   return out
 end
 
@@ -116,6 +138,7 @@ local out, leases, inflight, ids = {token, next_due, #bad}, {}, {}, {}
 for i = 1, #bad do
   out[#out + 1] = bad[i]
 end
+out[#out + 1] = good_recovered
 for i = 1, #good do
   local member = good[i]
   local id = member_id(member)
@@ -131,7 +154,7 @@ redis.call('ZADD', KEYS[3], unpack(leases))
 redis.call('HSET', KEYS[4], unpack(inflight))
 
 -- More work than this worker took: pass the signal on so another idle worker wakes up.
-if #popped == 2 * n and redis.call('ZCARD', KEYS[1]) > 0 then
+if #popped == 2 * n and (redis.call('ZCARD', KEYS[1]) > 0 or redis.call('ZCARD', KEYS[12]) > 0) then
   wake(KEYS[6])
 end
 return out

@@ -1,4 +1,7 @@
--- retry: a failed attempt runs again, now (pending) or after its backoff (the retry set).
+-- retry: a failed attempt runs again, now (pending) or after its backoff (the retry set). An
+-- attempt lost with its worker (counter `recovered`) goes to the recovered set instead, which
+-- fetch hands out at most one per worker process: if this job is what killed the worker, it
+-- kills its next one alone, and the jobs that merely shared its process are not charged again.
 -- Applied only if the caller still holds the lease (fencing).
 --
 -- KEYS[1]  active sorted set
@@ -10,6 +13,7 @@
 -- KEYS[7]  throughput hash
 -- KEYS[8]  meta hash
 -- KEYS[9]  events stream
+-- KEYS[10] recovered sorted set
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  run-at in ms (now or earlier: at once, into pending; later: into the retry set)
@@ -31,7 +35,9 @@ local id, now = record_failure(F, lease, counter, ARGV[5])
 if not id then
   return 0
 end
-if at <= now then
+if counter == 'recovered' and at <= now then
+  redis.call('ZADD', KEYS[10], 0, member)
+elseif at <= now then
   redis.call('ZADD', KEYS[3], 0, member)
 else
   redis.call('ZADD', KEYS[4], at, member)
