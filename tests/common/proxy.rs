@@ -1,6 +1,8 @@
 //! A TCP fault proxy between a client and a redis-server, inside the test process: it passes
 //! bytes through, delays them, holds them back (a blackhole: the connection stays open and
-//! silent until the partition heals), or resets connections in the middle of a reply.
+//! silent until the partition heals), strands the connections open at one instant (half-open:
+//! they never deliver again, while new connections work), or resets connections in the middle
+//! of a reply.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,9 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Replies (server-to-client chunks) still to cut short with a reset.
     resets: Arc<AtomicU64>,
+    /// Connections are numbered as accepted; those numbered below this are stranded.
+    accepted: Arc<AtomicU64>,
+    stranded: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,20 +43,33 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let fault = Arc::new(Mutex::new(Fault::None));
         let resets = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stranded = Arc::new(AtomicU64::new(0));
         let upstream = upstream.to_string();
-        let (f, r) = (fault.clone(), resets.clone());
+        let (f, r, a, s) = (
+            fault.clone(),
+            resets.clone(),
+            accepted.clone(),
+            stranded.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(carry(client, server, f.clone(), r.clone()));
+                let link = Link {
+                    number: a.fetch_add(1, Ordering::SeqCst),
+                    stranded: s.clone(),
+                };
+                tokio::spawn(carry(client, server, f.clone(), r.clone(), link));
             }
         });
         Proxy {
             addr,
             fault,
             resets,
+            accepted,
+            stranded,
             task,
         }
     }
@@ -64,6 +82,13 @@ impl Proxy {
     /// Sets the fault from now on, for open connections too.
     pub fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+
+    /// Strands every connection open now: they stay open and never deliver another byte either
+    /// way (the peer vanished without a reset), while connections opened later work.
+    pub fn strand_open_connections(&self) {
+        self.stranded
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// Resets the connection carrying each of the next `n` replies, after the reply's first
@@ -79,11 +104,28 @@ impl Drop for Proxy {
     }
 }
 
+/// One proxied connection's number, and the line below which connections are stranded.
+#[derive(Clone)]
+struct Link {
+    number: u64,
+    stranded: Arc<AtomicU64>,
+}
+
+impl Link {
+    /// Never returns once this connection is stranded.
+    async fn hold_if_stranded(&self) {
+        while self.number < self.stranded.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 async fn carry(
     client: TcpStream,
     server: TcpStream,
     fault: Arc<Mutex<Fault>>,
     resets: Arc<AtomicU64>,
+    link: Link,
 ) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
@@ -94,6 +136,7 @@ async fn carry(
     let (mut sr, mut sw) = server.into_split();
     let current = move || *fault.lock().unwrap_or_else(|p| p.into_inner());
     let up_fault = current.clone();
+    let up_link = link.clone();
     let up = async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -101,6 +144,7 @@ async fn carry(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            up_link.hold_if_stranded().await;
             // Held back while partitioned: TCP would retransmit, not drop.
             while up_fault() == Fault::Blackhole {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -120,6 +164,7 @@ async fn carry(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            link.hold_if_stranded().await;
             // Held back while partitioned: TCP would retransmit, not drop.
             while current() == Fault::Blackhole {
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -65,6 +65,37 @@ async fn a_blackholed_call_returns_within_its_deadline() {
     .await;
 }
 
+/// A half-open connection (it stays open and never delivers again, while new connections work):
+/// the call that meets it fails within its deadline plus a second, and the next call goes
+/// through at once on a fresh connection. A connection manager alone keeps a timed-out
+/// connection, so without the client's replacement every later call timed out too.
+#[tokio::test]
+async fn a_half_open_connection_is_replaced_after_one_timeout() {
+    let env = Env::start().await;
+    let proxy = Proxy::start(&env.url().replace("redis://", "")).await;
+    let deadline = Duration::from_secs(1);
+    let client = through(&env, &proxy, deadline).await;
+    client.counts("q").await.expect("a healthy call");
+    proxy.strand_open_connections();
+    let err = common::bounded(
+        deadline + Duration::from_secs(1),
+        "a call on the stranded connection",
+        async { client.counts("q").await },
+    )
+    .await
+    .expect_err("nothing comes back");
+    assert!(err.is_retryable(), "{err}");
+    // The path is fine for new connections: the very next call must succeed, bounded by its
+    // deadline too.
+    common::bounded(
+        deadline + Duration::from_secs(1),
+        "the next call, on a fresh connection",
+        async { client.counts("q").await },
+    )
+    .await
+    .expect("the next call goes through a new connection");
+}
+
 /// Connections reset in the middle of replies while producers enqueue with unique keys and
 /// retry every retryable failure: exactly one job per key, none lost.
 #[tokio::test]

@@ -73,9 +73,6 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    /// Reconnects by itself after a Redis restart or a dropped connection: the request that
-    /// hit the failure errors (callers retry), later ones go through the new connection.
-    con: ConnectionManager,
 }
 
 struct Inner {
@@ -83,6 +80,84 @@ struct Inner {
     redis: redis::Client,
     /// Queues this client has already recorded in the namespace's queue registry.
     registered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The shared connection and its generation.
+    shared: std::sync::RwLock<(u64, ConnectionManager)>,
+    manager: ConnectionManagerConfig,
+}
+
+/// The shared connection as handed to one call. The connection manager reconnects by itself
+/// after a Redis restart or a dropped connection (the request that hit the failure errors,
+/// callers retry, later ones use the new connection). It does not after a timeout, and a
+/// half-open connection (the peer or a middlebox gone without a reset) times out forever: so
+/// a timeout retires the connection, and the next calls open a fresh one. Calls still in
+/// flight on the old connection finish or time out on it.
+#[derive(Clone)]
+pub(crate) struct Con {
+    manager: ConnectionManager,
+    generation: u64,
+    inner: Arc<Inner>,
+}
+
+impl Con {
+    fn observe<T>(&self, result: &redis::RedisResult<T>) {
+        let Err(e) = result else { return };
+        if !e.is_timeout() {
+            return;
+        }
+        let mut shared = self.inner.shared.write().unwrap_or_else(|p| p.into_inner());
+        // Only the first timeout of a generation replaces it.
+        if shared.0 != self.generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(
+            self.inner.redis.clone(),
+            self.inner.manager.clone(),
+        ) {
+            Ok(fresh) => {
+                tracing::warn!(
+                    url = %crate::error::redact(&self.inner.config.url),
+                    "a Redis call timed out; the connection is replaced (it may be half-open)"
+                );
+                *shared = (self.generation + 1, fresh);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not replace a Redis connection that timed out")
+            }
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Con {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.manager.req_packed_command(cmd).await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self
+                .manager
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.manager.get_db()
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -391,15 +466,16 @@ impl Client {
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(6);
-        let con = ConnectionManager::new_lazy_with_config(redis.clone(), manager)
+        let con = ConnectionManager::new_lazy_with_config(redis.clone(), manager.clone())
             .map_err(Error::redis(&config.url))?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
                 redis,
                 registered: Default::default(),
+                shared: std::sync::RwLock::new((0, con)),
+                manager,
             }),
-            con,
         })
     }
 
@@ -421,8 +497,13 @@ impl Client {
         QueueKeys::new(&self.inner.config.namespace, queue)
     }
 
-    pub(crate) fn con(&self) -> ConnectionManager {
-        self.con.clone()
+    pub(crate) fn con(&self) -> Con {
+        let shared = self.inner.shared.read().unwrap_or_else(|p| p.into_inner());
+        Con {
+            manager: shared.1.clone(),
+            generation: shared.0,
+            inner: self.inner.clone(),
+        }
     }
 
     /// A new dedicated connection, for blocking commands that must not hold up the shared one.
