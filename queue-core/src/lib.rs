@@ -45,7 +45,8 @@ pub mod admin {
 /// `queue-worker` is built on it; applications have no reason to call it.
 pub mod broker {
     pub use crate::engine::broker::{
-        Amnesty, Broker, Cause, Completion, Fetched, Lease, Leased, Reclaimed, Settle, Waker,
+        Amnesty, Beat, Broker, Cause, Completion, Fetched, Lease, Leased, Reclaimed, Settle, Waker,
+        Watch,
     };
 }
 

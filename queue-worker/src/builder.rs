@@ -30,12 +30,14 @@ pub struct WorkerConfig {
     pub order: QueueOrder,
     /// Most jobs run at once (default 5, the original plan's `QUEUE_CONFIG`).
     pub concurrency: usize,
-    /// Lease length: a job whose worker stops heartbeating for this long is recovered.
+    /// Lease length: a job whose worker stops heartbeating for this long is recovered
+    /// (default 1.5 s).
     pub lease: Duration,
-    /// How often leases are extended (well below `lease`).
+    /// How often this worker extends its leases and looks for expired leases of any worker,
+    /// in one script call per queue (default 750 ms, half the lease: a beat may be 750 ms late
+    /// before a live worker's jobs are taken for lost, and a dead worker's jobs run again about
+    /// 0.75 to 1.6 s after it died; see docs/RELIABILITY.md).
     pub heartbeat: Duration,
-    /// How often this worker looks for expired leases of any worker.
-    pub reclaim_every: Duration,
     /// How long graceful shutdown waits for running jobs before handing them back.
     pub grace: Duration,
     /// What to keep of completed and dead jobs.
@@ -51,9 +53,8 @@ impl Default for WorkerConfig {
             queues: vec![(queue_core::wire::DEFAULT_QUEUE.to_string(), 1)],
             order: QueueOrder::Weighted,
             concurrency: 5,
-            lease: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(1),
-            reclaim_every: Duration::from_secs(1),
+            lease: Duration::from_millis(1500),
+            heartbeat: Duration::from_millis(750),
             grace: Duration::from_secs(10),
             retention: Retention::default(),
             idle_recheck: Duration::from_secs(2),
@@ -168,20 +169,19 @@ impl WorkerBuilder {
         self
     }
 
-    /// Sets the lease length (the heartbeat runs at a fifth of it, and reclaim passes at least
-    /// twice per lease).
+    /// Sets the lease length; the heartbeat becomes half of it, as in the defaults (call
+    /// [`WorkerBuilder::heartbeat`] afterwards to choose another).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
-        self.config.heartbeat = lease / 5;
-        if self.config.reclaim_every * 2 > lease {
-            self.config.reclaim_every = lease / 4;
-        }
+        self.config.heartbeat = lease / 2;
         self
     }
 
-    /// Sets how often expired leases are looked for.
-    pub fn reclaim_every(mut self, every: Duration) -> Self {
-        self.config.reclaim_every = every;
+    /// Sets how often leases are extended and expired ones looked for (at most three quarters
+    /// of the lease: what is left is how late a beat may be before a live worker's jobs are
+    /// taken for lost).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.config.heartbeat = every;
         self
     }
 
@@ -269,17 +269,11 @@ impl WorkerBuilder {
         }
         if c.lease < Duration::from_millis(100)
             || c.heartbeat.is_zero()
-            || c.heartbeat * 2 > c.lease
+            || c.heartbeat * 4 > c.lease * 3
         {
             return Err(Error::Config(
-                "lease must be at least 100 ms and the heartbeat at most half of it".into(),
-            ));
-        }
-        // Reclaim passes are also how Redis tells that someone is watching the leases: two per
-        // lease at least, or a worker alone would take its own quiet spells for an outage.
-        if c.reclaim_every.is_zero() || c.reclaim_every * 2 > c.lease {
-            return Err(Error::Config(
-                "reclaim_every must be positive and at most half the lease".into(),
+                "lease must be at least 100 ms and the heartbeat at most three quarters of it"
+                    .into(),
             ));
         }
         if self.client.url.is_empty() {

@@ -7,8 +7,10 @@
 //!   slots in one script call, spawns them; when the queues are empty it sleeps until woken;
 //! - the waker: blocks on the queues' wake lists (BLPOP, own connection) and wakes the fetch loop;
 //! - the acker: records completions in batches (one script call for all that finished meanwhile);
-//! - the heartbeat: extends the leases of running jobs;
-//! - the reclaimer: takes over expired leases of dead workers and records the lost attempt.
+//! - the heartbeat (`heartbeat.rs`, its own thread): extends the leases of running jobs and
+//!   takes over expired leases of dead workers, one script call per queue and beat;
+//! - the recoverer: records the lost attempt of each job the heartbeat took over;
+//! - the record: this worker's entry for `queue workers`, and the middlewares' flushed figures.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,8 +31,10 @@ use crate::error::Result;
 use crate::middleware::{Middleware, Next, Request};
 use crate::registry::Registry;
 
-/// How many expired leases one reclaim call takes over.
-const RECLAIM_BATCH: usize = 100;
+mod heartbeat;
+
+/// How often this worker's record (`queue workers`) is refreshed and the middlewares flush.
+const RECORD_EVERY: Duration = Duration::from_secs(5);
 
 /// A configured worker, ready to [`run`](Worker::run).
 pub struct Worker {
@@ -124,6 +128,8 @@ struct Runtime {
     queues: Vec<QueueState>,
     slots: Arc<Semaphore>,
     wake: Notify,
+    /// Asks the heartbeat for a pass now: a fetch saw an expired lease.
+    beat_now: Notify,
     counters: Counters,
     /// The recovered job this process runs, if any (queue index, lease key): a job taken back
     /// from a lost worker may be what killed it, so a process runs at most one at a time, and
@@ -187,7 +193,7 @@ impl Worker {
             in_flight: 0,
             started_ms: chrono_now_ms(),
             last_beat_ms: 0,
-            beat_every_ms: config.heartbeat.as_millis() as i64,
+            beat_every_ms: RECORD_EVERY.as_millis() as i64,
         };
         let queues = config
             .queues
@@ -214,6 +220,7 @@ impl Worker {
                 queues,
                 slots,
                 wake: Notify::new(),
+                beat_now: Notify::new(),
                 counters: Counters::default(),
                 suspect: Mutex::new(None),
             }),
@@ -293,10 +300,15 @@ impl Worker {
             let _ = stop_tx.send(true);
         });
         let waker = tokio::spawn(waker_loop(rt.clone(), stop_rx.clone()));
-        let reclaimer = tokio::spawn(reclaim_loop(rt.clone(), stop_rx.clone()));
         // The heartbeat outlives the fetch loop: jobs finishing during the grace period still
         // need their leases.
-        let heartbeat = tokio::spawn(heartbeat_loop(rt.clone(), final_rx));
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
+        let heartbeat = heartbeat::spawn(rt.clone(), stop_rx.clone(), final_rx.clone(), found_tx)
+            .map_err(|e| {
+            crate::Error::Config(format!("cannot start the heartbeat thread: {e}"))
+        })?;
+        let recoverer = tokio::spawn(recover_loop(rt.clone(), found_rx));
+        let record = tokio::spawn(record_loop(rt.clone(), final_rx));
         let acker = tokio::spawn(ack_loop(rt.clone(), ack_rx));
         let scheduler = scheduler.map(|s| tokio::spawn(s.run(stop_rx.clone())));
         tracing::info!(
@@ -342,7 +354,9 @@ impl Worker {
             }
         }
         let _ = final_tx.send(true);
-        let _ = heartbeat.await;
+        let _ = tokio::task::spawn_blocking(move || heartbeat.join()).await;
+        let _ = recoverer.await;
+        let _ = record.await;
         // Metrics counted since the last heartbeat are not lost at shutdown.
         for m in &rt.chain {
             m.flush().await;
@@ -353,7 +367,6 @@ impl Worker {
         if let Err(e) = Admin::new(rt.client.clone()).retire(&rt.identity.id).await {
             tracing::warn!(error = %e, "could not remove this worker's heartbeat record; it ages out");
         }
-        let _ = reclaimer.await;
         let _ = waker.await;
         if let Some(s) = scheduler {
             let _ = s.await;
@@ -493,6 +506,9 @@ async fn fetch_loop(
                 Ok(f) => {
                     if f.token != 0 {
                         known[qi] = f.token;
+                    }
+                    if f.expired {
+                        rt.beat_now.notify_one();
                     }
                     if !f.garbage.is_empty() {
                         // Garbage took the place of jobs: the queue is not drained, look again.
@@ -870,8 +886,9 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
     }
 }
 
-async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(rt.config.heartbeat);
+/// Refreshes this worker's record and flushes the middlewares' figures, until `stop`.
+async fn record_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(RECORD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let admin = Admin::new(rt.client.clone());
     let mut outage = Outage::default();
@@ -884,94 +901,42 @@ async fn heartbeat_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             in_flight: rt.queues.iter().map(|q| q.leases().len() as u64).sum(),
             ..rt.identity.clone()
         };
-        let mut failed = false;
-        if let Err(e) = admin.beat(&record).await {
-            failed = true;
-            outage.failed("worker heartbeat record", "", &e);
+        match admin.beat(&record).await {
+            Ok(()) => outage.ok("worker record"),
+            Err(e) => outage.failed("worker record", "", &e),
         }
         for m in &rt.chain {
             m.flush().await;
         }
-        for q in &rt.queues {
-            let held = q.held();
-            if held.is_empty() {
-                continue;
-            }
-            match q.broker.extend(&held, rt.config.lease).await {
-                Ok(still) => {
-                    for (key, ok) in held.iter().zip(still) {
-                        if !ok && q.lost(key) {
-                            tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");
-                        }
-                    }
-                }
-                Err(e) => {
-                    failed = true;
-                    outage.failed("lease heartbeat", q.broker.queue(), &e);
-                }
-            }
-        }
-        if !failed {
-            outage.ok("heartbeat");
-        }
     }
 }
 
-async fn reclaim_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(rt.config.reclaim_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut outage = Outage::default();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        for (qi, q) in rt.queues.iter().enumerate() {
-            let reclaimed = match q.broker.reclaim(RECLAIM_BATCH, rt.config.lease).await {
-                Ok(r) => {
-                    outage.ok("reclaim");
-                    r
-                }
-                Err(e) => {
-                    outage.failed("reclaim", q.broker.queue(), &e);
-                    continue;
-                }
-            };
-            if let Some(a) = reclaimed.amnesty {
-                tracing::warn!(
-                    queue = q.broker.queue(),
-                    unwatched = ?a.unwatched,
-                    leases = a.leases,
-                    "no worker reached Redis for longer than a lease (Redis frozen or restarting?): expired leases get one more lease instead of being recovered"
+/// Records the lost attempt of every job the heartbeat took over from a dead worker: it goes
+/// to the recovered set (or dead, after its last attempt). Ends with the heartbeat.
+async fn recover_loop(rt: Arc<Runtime>, mut found: mpsc::UnboundedReceiver<heartbeat::Found>) {
+    while let Some((qi, Leased { lease, job })) = found.recv().await {
+        match job {
+            Ok(job) => {
+                let message = format!(
+                    "worker lost: attempt {} stopped heartbeating and its lease expired",
+                    job.attempt()
                 );
+                tracing::warn!(id = %job.id, name = %job.name, "recovering a job whose worker was lost");
+                // The attempt is counted, and a job that keeps killing its workers ends in the
+                // dead set as `worker_lost`.
+                settle_failure(
+                    &rt,
+                    qi,
+                    &lease,
+                    job,
+                    "worker_lost",
+                    &message,
+                    Action::RetryAfter(Duration::ZERO),
+                    Cause::WorkerLost,
+                )
+                .await;
             }
-            for Leased { lease, job } in reclaimed.jobs {
-                q.hold(&lease);
-                rt.counters.recovered.fetch_add(1, Ordering::Relaxed);
-                match job {
-                    Ok(job) => {
-                        let message = format!(
-                            "worker lost: attempt {} stopped heartbeating and its lease expired",
-                            job.attempt()
-                        );
-                        tracing::warn!(id = %job.id, name = %job.name, "recovering a job whose worker was lost");
-                        // Back to the queue at once: the attempt is counted, and a job that
-                        // keeps killing its workers ends in the dead set as `worker_lost`.
-                        settle_failure(
-                            &rt,
-                            qi,
-                            &lease,
-                            job,
-                            "worker_lost",
-                            &message,
-                            Action::RetryAfter(Duration::ZERO),
-                            Cause::WorkerLost,
-                        )
-                        .await;
-                    }
-                    Err(e) => settle_undecodable(&rt, qi, lease, e).await,
-                }
-            }
+            Err(e) => settle_undecodable(&rt, qi, lease, e).await,
         }
     }
 }

@@ -72,15 +72,21 @@ fn child_worker() {
             .await
             .expect("raw");
         let _ = RAW.set(raw);
-        let worker = WorkerBuilder::new(url)
+        let mut builder = WorkerBuilder::new(url)
             .registry(common::registry(&[
                 "crash.work",
                 "crash.slow",
                 "crash.poison",
+                "crash.long",
             ]))
-            .concurrency(concurrency)
-            .lease(Duration::from_millis(lease))
-            .reclaim_every(Duration::from_millis(200).min(Duration::from_millis(lease / 4)))
+            .concurrency(concurrency);
+        // Lease 0: the defaults. Short test leases get a wide margin: a beat every fifth.
+        if lease > 0 {
+            builder = builder
+                .lease(Duration::from_millis(lease))
+                .heartbeat(Duration::from_millis(lease / 5));
+        }
+        let worker = builder
             .grace(Duration::from_secs(5))
             .build()
             .await
@@ -101,7 +107,10 @@ fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
         .env("QUEUE_CRASH_CHILD_URL", url)
         .env("QUEUE_CHILD_LEASE_MS", lease_ms.to_string())
         .env("QUEUE_CHILD_CONCURRENCY", concurrency.to_string())
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("QUEUE_CHILD_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -363,6 +372,89 @@ async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
         .await
         .expect("runs");
     assert_eq!(runs, Some(2));
+}
+
+/// Records when each run started (ms since the epoch), then runs for a minute.
+#[job(name = "crash.long")]
+async fn long(i: u32) -> Result<(), JobError> {
+    let mut con = RAW
+        .get()
+        .ok_or_else(|| JobError::retry("no raw connection"))?
+        .clone();
+    redis::cmd("RPUSH")
+        .arg(format!("crashtest:started:{i}"))
+        .arg(common::now_ms())
+        .query_async::<()>(&mut con)
+        .await?;
+    count_run(i).await?;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(())
+}
+
+/// Target 3 of the Redis-faults issue, with the default lease and heartbeat: how long after a
+/// worker's SIGKILL its job starts again on a surviving worker. The survivor is idle, so it
+/// learns of the expiry from its own beats only (the slow case). Prints each figure; asserts
+/// the bound the defaults give (the lease, or two beats and a tenth of a second, whichever is
+/// longer: 1.6 s) plus a second of slack for a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_runs_again_within_the_default_lease() {
+    let mut times = Vec::new();
+    for round in 0..5u32 {
+        // A fresh server per round: nothing of the last round's workers is left to recover.
+        let env = Env::start().await;
+        let mut raw = env.raw().await;
+        let mut victim = spawn_worker(env.url(), 0, 1);
+        env.client.enqueue::<long>(&round).await.expect("enqueue");
+        eventually(
+            Duration::from_secs(20),
+            "the victim to start the job",
+            || {
+                let mut raw = raw.clone();
+                async move { started(&mut raw, round).await.len() == 1 }
+            },
+        )
+        .await;
+        let _survivor = Guard(vec![spawn_worker(env.url(), 0, 1)]);
+        let admin = queue::admin::Admin::new(env.client.clone());
+        eventually(Duration::from_secs(20), "the survivor to run", || async {
+            admin.workers().await.map(|w| w.len()).unwrap_or(0) == 2
+        })
+        .await;
+        // Kills land anywhere in the beats' cycles, as they do in life.
+        tokio::time::sleep(Duration::from_millis(u64::from(round) * 190)).await;
+        victim.kill().expect("SIGKILL");
+        let killed = common::now_ms();
+        victim.wait().expect("reap");
+        let restarted = bounded(Duration::from_secs(30), "the re-run", async {
+            loop {
+                let s = started(&mut raw, round).await;
+                if s.len() == 2 {
+                    return s[1];
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        times.push(restarted - killed);
+    }
+    times.sort_unstable();
+    println!("recovery after SIGKILL with the default lease (ms, sorted): {times:?}");
+    for t in &times {
+        assert!(
+            *t <= 1600 + 1000,
+            "a killed worker's job ran again {t} ms after the kill"
+        );
+    }
+}
+
+async fn started(raw: &mut redis::aio::MultiplexedConnection, i: u32) -> Vec<i64> {
+    redis::cmd("LRANGE")
+        .arg(format!("crashtest:started:{i}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(raw)
+        .await
+        .expect("lrange")
 }
 
 #[job(name = "crash.poison", max_attempts = 2)]

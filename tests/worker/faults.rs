@@ -103,9 +103,7 @@ async fn a_redis_freeze_longer_than_the_lease_takes_nothing_from_live_workers() 
         .expect("enqueue");
     let running = common::start_worker(&env.client, &["fault.hold", "fault.quick"], |b| {
         // The heartbeat runs at a fifth of the lease.
-        b.queue("faults", 1)
-            .lease(LEASE)
-            .reclaim_every(Duration::from_millis(400))
+        b.queue("faults", 1).lease(LEASE).heartbeat(LEASE / 5)
     })
     .await;
     eventually(Duration::from_secs(10), "the live job to start", || async {

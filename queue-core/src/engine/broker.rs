@@ -77,6 +77,9 @@ pub struct Fetched {
     /// How many of `jobs` (the first ones) came from the recovered set: jobs taken back from a
     /// lost worker, which may be what killed it.
     pub recovered: usize,
+    /// Some worker's lease has expired: a pass now ([`Broker::beat`]) recovers its job without
+    /// waiting for the next heartbeat.
+    pub expired: bool,
 }
 
 /// How long completed and dead jobs are kept. Bounded by count and by age, so Redis memory
@@ -192,6 +195,30 @@ pub struct Reclaimed {
     /// Set when nobody had watched the leases for longer than a lease: nothing was reclaimed
     /// and the expired leases were extended instead.
     pub amnesty: Option<Amnesty>,
+}
+
+/// The watch half of a heartbeat ([`Broker::beat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    /// The most expired leases to take over (1..=1000).
+    pub limit: usize,
+    /// A pass this long after the previous pass of any worker means nobody was watching:
+    /// expired leases then get an amnesty instead of being taken over. Longer than the
+    /// heartbeat (or a lone worker's own late beat looks like an outage), and no longer than a
+    /// lease (or a Redis freeze that expired live leases goes unnoticed).
+    pub gap: Duration,
+}
+
+/// What a heartbeat did.
+#[derive(Debug)]
+pub struct Beat {
+    /// Per lease passed in, whether it is still held (false: another worker took it over).
+    pub held: Vec<bool>,
+    /// When the earliest lease of any worker expires, from now (None when no lease is held): a
+    /// lease whose owner is late, expiring before the next beat, is worth a pass at that time.
+    pub next_expiry: Option<Duration>,
+    /// The pass's result (empty without a [`Watch`]).
+    pub reclaimed: Reclaimed,
 }
 
 /// Leases extended because nobody was watching them.
@@ -369,6 +396,7 @@ impl Broker {
         let mut it = reply.into_iter();
         let token: u64 = int(it.next())?;
         let next_due: i64 = int(it.next())?;
+        let expired: i64 = int(it.next())?;
         let bad: usize = int(it.next())?;
         let garbage = it
             .by_ref()
@@ -382,6 +410,7 @@ impl Broker {
         let recovered: usize = int(it.next())?;
         let jobs = self.leased_all(it, token, "fetch reply")?;
         Ok(Fetched {
+            expired: expired == 1,
             recovered: recovered.min(jobs.len()),
             jobs,
             next_due_ms: (next_due >= 0).then_some(next_due),
@@ -600,14 +629,16 @@ impl Broker {
         Ok(applied == 1)
     }
 
-    /// Takes over up to `limit` expired leases (their worker died or stalled). The caller now
-    /// holds them and must record the lost attempt through [`Broker::fail`].
+    /// A worker's heartbeat in this queue: extends the leases in `held` (the ones this worker
+    /// still runs) for `lease`, and with `watch` also takes over expired leases of any worker,
+    /// in the same script call. The caller then holds the leases taken over and must record the
+    /// lost attempt through [`Broker::fail`] ([`Cause::WorkerLost`]).
     ///
-    /// Every worker calls this at least twice per `lease`. If the previous call of any worker
-    /// is older than `lease`, nobody was watching (Redis was frozen or restarting, or every
-    /// worker was down): expired leases then get one more lease instead of being reclaimed
+    /// Every worker passes once per heartbeat. If the previous pass of any worker is older than
+    /// [`Watch::gap`], nobody was watching (Redis was frozen or restarting, or every worker was
+    /// down): expired leases then get one more lease instead of being taken over
     /// ([`Reclaimed::amnesty`]), so live workers keep their jobs, and the jobs of workers that
-    /// really died are reclaimed one lease later.
+    /// really died are recovered one lease later.
     ///
     /// # Errors
     ///
@@ -615,19 +646,59 @@ impl Broker {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: reclaimed leases dropped by the caller expire again and are reclaimed
-    /// later, so nothing is lost, only delayed.
-    pub async fn reclaim(&self, limit: usize, lease: Duration) -> Result<Reclaimed> {
+    /// Not cancel safe: leases taken over and dropped by the caller expire again and are taken
+    /// over later, so nothing is lost, only delayed. Extending alone is idempotent.
+    pub async fn beat(
+        &self,
+        held: &[String],
+        lease: Duration,
+        watch: Option<Watch>,
+    ) -> Result<Beat> {
         let k = &self.keys;
-        let mut call = scripts().reclaim.call();
-        call.key(k.active()).key(k.inflight()).key(k.meta());
-        call.arg(limit.clamp(1, MAX_BATCH))
-            .arg(millis(lease))
-            .arg(millis(lease));
-        let reply: Vec<redis::Value> = call
-            .invoke(&mut self.client.con(), self.client.url())
-            .await?;
-        let mut it = reply.into_iter();
+        let mut still = Vec::with_capacity(held.len());
+        let mut reclaimed = None;
+        let mut next_expiry = None;
+        let mut chunks: Vec<&[String]> = held.chunks(MAX_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            // One pass per beat, with the first chunk.
+            let watch = watch.filter(|_| i == 0);
+            let mut call = scripts().beat.call();
+            call.key(k.active()).key(k.inflight()).key(k.meta());
+            call.arg(millis(lease))
+                .arg(watch.map_or(0, |w| w.limit.clamp(1, MAX_BATCH)))
+                .arg(millis(watch.map_or(lease, |w| w.gap)).max(1));
+            for l in chunk {
+                call.arg(l.as_str());
+            }
+            let reply: Vec<redis::Value> = call
+                .invoke(&mut self.client.con(), self.client.url())
+                .await?;
+            let mut it = reply.into_iter();
+            for _ in 0..chunk.len() {
+                still.push(int::<i64>(it.next())? == 1);
+            }
+            let next: i64 = int(it.next())?;
+            if i == 0 {
+                next_expiry = u64::try_from(next).ok().map(Duration::from_millis);
+            }
+            if watch.is_some() {
+                reclaimed = Some(self.reclaimed(it)?);
+            }
+        }
+        Ok(Beat {
+            held: still,
+            next_expiry,
+            reclaimed: reclaimed.unwrap_or(Reclaimed {
+                jobs: Vec::new(),
+                amnesty: None,
+            }),
+        })
+    }
+
+    fn reclaimed(&self, mut it: impl Iterator<Item = redis::Value>) -> Result<Reclaimed> {
         let token: u64 = int(it.next())?;
         if token == 0 {
             let amnesty = match (it.next(), it.next()) {
@@ -642,14 +713,30 @@ impl Broker {
                 amnesty,
             });
         }
-        let jobs = self.leased_all(it, token, "reclaim reply")?;
+        let jobs = self.leased_all(it, token, "beat reply")?;
         Ok(Reclaimed {
             jobs,
             amnesty: None,
         })
     }
 
-    /// Extends leases this worker still holds; returns, per lease, whether it is still held.
+    /// A pass without a heartbeat: takes over up to `limit` expired leases, with a watch gap
+    /// of one `lease` (see [`Broker::beat`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::beat`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::beat`].
+    pub async fn reclaim(&self, limit: usize, lease: Duration) -> Result<Reclaimed> {
+        let watch = Watch { limit, gap: lease };
+        Ok(self.beat(&[], lease, Some(watch)).await?.reclaimed)
+    }
+
+    /// A heartbeat without a pass: extends leases this worker still holds; returns, per lease,
+    /// whether it is still held.
     ///
     /// # Errors
     ///
@@ -659,19 +746,10 @@ impl Broker {
     ///
     /// Cancel safe: extending is idempotent.
     pub async fn extend(&self, leases: &[String], lease: Duration) -> Result<Vec<bool>> {
-        let mut held = Vec::with_capacity(leases.len());
-        for chunk in leases.chunks(MAX_BATCH) {
-            let mut call = scripts().extend.call();
-            call.key(self.keys.active()).arg(millis(lease));
-            for l in chunk {
-                call.arg(l.as_str());
-            }
-            let reply: Vec<i64> = call
-                .invoke(&mut self.client.con(), self.client.url())
-                .await?;
-            held.extend(reply.into_iter().map(|r| r == 1));
+        if leases.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(held)
+        Ok(self.beat(leases, lease, None).await?.held)
     }
 
     /// Hands leased jobs back to the queue without counting an attempt (graceful shutdown).

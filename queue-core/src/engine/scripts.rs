@@ -14,9 +14,9 @@ crate::script::scripts! {
         dead => ["scripts/lib/settle.lua", "scripts/dead.lua"],
         discard => ["scripts/lib/settle.lua", "scripts/discard.lua"],
         snooze => ["scripts/lib/settle.lua", "scripts/snooze.lua"],
-        reclaim => ["scripts/reclaim.lua"],
+        // The heartbeat: extends the caller's leases and takes over expired ones.
+        beat => ["scripts/beat.lua"],
         redeem => ["scripts/redeem.lua"],
-        extend => ["scripts/extend.lua"],
         requeue => ["scripts/requeue.lua"],
         watch => ["scripts/watch.lua"],
         replay => ["scripts/admin/replay.lua"],

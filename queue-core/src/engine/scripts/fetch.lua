@@ -27,11 +27,12 @@
 -- fresh ULID (this millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which
 -- no generator draws in practice), its bytes kept exactly as they were.
 --
--- Returns {token, next_due_ms, k, dead id x k, r, member...}: the fencing token shared by this
--- batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or retrying
--- job (-1 if none), the ids given to k dead-lettered garbage members, how many of the leased
--- jobs (the first r) came from the recovered set, and the leased jobs. A paused queue leases
--- nothing (token 0).
+-- Returns {token, next_due_ms, expired, k, dead id x k, r, member...}: the fencing token shared
+-- by this batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or
+-- retrying job (-1 if none), 1 when some worker's lease has expired (0 otherwise: a busy worker
+-- learns of a dead one at its next fetch, and its heartbeat takes the jobs over at once), the
+-- ids given to k dead-lettered garbage members, how many of the leased jobs (the first r) came
+-- from the recovered set, and the leased jobs. A paused queue leases nothing (token 0).
 
 local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
 local rmax = tonumber(ARGV[4] or '1')
@@ -68,8 +69,14 @@ if next_due < 0 or (next_retry >= 0 and next_retry < next_due) then
   next_due = next_retry
 end
 
+local earliest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local expired = 0
+if #earliest > 0 and tonumber(earliest[2]) < now then
+  expired = 1
+end
+
 if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
-  return {0, next_due, 0, 0}
+  return {0, next_due, expired, 0, 0}
 end
 
 local popped = {}
@@ -84,7 +91,7 @@ if recovered < n then
   end
 end
 if #popped == 0 then
-  return {0, next_due, 0, 0}
+  return {0, next_due, expired, 0, 0}
 end
 
 local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
@@ -121,7 +128,7 @@ if #bad > 0 then
   emit(KEYS[5], KEYS[8], 'dead', bad, now, 'undecodable: the member has no job id header')
 end
 if #good == 0 then
-  local out = {0, next_due, #bad}
+  local out = {0, next_due, expired, #bad}
   for i = 1, #bad do
     out[#out + 1] = bad[i]
   end
@@ -134,7 +141,7 @@ if receipt ~= '' then
   redis.call('HSET', KEYS[5], receipt, token)
 end
 local deadline = now + lease_ms
-local out, leases, inflight, ids = {token, next_due, #bad}, {}, {}, {}
+local out, leases, inflight, ids = {token, next_due, expired, #bad}, {}, {}, {}
 for i = 1, #bad do
   out[#out + 1] = bad[i]
 end
