@@ -78,6 +78,7 @@ fn child_worker() {
                 "crash.slow",
                 "crash.poison",
                 "crash.long",
+                "crash.blocking",
             ]))
             .concurrency(concurrency);
         // Lease 0: the defaults. Short test leases get a wide margin: a beat every fifth.
@@ -445,6 +446,71 @@ async fn a_killed_workers_job_runs_again_within_the_default_lease() {
             "a killed worker's job ran again {t} ms after the kill"
         );
     }
+}
+
+/// Blocks its runtime thread for 3 s (twice the default lease): what a CPU-bound handler
+/// without `spawn_blocking` does.
+#[job(name = "crash.blocking")]
+async fn blocking(i: u32) -> Result<(), JobError> {
+    count_run(i).await?;
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(())
+}
+
+/// Handlers that block every thread of their worker's runtime for twice the lease do not lose
+/// their leases: the heartbeat runs on its own thread and connection. A second worker stands by
+/// to take over any lease that expires; none does, and each job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_that_block_the_runtime_keep_their_leases() {
+    let env = Env::start().await;
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    // The child's runtime has one thread per core; as many blocking jobs as it has threads.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let blocked = spawn_worker(env.url(), 0, threads);
+    for i in 0..threads as u32 {
+        env.client.enqueue::<blocking>(&i).await.expect("enqueue");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "every blocking job to start",
+        || {
+            let mut raw = raw.clone();
+            async move {
+                let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
+                    .arg(RUNS)
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap_or_default();
+                runs.len() == threads
+            }
+        },
+    )
+    .await;
+    let _standby = Guard(vec![spawn_worker(env.url(), 0, 4)]);
+    eventually(
+        Duration::from_secs(30),
+        "every blocking job to finish",
+        || {
+            let mut raw = raw.clone();
+            let stats = keys.stats();
+            async move { stat(&mut raw, &stats, "completed").await >= threads as u64 }
+        },
+    )
+    .await;
+    let report = stop(blocked);
+    assert_eq!(
+        stat(&mut raw, &keys.stats(), "recovered").await,
+        0,
+        "{report}"
+    );
+    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
+        .arg(RUNS)
+        .query_async(&mut raw)
+        .await
+        .expect("runs");
+    assert!(runs.iter().all(|(_, r)| *r == 1), "runs {runs:?}; {report}");
+    assert!(report.contains(&format!("completed={threads}")), "{report}");
 }
 
 async fn started(raw: &mut redis::aio::MultiplexedConnection, i: u32) -> Vec<i64> {
