@@ -23,9 +23,11 @@
 -- process shares that process with no other recovered job.
 --
 -- A member whose header is not a job id (garbage written by a foreign producer, a truncated
--- write) cannot be leased: no lease could name it. It goes straight to the dead set under a
--- fresh ULID (this millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which
--- no generator draws in practice), its bytes kept exactly as they were.
+-- write) cannot be leased: no lease could name it. Nor can a member whose id another member
+-- already holds (in this batch, leased, or dead): its lease, its inflight entry or its dead
+-- entry would be the other's. Either goes straight to the dead set under a fresh ULID (this
+-- millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which no generator draws
+-- in practice), its bytes kept exactly as they were.
 --
 -- Returns {token, next_due_ms, expired, k, dead id x k, r, member...}: the fencing token shared
 -- by this batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or
@@ -106,26 +108,58 @@ local function base32(n, width)
 end
 
 -- Garbage out first, so that what is leased below is only what a lease can name.
-local good, bad, good_recovered = {}, {}, 0
+local headed, ids_of = {}, {}
 for i = 1, #popped, 2 do
   local member = popped[i]
   if #member >= 29 and string.match(member_id(member), '^[0-9A-Z]+$') then
-    good[#good + 1] = member
-    if i <= 2 * recovered then
-      good_recovered = good_recovered + 1
+    headed[#headed + 1] = i
+    ids_of[#ids_of + 1] = member_id(member)
+  end
+end
+local taken = {}
+if #ids_of > 0 then
+  local leased = redis.call('HMGET', KEYS[4], unpack(ids_of))
+  local dead = redis.call('HMGET', KEYS[10], unpack(ids_of))
+  for j = 1, #ids_of do
+    if leased[j] or dead[j] then
+      taken[ids_of[j]] = true
+    end
+  end
+end
+local good, bad, good_recovered = {}, {}, 0
+local no_header, shared = {}, {}
+local function dead_letter(member, why)
+  local seq = redis.call('HINCRBY', KEYS[5], 'garbage_seq', 1)
+  local id = base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
+  redis.call('ZADD', KEYS[9], now, id)
+  redis.call('HSET', KEYS[10], id, member)
+  bad[#bad + 1] = id
+  why[#why + 1] = id
+end
+local next_headed = 1
+for i = 1, #popped, 2 do
+  local member = popped[i]
+  if headed[next_headed] == i then
+    local id = ids_of[next_headed]
+    next_headed = next_headed + 1
+    if taken[id] then
+      dead_letter(member, shared)
+    else
+      taken[id] = true
+      good[#good + 1] = member
+      if i <= 2 * recovered then
+        good_recovered = good_recovered + 1
+      end
     end
   else
-    local seq = redis.call('HINCRBY', KEYS[5], 'garbage_seq', 1)
-    local id = base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
-    redis.call('ZADD', KEYS[9], now, id)
-    redis.call('HSET', KEYS[10], id, member)
-    bad[#bad + 1] = id
+    dead_letter(member, no_header)
   end
 end
 if #bad > 0 then
   redis.call('HINCRBY', KEYS[11], 'dead', #bad)
   redis.call('HINCRBY', KEYS[11], 'garbage', #bad)
-  emit(KEYS[5], KEYS[8], 'dead', bad, now, 'undecodable: the member has no job id header')
+  emit(KEYS[5], KEYS[8], 'dead', no_header, now, 'undecodable: the member has no job id header')
+  emit(KEYS[5], KEYS[8], 'dead', shared, now, 'undecodable: another member holds the same job id')
 end
 if #good == 0 then
   local out = {0, next_due, expired, #bad}
