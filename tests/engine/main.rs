@@ -7,3 +7,4 @@ mod common;
 mod enqueue;
 mod faults;
 mod lifecycle;
+mod model;
