@@ -16,8 +16,9 @@
 -- ARGV[4]    the pub/sub channel for awaited outcomes
 -- ARGV[...]  three values per job: lease `<id>:<token>`, encoded outcome, k (0 = no unique key)
 --
--- Returns one integer per job: 1 recorded, 0 lease lost (another worker owns the job now, or
--- it was already completed), in which case nothing about that job changed.
+-- Returns one integer per job: 1 recorded, 0 lease lost (another worker owns the job now, it
+-- was already completed, or the same lease came earlier in this call), in which case nothing
+-- about that job changed.
 
 local n, keep, age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if not n or n < 1 or n > MAX_BATCH or #ARGV ~= 4 + 3 * n or not keep or not age then
@@ -39,8 +40,10 @@ local held = redis.call('ZMSCORE', KEYS[1], unpack(leases))
 local now = now_ms()
 local out, valid, ids, done, results = {}, {}, {}, {}, {}
 local any_waiters = redis.call('ZCARD', KEYS[6]) > 0
+local seen = {}
 for i = 1, n do
-  if held[i] then
+  if held[i] and not seen[leases[i]] then
+    seen[leases[i]] = true
     out[i] = 1
     local lease, outcome, k = leases[i], ARGV[3 + i * 3], tonumber(ARGV[4 + i * 3])
     local id = lease_id(lease)
