@@ -68,6 +68,25 @@ end
 -- Lifecycle events, when the queue has them on (`events` in its meta hash): one capped stream
 -- entry and one pub/sub message (on a channel named like the stream) per call and type, listing
 -- every job the call concerns, so their cost is per batch, not per job.
+local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function base32(n, width)
+  local out = {}
+  for i = width, 1, -1 do
+    local d = n % 32
+    out[i] = string.sub(CROCKFORD, d + 1, d + 1)
+    n = math.floor(n / 32)
+  end
+  return table.concat(out)
+end
+
+-- A fresh dead-set id for a member that cannot keep its own (no id header, or its id is taken):
+-- a ULID of this millisecond whose random part is `ZZZZZZ` and a per-queue counter
+-- (`garbage_seq` in the meta hash), which no generator draws in practice.
+local function garbage_id(meta, now)
+  local seq = redis.call('HINCRBY', meta, 'garbage_seq', 1)
+  return base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
+end
+
 local EVENTS_MAXLEN = 10000
 
 local function emit(meta, stream, kind, ids, now, err)

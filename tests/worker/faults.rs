@@ -303,3 +303,57 @@ async fn garbage_in_the_pending_set_is_dead_lettered_as_it_was() {
         .expect("find");
     assert!(found.is_some());
 }
+
+/// Two members with the same valid id and envelopes that do not decode, leased one at a time
+/// (concurrency 1, so never in one batch): the second is dead-lettered under a fresh id, and
+/// both are kept, byte for byte, as stand-ins.
+#[tokio::test]
+async fn two_undecodable_members_sharing_an_id_are_both_kept() {
+    let env = Env::start().await;
+    let k = env.client.keys("faults").expect("keys");
+    let mut raw = env.raw().await;
+    let pair: [&[u8]; 2] = [
+        b"ff01JDX5Q0N3S9M2Y7A4B8C6D1E0\xc1 one",
+        b"ff01JDX5Q0N3S9M2Y7A4B8C6D1E0\xc1 two",
+    ];
+    for m in pair {
+        let _: () = redis::cmd("ZADD")
+            .arg(k.pending())
+            .arg(0)
+            .arg(m)
+            .query_async(&mut raw)
+            .await
+            .expect("zadd");
+    }
+    let running = common::start_worker(&env.client, &["fault.quick"], |b| {
+        b.queue("faults", 1).concurrency(1)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "both members to be dead",
+        || async {
+            env.client
+                .counts("faults")
+                .await
+                .is_ok_and(|c| c.dead == 2 && c.pending == 0 && c.active == 0)
+        },
+    )
+    .await;
+    running.stop().await;
+    let kept: Vec<Vec<u8>> = redis::cmd("HVALS")
+        .arg(k.dead_jobs())
+        .query_async(&mut raw)
+        .await
+        .expect("hvals");
+    let mut raw_bytes: Vec<Vec<u8>> = kept
+        .iter()
+        .map(|v| {
+            let job = queue::wire::decode_member(v, "faults").expect("a stand-in");
+            assert_eq!(job.name, queue::wire::UNDECODABLE);
+            job.args
+        })
+        .collect();
+    raw_bytes.sort();
+    assert_eq!(raw_bytes, pair.map(<[u8]>::to_vec).to_vec());
+}

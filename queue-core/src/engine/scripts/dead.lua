@@ -36,8 +36,14 @@ local id, now = record_failure(F, lease, counter, ARGV[8])
 if not id then
   return 0
 end
-redis.call('ZADD', KEYS[3], now, id)
-redis.call('HSET', KEYS[4], id, member)
+-- Another member with this id is dead already (garbage sharing an id, written by a foreign
+-- producer): both are kept, this one under a fresh id.
+local dead_id = id
+if redis.call('HEXISTS', KEYS[4], id) == 1 then
+  dead_id = garbage_id(KEYS[8], now)
+end
+redis.call('ZADD', KEYS[3], now, dead_id)
+redis.call('HSET', KEYS[4], dead_id, member)
 redis.call('HINCRBY', KEYS[5], 'dead', 1)
 trim(KEYS[3], KEYS[4], keep, age, now)
 release_unique(KEYS[10], id)

@@ -23,11 +23,10 @@
 -- process shares that process with no other recovered job.
 --
 -- A member whose header is not a job id (garbage written by a foreign producer, a truncated
--- write) cannot be leased: no lease could name it. Nor can a member whose id another member
--- already holds (in this batch, leased, or dead): its lease, its inflight entry or its dead
--- entry would be the other's. Either goes straight to the dead set under a fresh ULID (this
--- millisecond, and a random part of `ZZZZZZ` and a per-queue counter, which no generator draws
--- in practice), its bytes kept exactly as they were.
+-- write) cannot be leased: no lease could name it. Nor can a second member with the same id
+-- in one batch: its lease and inflight entry would be the first's. Either goes straight to the
+-- dead set under a fresh id (`garbage_id`), its bytes kept exactly as they were. (A member
+-- whose id is already dead is caught by `dead`, on the rare path, not here on every fetch.)
 --
 -- Returns {token, next_due_ms, expired, k, dead id x k, r, member...}: the fencing token shared
 -- by this batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or
@@ -96,52 +95,20 @@ if #popped == 0 then
   return {0, next_due, expired, 0, 0}
 end
 
-local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-local function base32(n, width)
-  local out = {}
-  for i = width, 1, -1 do
-    local d = n % 32
-    out[i] = string.sub(CROCKFORD, d + 1, d + 1)
-    n = math.floor(n / 32)
-  end
-  return table.concat(out)
-end
-
 -- Garbage out first, so that what is leased below is only what a lease can name.
-local headed, ids_of = {}, {}
-for i = 1, #popped, 2 do
-  local member = popped[i]
-  if #member >= 29 and string.match(member_id(member), '^[0-9A-Z]+$') then
-    headed[#headed + 1] = i
-    ids_of[#ids_of + 1] = member_id(member)
-  end
-end
-local taken = {}
-if #ids_of > 0 then
-  local leased = redis.call('HMGET', KEYS[4], unpack(ids_of))
-  local dead = redis.call('HMGET', KEYS[10], unpack(ids_of))
-  for j = 1, #ids_of do
-    if leased[j] or dead[j] then
-      taken[ids_of[j]] = true
-    end
-  end
-end
 local good, bad, good_recovered = {}, {}, 0
-local no_header, shared = {}, {}
+local no_header, shared, taken = {}, {}, {}
 local function dead_letter(member, why)
-  local seq = redis.call('HINCRBY', KEYS[5], 'garbage_seq', 1)
-  local id = base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
+  local id = garbage_id(KEYS[5], now)
   redis.call('ZADD', KEYS[9], now, id)
   redis.call('HSET', KEYS[10], id, member)
   bad[#bad + 1] = id
   why[#why + 1] = id
 end
-local next_headed = 1
 for i = 1, #popped, 2 do
   local member = popped[i]
-  if headed[next_headed] == i then
-    local id = ids_of[next_headed]
-    next_headed = next_headed + 1
+  local id = #member >= 29 and member_id(member)
+  if id and string.match(id, '^[0-9A-Z]+$') then
     if taken[id] then
       dead_letter(member, shared)
     else
