@@ -10,4 +10,5 @@ mod common;
 mod crash;
 mod faults;
 mod registry;
+mod restarts;
 mod runtime;
