@@ -14,12 +14,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::admin::{Admin, WorkerInfo};
-use queue_core::broker::{Broker, Cause, Completion, Lease, Leased, Settle, Waker};
+use queue_core::broker::{Broker, Cause, Completion, FetchPolicy, Lease, Leased, Settle, Waker};
 use queue_core::wire::{Job, MAX_BATCH};
 use queue_core::{Action, Client, JobContext, JobId};
 use rand::Rng;
@@ -32,6 +32,9 @@ use crate::middleware::{Middleware, Next, Request};
 use crate::registry::Registry;
 
 mod heartbeat;
+
+/// How often a busy worker's fetches look for expired leases.
+const EXPIRY_LOOK: Duration = Duration::from_millis(200);
 
 /// How often this worker's record (`queue workers`) is refreshed and the middlewares flush.
 const RECORD_EVERY: Duration = Duration::from_secs(5);
@@ -85,6 +88,10 @@ struct QueueState {
     /// gone while still running was lost, while one being settled was simply settled. Shutdown
     /// hands back what is left.
     inflight: Mutex<HashMap<String, bool>>,
+    /// Recovered jobs may wait here: set by the heartbeat (it counts them), by this worker's
+    /// recoverer and by wake-ups; cleared by a fetch that asked for one and got none. Asking
+    /// costs a command per fetch, so a busy worker asks only when told.
+    recovered_hint: AtomicBool,
 }
 
 impl QueueState {
@@ -205,6 +212,7 @@ impl Worker {
                     broker: Broker::new(client.clone(), q)?.with_receipt(&identity.id),
                     weight: *w,
                     inflight: Mutex::new(HashMap::new()),
+                    recovered_hint: AtomicBool::new(true),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -425,6 +433,9 @@ async fn fetch_loop(
     // a way that leaves its outcome unknown (the script may have run, its reply lost).
     let mut known = vec![0u64; rt.queues.len()];
     let mut unsure = vec![false; rt.queues.len()];
+    // When each queue's fetch last looked for expired leases: a few times a second is enough
+    // for a busy worker to recover a dead one's jobs at once, and each look costs a command.
+    let mut looked = vec![std::time::Instant::now(); rt.queues.len()];
     loop {
         if *stop.borrow() {
             break;
@@ -497,13 +508,28 @@ async fn fetch_loop(
                     break;
                 }
             }
-            let suspects = rt.suspects_allowed();
+            let recovered = if q.recovered_hint.load(Ordering::Relaxed) {
+                rt.suspects_allowed()
+            } else {
+                0
+            };
+            let report_expired = looked[qi].elapsed() >= EXPIRY_LOOK;
+            if report_expired {
+                looked[qi] = std::time::Instant::now();
+            }
+            let policy = FetchPolicy {
+                recovered,
+                report_expired,
+            };
             match q
                 .broker
-                .fetch_limited(want - got, suspects, rt.config.lease)
+                .fetch_with(want - got, rt.config.lease, policy)
                 .await
             {
                 Ok(f) => {
+                    if recovered > 0 && f.recovered == 0 {
+                        q.recovered_hint.store(false, Ordering::Relaxed);
+                    }
                     if f.token != 0 {
                         known[qi] = f.token;
                     }
@@ -935,6 +961,8 @@ async fn recover_loop(rt: Arc<Runtime>, mut found: mpsc::UnboundedReceiver<heart
                     Cause::WorkerLost,
                 )
                 .await;
+                rt.queues[qi].recovered_hint.store(true, Ordering::Relaxed);
+                rt.wake.notify_one();
             }
             Err(e) => settle_undecodable(&rt, qi, lease, e).await,
         }
@@ -954,6 +982,11 @@ async fn waker_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 Ok(woken) => {
                     outage.ok("waker");
                     if woken {
+                        // A wake-up may be for a recovered job (the recoverer of another
+                        // worker wakes the queue): the next fetch asks for one.
+                        for q in &rt.queues {
+                            q.recovered_hint.store(true, Ordering::Relaxed);
+                        }
                         rt.wake.notify_one();
                     }
                 }

@@ -62,6 +62,26 @@ pub struct Leased {
     pub job: Result<Job>,
 }
 
+/// What a fetch may take besides pending jobs, and what it looks for. Each costs a command per
+/// fetch, so a worker turns them on only when it has a reason to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPolicy {
+    /// The most jobs to take from the recovered set (leased first); a worker process asks for
+    /// one only while it runs none (default 1).
+    pub recovered: usize,
+    /// Report whether some worker's lease has expired ([`Fetched::expired`]; default true).
+    pub report_expired: bool,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        FetchPolicy {
+            recovered: 1,
+            report_expired: true,
+        }
+    }
+}
+
 /// What a fetch returned.
 #[derive(Debug, Default)]
 pub struct Fetched {
@@ -217,6 +237,8 @@ pub struct Beat {
     /// When the earliest lease of any worker expires, from now (None when no lease is held): a
     /// lease whose owner is late, expiring before the next beat, is worth a pass at that time.
     pub next_expiry: Option<Duration>,
+    /// How many recovered jobs wait in the queue (a worker asks fetch for one when there are).
+    pub recovered_waiting: u64,
     /// The pass's result (empty without a [`Watch`]).
     pub reclaimed: Reclaimed,
 }
@@ -291,7 +313,7 @@ impl Broker {
     /// ([`Broker::with_receipt`]) [`Broker::redeem`] hands them back, otherwise they come back
     /// when the lease expires.
     pub async fn fetch(&self, n: usize, lease: Duration) -> Result<Fetched> {
-        self.fetch_with(n, 1, lease).await
+        self.fetch_with(n, lease, FetchPolicy::default()).await
     }
 
     /// Like [`Broker::fetch`], with at most `recovered` of the `n` jobs taken from the
@@ -311,7 +333,29 @@ impl Broker {
         recovered: usize,
         lease: Duration,
     ) -> Result<Fetched> {
-        self.fetch_with(n, recovered, lease).await
+        let policy = FetchPolicy {
+            recovered,
+            ..FetchPolicy::default()
+        };
+        self.fetch_with(n, lease, policy).await
+    }
+
+    /// Like [`Broker::fetch`], with what else the fetch may take and report.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::fetch`].
+    pub async fn fetch_with(
+        &self,
+        n: usize,
+        lease: Duration,
+        policy: FetchPolicy,
+    ) -> Result<Fetched> {
+        self.fetch_inner(n, lease, policy).await
     }
 
     /// Records a receipt for every fetch under the name `worker` (unique per worker process):
@@ -371,7 +415,7 @@ impl Broker {
             .map_err(Error::redis(self.client.url()))
     }
 
-    async fn fetch_with(&self, n: usize, recovered: usize, lease: Duration) -> Result<Fetched> {
+    async fn fetch_inner(&self, n: usize, lease: Duration, policy: FetchPolicy) -> Result<Fetched> {
         let k = &self.keys;
         let mut call = scripts().fetch.call();
         call.key(k.pending())
@@ -389,7 +433,8 @@ impl Broker {
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
             .arg(self.receipt.as_deref().unwrap_or(""))
-            .arg(recovered.min(MAX_BATCH));
+            .arg(policy.recovered.min(MAX_BATCH))
+            .arg(if policy.report_expired { "1" } else { "0" });
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -658,6 +703,7 @@ impl Broker {
         let mut still = Vec::with_capacity(held.len());
         let mut reclaimed = None;
         let mut next_expiry = None;
+        let mut recovered_waiting = 0;
         let mut chunks: Vec<&[String]> = held.chunks(MAX_BATCH).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
@@ -666,7 +712,10 @@ impl Broker {
             // One pass per beat, with the first chunk.
             let watch = watch.filter(|_| i == 0);
             let mut call = scripts().beat.call();
-            call.key(k.active()).key(k.inflight()).key(k.meta());
+            call.key(k.active())
+                .key(k.inflight())
+                .key(k.meta())
+                .key(k.recovered());
             call.arg(millis(lease))
                 .arg(watch.map_or(0, |w| w.limit.clamp(1, MAX_BATCH)))
                 .arg(millis(watch.map_or(lease, |w| w.gap)).max(1));
@@ -681,8 +730,10 @@ impl Broker {
                 still.push(int::<i64>(it.next())? == 1);
             }
             let next: i64 = int(it.next())?;
+            let waiting: u64 = int(it.next())?;
             if i == 0 {
                 next_expiry = u64::try_from(next).ok().map(Duration::from_millis);
+                recovered_waiting = waiting;
             }
             if watch.is_some() {
                 reclaimed = Some(self.reclaimed(it)?);
@@ -691,6 +742,7 @@ impl Broker {
         Ok(Beat {
             held: still,
             next_expiry,
+            recovered_waiting,
             reclaimed: reclaimed.unwrap_or(Reclaimed {
                 jobs: Vec::new(),
                 amnesty: None,

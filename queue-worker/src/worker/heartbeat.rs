@@ -154,6 +154,9 @@ async fn beat_loop(
                     early = Some(early.map_or(at, |e| e.min(at)));
                 }
             }
+            if beat.recovered_waiting > 0 {
+                q.recovered_hint.store(true, Ordering::Relaxed);
+            }
             for (key, ok) in held.iter().zip(beat.held) {
                 if !ok && q.lost(key) {
                     tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");

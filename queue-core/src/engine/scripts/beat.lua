@@ -6,6 +6,7 @@
 -- KEYS[1]  active sorted set
 -- KEYS[2]  inflight hash
 -- KEYS[3]  meta hash: `watched_at`, when the last pass of any worker ran (ms); `fence`
+-- KEYS[4]  recovered sorted set
 -- ARGV[1]  lease duration in ms (for the extended leases and the caller's new ones)
 -- ARGV[2]  the most expired leases to take over (0..1000; 0: extend only, no pass)
 -- ARGV[3]  watch gap in ms: a pass this long after the previous one means nobody watched
@@ -21,9 +22,10 @@
 -- The caller's own leases are extended first, so a worker that was late never takes over its
 -- own jobs.
 --
--- Returns {held x n, next, pass...}: per lease of ARGV[4..], 1 extended or 0 lost (another
--- worker took the job over); how many ms from now the earliest lease of any worker expires
--- (-1 when none is held: the caller may schedule a pass for then); then, when a pass ran,
+-- Returns {held x n, next, waiting, pass...}: per lease of ARGV[4..], 1 extended or 0 lost
+-- (another worker took the job over); how many ms from now the earliest lease of any worker
+-- expires (-1 when none is held: the caller may schedule a pass for then); how many recovered
+-- jobs wait (so workers know to ask fetch for one); then, when a pass ran,
 -- {token, member...} (the caller's new token: its new leases are `<id>:<token>`, and the
 -- members of the jobs taken over), {0} when nothing expired, or {0, n, gap_ms} after an
 -- amnesty of n leases.
@@ -60,13 +62,11 @@ end
 -- the leases a pass takes over or forgives get a full lease.
 local function next_expiry()
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if #first == 0 then
-    return -1
-  end
-  return math.max(0, tonumber(first[2]) - now)
+  out[#out + 1] = #first == 0 and -1 or math.max(0, tonumber(first[2]) - now)
+  out[#out + 1] = redis.call('ZCARD', KEYS[4])
 end
 if limit == 0 then
-  out[#out + 1] = next_expiry()
+  next_expiry()
   return out
 end
 
@@ -89,7 +89,7 @@ if watched and now - watched > gap_ms then
       redis.call('ZADD', KEYS[1], 'XX', unpack(adds))
     end
   end
-  out[#out + 1] = next_expiry()
+  next_expiry()
   out[#out + 1] = 0
   out[#out + 1] = #stale
   out[#out + 1] = now - watched
@@ -97,7 +97,7 @@ if watched and now - watched > gap_ms then
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 if #expired == 0 then
-  out[#out + 1] = next_expiry()
+  next_expiry()
   out[#out + 1] = 0
   return out
 end
@@ -112,7 +112,7 @@ for i = 1, #expired do
     members[#members + 1] = member
   end
 end
-out[#out + 1] = next_expiry()
+next_expiry()
 out[#out + 1] = token
 for i = 1, #members do
   out[#out + 1] = members[i]

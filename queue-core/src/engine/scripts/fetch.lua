@@ -17,6 +17,8 @@
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
 --          token, so a caller whose reply was lost can still claim its leases (`redeem`)
 -- ARGV[4]  the most jobs to lease from the recovered set (0..n; absent: 1)
+-- ARGV[5]  '1' to look for expired leases (absent: '1'); each of these two costs a command per
+--          fetch, so the worker asks only when it has a reason to (see queue-worker)
 --
 -- Recovered jobs (taken back from a lost worker) are leased first, but at most ARGV[4] of them:
 -- a worker process asks for one only while it holds none, so a job that kills its worker
@@ -30,10 +32,11 @@
 --
 -- Returns {token, next_due_ms, expired, k, dead id x k, r, member...}: the fencing token shared
 -- by this batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or
--- retrying job (-1 if none), 1 when some worker's lease has expired (0 otherwise: a busy worker
--- learns of a dead one at its next fetch, and its heartbeat takes the jobs over at once), the
--- ids given to k dead-lettered garbage members, how many of the leased jobs (the first r) came
--- from the recovered set, and the leased jobs. A paused queue leases nothing (token 0).
+-- retrying job (-1 if none), 1 when some worker's lease has expired (0 otherwise, or when not
+-- asked; a busy worker learns of a dead one at a fetch, and its heartbeat takes the jobs over
+-- at once), the ids given to k dead-lettered garbage members, how many of the leased jobs (the
+-- first r) came from the recovered set, and the leased jobs. A paused queue leases nothing
+-- (token 0).
 
 local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
 local rmax = tonumber(ARGV[4] or '1')
@@ -70,10 +73,12 @@ if next_due < 0 or (next_retry >= 0 and next_retry < next_due) then
   next_due = next_retry
 end
 
-local earliest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local expired = 0
-if #earliest > 0 and tonumber(earliest[2]) < now then
-  expired = 1
+if (ARGV[5] or '1') == '1' then
+  local earliest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #earliest > 0 and tonumber(earliest[2]) < now then
+    expired = 1
+  end
 end
 
 if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
