@@ -38,25 +38,34 @@ if not lease_ms or lease_ms <= 0 or not limit or limit < 0 or limit > MAX_BATCH
 end
 local now = now_ms()
 local out = {}
+
+-- Gives each of `leases` (all in the active set) a full lease from now, in chunks: ZADD takes
+-- at most MAX_BATCH pairs per call (Lua's unpack limit).
+local function renew(leases)
+  for first = 1, #leases, MAX_BATCH do
+    local adds = {}
+    for i = first, math.min(#leases, first + MAX_BATCH - 1) do
+      adds[#adds + 1] = now + lease_ms
+      adds[#adds + 1] = leases[i]
+    end
+    redis.call('ZADD', KEYS[1], 'XX', unpack(adds))
+  end
+end
+
 if n > 0 then
   local leases = {}
   for i = 1, n do
     leases[i] = ARGV[i + 3]
   end
   local held = redis.call('ZMSCORE', KEYS[1], unpack(leases))
-  local adds = {}
+  local mine = {}
   for i = 1, n do
+    out[i] = held[i] and 1 or 0
     if held[i] then
-      out[i] = 1
-      adds[#adds + 1] = now + lease_ms
-      adds[#adds + 1] = leases[i]
-    else
-      out[i] = 0
+      mine[#mine + 1] = leases[i]
     end
   end
-  if #adds > 0 then
-    redis.call('ZADD', KEYS[1], 'XX', unpack(adds))
-  end
+  renew(mine)
 end
 -- The earliest deadline after this call's own changes: the caller's leases are extended, and
 -- the leases a pass takes over or forgives get a full lease.
@@ -74,21 +83,7 @@ local watched = tonumber(redis.call('HGET', KEYS[3], 'watched_at'))
 redis.call('HSET', KEYS[3], 'watched_at', now)
 if watched and now - watched > gap_ms then
   local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-  if #stale > 0 then
-    local adds = {}
-    for i = 1, #stale do
-      adds[#adds + 1] = now + lease_ms
-      adds[#adds + 1] = stale[i]
-      -- ZADD takes at most MAX_BATCH pairs per call (Lua's unpack limit).
-      if #adds >= 2 * MAX_BATCH then
-        redis.call('ZADD', KEYS[1], 'XX', unpack(adds))
-        adds = {}
-      end
-    end
-    if #adds > 0 then
-      redis.call('ZADD', KEYS[1], 'XX', unpack(adds))
-    end
-  end
+  renew(stale)
   next_expiry()
   out[#out + 1] = 0
   out[#out + 1] = #stale
