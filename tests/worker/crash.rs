@@ -145,6 +145,24 @@ fn stop(mut child: Child) -> String {
         .unwrap_or(out)
 }
 
+/// How many times each job (by argument) started, from the handlers' own count.
+async fn all_runs(raw: &mut redis::aio::MultiplexedConnection) -> Vec<(u32, u32)> {
+    redis::cmd("HGETALL")
+        .arg(RUNS)
+        .query_async(raw)
+        .await
+        .expect("runs")
+}
+
+async fn runs_of(raw: &mut redis::aio::MultiplexedConnection, i: u32) -> Option<u32> {
+    redis::cmd("HGET")
+        .arg(RUNS)
+        .arg(i)
+        .query_async(raw)
+        .await
+        .expect("runs")
+}
+
 async fn stat(raw: &mut redis::aio::MultiplexedConnection, key: &str, field: &str) -> u64 {
     redis::cmd("HGET")
         .arg(key)
@@ -271,11 +289,7 @@ async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
         u64::from(n),
         "each job completed exactly once"
     );
-    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
-        .arg(RUNS)
-        .query_async(&mut raw)
-        .await
-        .expect("runs");
+    let runs: Vec<(u32, u32)> = all_runs(&mut raw).await;
     assert_eq!(runs.len(), n as usize, "every job ran");
     let twice: Vec<u32> = runs
         .iter()
@@ -366,12 +380,7 @@ async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
         1,
         "completed exactly once"
     );
-    let runs: Option<u32> = redis::cmd("HGET")
-        .arg(RUNS)
-        .arg(7)
-        .query_async(&mut raw)
-        .await
-        .expect("runs");
+    let runs: Option<u32> = runs_of(&mut raw, 7).await;
     assert_eq!(runs, Some(2));
 }
 
@@ -504,11 +513,7 @@ async fn handlers_that_block_the_runtime_keep_their_leases() {
         0,
         "{report}"
     );
-    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
-        .arg(RUNS)
-        .query_async(&mut raw)
-        .await
-        .expect("runs");
+    let runs: Vec<(u32, u32)> = all_runs(&mut raw).await;
     assert!(runs.iter().all(|(_, r)| *r == 1), "runs {runs:?}; {report}");
     assert!(report.contains(&format!("completed={threads}")), "{report}");
 }
@@ -564,12 +569,7 @@ async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_as_worker_lost() {
         "{reason}"
     );
     let mut raw = env.raw().await;
-    let runs: Option<u32> = redis::cmd("HGET")
-        .arg(RUNS)
-        .arg(99)
-        .query_async(&mut raw)
-        .await
-        .expect("runs");
+    let runs: Option<u32> = runs_of(&mut raw, 99).await;
     assert_eq!(runs, Some(2), "ran exactly max_attempts times");
     let dead = env.client.dead_jobs("default", 1).await.expect("dead");
     assert_eq!(
@@ -703,11 +703,7 @@ async fn a_poison_job_takes_no_normal_job_down_twice() {
         worst <= 1,
         "a normal job was charged {worst} lost attempts: it shared a process with the poison job twice"
     );
-    let runs: Vec<(u32, u32)> = redis::cmd("HGETALL")
-        .arg(RUNS)
-        .query_async(&mut raw)
-        .await
-        .expect("runs");
+    let runs: Vec<(u32, u32)> = all_runs(&mut raw).await;
     let runs: std::collections::HashMap<u32, u32> = runs.into_iter().collect();
     assert_eq!(runs.get(&9999), Some(&2), "the poison job ran twice");
     assert!(
