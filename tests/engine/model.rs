@@ -949,15 +949,15 @@ impl Case {
         Ok((expired, all))
     }
 
-    /// What the next pass does: an amnesty for every expired lease after an outage, else the
+    /// What the next pass does: after an outage, an amnesty for every lease (expired, or
+    /// expiring within a lease: with leases of one length, every lease held); else the
     /// take-over of the first `limit` expired leases.
     fn pass(&self, limit: usize) -> R<Pass> {
-        let (expired, all) = self.expired(if self.m.unwatched { usize::MAX } else { limit })?;
-        Ok(if self.m.unwatched {
-            Pass::Amnesty(expired.into_iter().map(|(_, i)| i).collect())
-        } else {
-            Pass::TakeOver(expired, all)
-        })
+        if self.m.unwatched {
+            return Ok(Pass::Amnesty(self.m.in_states(&[Where::Active])));
+        }
+        let (expired, all) = self.expired(limit)?;
+        Ok(Pass::TakeOver(expired, all))
     }
 
     async fn reclaim(&mut self, limit: usize, settle: bool) -> R {
@@ -1061,7 +1061,7 @@ impl Case {
         let expected = match pass {
             Pass::TakeOver(expected, _) => expected,
             Pass::Amnesty(ix) => {
-                // Nobody watched: every expired lease gets one more lease, none is taken over.
+                // Nobody watched: every lease gets a full lease, none is taken over.
                 self.m.unwatched = false;
                 let a = r
                     .amnesty

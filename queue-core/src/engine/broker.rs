@@ -246,7 +246,7 @@ pub struct Beat {
 /// Leases extended because nobody was watching them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Amnesty {
-    /// How many expired leases got one more lease.
+    /// How many leases (expired, or expiring within a lease) got a full lease from now.
     pub leases: u64,
     /// How long no reclaim pass had run (how long Redis, or every worker, was away).
     pub unwatched: Duration,

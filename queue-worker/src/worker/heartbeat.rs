@@ -25,6 +25,9 @@ const RECLAIM_BATCH: usize = 100;
 /// The closest two passes may follow each other when fetches report expired leases.
 const MIN_SPACING: Duration = Duration::from_millis(100);
 
+/// The first pause before a failed beat is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+
 /// How late a beat must be before its worker's lease counts as late: beyond scheduling noise.
 const LATE: Duration = Duration::from_millis(100);
 
@@ -112,6 +115,9 @@ async fn beat_loop(
     let mut next = Instant::now();
     let mut early: Option<Instant> = None;
     let mut last = Instant::now();
+    // After a failed beat, the next try comes soon (50 ms, doubling up to a beat): a beat
+    // missed to a short outage must land before the lease it extends runs out.
+    let mut retry = RETRY_FIRST;
     loop {
         let at = early.map_or(next, |e| e.min(next));
         tokio::select! {
@@ -178,7 +184,12 @@ async fn beat_loop(
                 let _ = found.send((qi, leased));
             }
         }
-        if !failed {
+        if failed {
+            let at = jittered(retry).min(every);
+            early = Some(early.map_or(now + at, |e| e.min(now + at)));
+            retry = (retry * 2).min(every);
+        } else {
+            retry = RETRY_FIRST;
             outage.ok("heartbeat");
         }
     }

@@ -14,10 +14,12 @@
 --
 -- Every worker passes once per heartbeat, and the gap is longer than a heartbeat. When the
 -- previous pass is older than the gap, nobody was watching (Redis was frozen or restarting, or
--- every worker was down), so an expired lease says nothing about its worker: instead of being
--- taken over, every expired lease gets one more lease from now (an amnesty). Live workers
--- extend theirs meanwhile; the leases of workers that really died expire again and are taken
--- over one lease later.
+-- every worker was down), so a lease's deadline says nothing about its worker: instead of being
+-- taken over, every lease that expired or would expire within a lease gets a full lease from
+-- now (an amnesty). Live workers need that long to reconnect and beat again (a lease that
+-- expires a moment after Redis returns would otherwise be taken from a worker that is still
+-- reconnecting); the leases of workers that really died expire again and are taken over one
+-- lease later.
 --
 -- The caller's own leases are extended first, so a worker that was late never takes over its
 -- own jobs.
@@ -82,7 +84,7 @@ end
 local watched = tonumber(redis.call('HGET', KEYS[3], 'watched_at'))
 redis.call('HSET', KEYS[3], 'watched_at', now)
 if watched and now - watched > gap_ms then
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + lease_ms)
   renew(stale)
   next_expiry()
   out[#out + 1] = 0
