@@ -105,14 +105,34 @@ impl Scheduler {
     }
 
     /// Trims every queue's retained jobs by count and age (queues that are idle never reach the
-    /// trimming done on completion), prunes session indexes, then runs the registered tasks.
+    /// trimming done on completion), drops the fetch receipts of dead workers, prunes session
+    /// indexes, then runs the registered tasks.
     async fn maintain(&self) {
         let admin = Admin::new(self.client.clone());
+        let now = chrono::Utc::now().timestamp_millis();
+        // Without the worker records, no receipt is known to be dead: none is dropped.
+        let live: Option<std::collections::HashSet<String>> = match admin.workers().await {
+            Ok(ws) => Some(
+                ws.into_iter()
+                    .filter(|w| w.alive(now))
+                    .map(|w| w.id)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "maintenance cannot list workers");
+                None
+            }
+        };
         match admin.queues().await {
             Ok(queues) => {
                 for q in queues {
                     if let Err(e) = admin.trim(&q, &self.retention).await {
                         tracing::warn!(queue = %q, error = %e, "maintenance trim failed");
+                    }
+                    if let Some(live) = &live {
+                        if let Err(e) = admin.prune_receipts(&q, live).await {
+                            tracing::warn!(queue = %q, error = %e, "maintenance: receipt pruning failed");
+                        }
                     }
                 }
             }

@@ -500,3 +500,43 @@ async fn requeue_hands_jobs_back_without_counting_an_attempt() {
         .expect("decodes");
     assert_eq!(again.attempt(), 1);
 }
+
+/// A dead worker's fetch receipt is dropped by maintenance; a live worker's stays.
+#[tokio::test]
+async fn receipts_of_dead_workers_are_pruned() {
+    let env = Env::start().await;
+    for name in ["w-live", "w-dead"] {
+        let broker = Broker::new(env.client.clone(), "default")
+            .expect("broker")
+            .with_receipt(name);
+        env.client.enqueue_job(job(1)).await.expect("enqueue");
+        assert_eq!(broker.fetch(1, LEASE).await.expect("fetch").jobs.len(), 1);
+    }
+    let keys = env.client.keys("default").expect("keys");
+    let raw = env.raw().await;
+    let meta = keys.meta();
+    let receipts = |mut raw: redis::aio::MultiplexedConnection| {
+        let meta = meta.clone();
+        async move {
+            let mut fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(meta)
+                .query_async(&mut raw)
+                .await
+                .expect("hkeys");
+            fields.retain(|f| f.starts_with("receipt:"));
+            fields.sort();
+            fields
+        }
+    };
+    assert_eq!(
+        receipts(raw.clone()).await,
+        ["receipt:w-dead", "receipt:w-live"]
+    );
+    let live: std::collections::HashSet<String> = ["w-live".to_string()].into();
+    let admin = queue::admin::Admin::new(env.client.clone());
+    assert_eq!(
+        admin.prune_receipts("default", &live).await.expect("prune"),
+        1
+    );
+    assert_eq!(receipts(raw).await, ["receipt:w-live"]);
+}

@@ -773,6 +773,47 @@ impl Admin {
         call.invoke(&mut self.client.con(), self.client.url()).await
     }
 
+    /// Removes the fetch receipts (`receipt:<worker id>` in the queue's meta hash) of workers not
+    /// in `live`: a worker that dies leaves its receipt behind, and a receipt is only of use to
+    /// its own worker, within a lease of its last fetch. Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (a live worker whose receipt is removed writes it again at its next fetch).
+    pub async fn prune_receipts(
+        &self,
+        queue: &str,
+        live: &std::collections::HashSet<String>,
+    ) -> Result<u64> {
+        let k = self.client.keys(queue)?;
+        let mut con = self.client.con();
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(k.meta())
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        let gone: Vec<&String> = fields
+            .iter()
+            .filter(|f| {
+                f.strip_prefix("receipt:")
+                    .is_some_and(|worker| !live.contains(worker))
+            })
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        redis::cmd("HDEL")
+            .arg(k.meta())
+            .arg(&gone)
+            .query_async(&mut con)
+            .await
+            .map_err(rerr(&self.client))
+    }
+
     /// Every worker that sent a heartbeat in the last hour, newest first.
     ///
     /// # Errors
