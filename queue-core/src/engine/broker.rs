@@ -394,7 +394,8 @@ impl Broker {
     }
 
     /// Removes this worker's receipt (graceful shutdown); a worker that died leaves a field of a
-    /// few bytes behind in the queue's meta hash.
+    /// few bytes behind in the queue's meta hash, until maintenance drops it
+    /// ([`Admin::prune_receipts`](crate::admin::Admin::prune_receipts)).
     ///
     /// # Errors
     ///
