@@ -31,12 +31,12 @@ pub struct WorkerConfig {
     /// Most jobs run at once (default 5, the original plan's `QUEUE_CONFIG`).
     pub concurrency: usize,
     /// Lease length: a job whose worker stops heartbeating for this long is recovered
-    /// (default 1.5 s).
+    /// (default 1.8 s).
     pub lease: Duration,
     /// How often this worker extends its leases and looks for expired leases of any worker,
-    /// in one script call per queue (default 750 ms, half the lease: a beat may be 750 ms late
-    /// before a live worker's jobs are taken for lost, and a dead worker's jobs run again about
-    /// 0.75 to 1.6 s after it died; see docs/RELIABILITY.md).
+    /// in one script call per queue (default 600 ms, a third of the lease: a beat may be 1.2 s
+    /// late before a live worker's jobs are taken for lost, and a dead worker's jobs run again
+    /// at most a lease after it died; see docs/RELIABILITY.md).
     pub heartbeat: Duration,
     /// How long graceful shutdown waits for running jobs before handing them back.
     pub grace: Duration,
@@ -53,8 +53,8 @@ impl Default for WorkerConfig {
             queues: vec![(queue_core::wire::DEFAULT_QUEUE.to_string(), 1)],
             order: QueueOrder::Weighted,
             concurrency: 5,
-            lease: Duration::from_millis(1500),
-            heartbeat: Duration::from_millis(750),
+            lease: Duration::from_millis(1800),
+            heartbeat: Duration::from_millis(600),
             grace: Duration::from_secs(10),
             retention: Retention::default(),
             idle_recheck: Duration::from_secs(2),
@@ -169,17 +169,17 @@ impl WorkerBuilder {
         self
     }
 
-    /// Sets the lease length; the heartbeat becomes half of it, as in the defaults (call
+    /// Sets the lease length; the heartbeat becomes a third of it, as in the defaults (call
     /// [`WorkerBuilder::heartbeat`] afterwards to choose another).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
-        self.config.heartbeat = lease / 2;
+        self.config.heartbeat = lease / 3;
         self
     }
 
-    /// Sets how often leases are extended and expired ones looked for (at most three quarters
-    /// of the lease: what is left is how late a beat may be before a live worker's jobs are
-    /// taken for lost).
+    /// Sets how often leases are extended and expired ones looked for (at most 40% of the
+    /// lease: what is left is how late a beat may be before a live worker's jobs are taken for
+    /// lost, and it must exceed the watch gap that tells a Redis outage from a dead worker).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.config.heartbeat = every;
         self
@@ -269,11 +269,10 @@ impl WorkerBuilder {
         }
         if c.lease < Duration::from_millis(100)
             || c.heartbeat.is_zero()
-            || c.heartbeat * 4 > c.lease * 3
+            || c.heartbeat * 5 > c.lease * 2
         {
             return Err(Error::Config(
-                "lease must be at least 100 ms and the heartbeat at most three quarters of it"
-                    .into(),
+                "lease must be at least 100 ms and the heartbeat at most 40% of it".into(),
             ));
         }
         if self.client.url.is_empty() {

@@ -137,6 +137,10 @@ struct Runtime {
     wake: Notify,
     /// Asks the heartbeat for a pass now: a fetch saw an expired lease.
     beat_now: Notify,
+    /// When the worker's runtime last ran a task (ms since `started`): the heartbeat's view of
+    /// whether this process can still run the jobs it would take over.
+    pulse: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
     counters: Counters,
     /// The recovered job this process runs, if any (queue index, lease key): a job taken back
     /// from a lost worker may be what killed it, so a process runs at most one at a time, and
@@ -229,6 +233,8 @@ impl Worker {
                 slots,
                 wake: Notify::new(),
                 beat_now: Notify::new(),
+                pulse: AtomicU64::new(0),
+                started: std::time::Instant::now(),
                 counters: Counters::default(),
                 suspect: Mutex::new(None),
             }),
@@ -303,18 +309,26 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (final_tx, final_rx) = watch::channel(false);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        // The heartbeat outlives the fetch loop: jobs finishing during the grace period still
+        // need their leases. It starts first (nothing else is running yet if it cannot).
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let heartbeat = heartbeat::spawn(
+            rt.clone(),
+            stop_rx.clone(),
+            final_rx.clone(),
+            found_tx,
+            ready_tx,
+        )
+        .map_err(|e| crate::Error::Config(format!("cannot start the heartbeat thread: {e}")))?;
         let stopper = tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         let waker = tokio::spawn(waker_loop(rt.clone(), stop_rx.clone()));
-        // The heartbeat outlives the fetch loop: jobs finishing during the grace period still
-        // need their leases.
-        let (found_tx, found_rx) = mpsc::unbounded_channel();
-        let heartbeat = heartbeat::spawn(rt.clone(), stop_rx.clone(), final_rx.clone(), found_tx)
-            .map_err(|e| {
-            crate::Error::Config(format!("cannot start the heartbeat thread: {e}"))
-        })?;
+        // The runtime's pulse: the heartbeat stops watching other workers' leases when it stops
+        // (their jobs would be taken over by a process that cannot run them).
+        let pulse = tokio::spawn(pulse_loop(rt.clone(), final_rx.clone()));
         let recoverer = tokio::spawn(recover_loop(rt.clone(), found_rx));
         let record = tokio::spawn(record_loop(rt.clone(), final_rx));
         let acker = tokio::spawn(ack_loop(rt.clone(), ack_rx));
@@ -329,6 +343,14 @@ impl Worker {
         let queue_names: Vec<String> = rt.config.queues.iter().map(|(q, _)| q.clone()).collect();
         if let Err(e) = rt.client.register_queues(&queue_names).await {
             tracing::warn!(error = %e, "could not register the queues (operators will not list them)");
+        }
+        // Leases are fetched once the heartbeat can keep them (bounded: a heartbeat that cannot
+        // connect keeps trying, and the leases then expire and are recovered, as after a crash).
+        if tokio::time::timeout(rt.config.lease * 3, ready_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the heartbeat has no connection yet; fetching anyway");
         }
         let mut tasks = JoinSet::new();
         fetch_loop(&rt, &mut tasks, ack_tx, stop_rx).await;
@@ -365,6 +387,7 @@ impl Worker {
         let _ = tokio::task::spawn_blocking(move || heartbeat.join()).await;
         let _ = recoverer.await;
         let _ = record.await;
+        let _ = pulse.await;
         // Metrics counted since the last heartbeat are not lost at shutdown.
         for m in &rt.chain {
             m.flush().await;
@@ -909,6 +932,31 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
                 q.release(c.lease.key());
             }
         }
+    }
+}
+
+/// How often the runtime's pulse is taken.
+const PULSE_EVERY: Duration = Duration::from_millis(100);
+
+/// Marks the runtime alive every [`PULSE_EVERY`], until `stop`.
+async fn pulse_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(PULSE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        rt.pulse
+            .store(rt.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// How long since the worker's runtime last ran its pulse task.
+    fn stalled_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.pulse.load(Ordering::Relaxed)))
     }
 }
 

@@ -405,7 +405,7 @@ async fn long(i: u32) -> Result<(), JobError> {
 /// worker's SIGKILL its job starts again on a surviving worker. The survivor is idle, so it
 /// learns of the expiry from its own beats only (the slow case). Prints each figure; asserts
 /// the bound the defaults give (the lease, or two beats and a tenth of a second, whichever is
-/// longer: 1.6 s) plus a second of slack for a loaded machine.
+/// longer: 1.8 s) plus a second of slack for a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_job_runs_again_within_the_default_lease() {
     let mut times = Vec::new();
@@ -451,7 +451,7 @@ async fn a_killed_workers_job_runs_again_within_the_default_lease() {
     println!("recovery after SIGKILL with the default lease (ms, sorted): {times:?}");
     for t in &times {
         assert!(
-            *t <= 1600 + 1000,
+            *t <= 1800 + 1000,
             "a killed worker's job ran again {t} ms after the kill"
         );
     }

@@ -709,9 +709,11 @@ impl Broker {
         if chunks.is_empty() {
             chunks.push(&[]);
         }
+        let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            // One pass per beat, with the first chunk.
-            let watch = watch.filter(|_| i == 0);
+            // One pass per beat, with the last chunk: every lease of this worker is extended
+            // before it, so a late worker never takes over its own jobs.
+            let watch = watch.filter(|_| i == last);
             let mut call = scripts().beat.call();
             call.key(k.active())
                 .key(k.inflight())
@@ -732,7 +734,7 @@ impl Broker {
             }
             let next: i64 = int(it.next())?;
             let waiting: u64 = int(it.next())?;
-            if i == 0 {
+            if i == last {
                 next_expiry = u64::try_from(next).ok().map(Duration::from_millis);
                 recovered_waiting = waiting;
             }

@@ -4,8 +4,9 @@
 //! It runs on its own OS thread, with its own single-threaded runtime and its own Redis
 //! connection. A handler that blocks the worker's runtime (CPU-bound work without
 //! `spawn_blocking`, a blocking client) delays its own job, but cannot silence the heartbeat:
-//! with a 1.5 s lease and a beat every 750 ms, a beat may be 750 ms late, and that margin must
-//! not depend on what the handlers do. Jobs taken over from dead workers are handed to the worker's
+//! with a 1.8 s lease and a beat every 600 ms, a beat may be 1.2 s late, and that margin must
+//! not depend on what the handlers do. (A runtime that stops for good is another matter: see
+//! `WEDGED`.) Jobs taken over from dead workers are handed to the worker's
 //! runtime, which records their lost attempt.
 
 use std::sync::atomic::Ordering;
@@ -24,6 +25,12 @@ const RECLAIM_BATCH: usize = 100;
 
 /// The closest two passes may follow each other when fetches report expired leases.
 const MIN_SPACING: Duration = Duration::from_millis(100);
+
+/// A runtime that has not run its pulse task for this long is wedged (a deadlock, a loop that
+/// never yields on every thread): the heartbeat stops extending this worker's leases, so other
+/// workers recover the jobs, as if the process had died. Handlers that block for a while (the
+/// reason the heartbeat has its own thread) come back well within it.
+const WEDGED: Duration = Duration::from_secs(30);
 
 /// The first pause before a failed beat is tried again.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -45,6 +52,7 @@ pub(super) fn spawn(
     stopping: watch::Receiver<bool>,
     done: watch::Receiver<bool>,
     found: mpsc::UnboundedSender<Found>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("queue-heartbeat".into())
@@ -59,16 +67,19 @@ pub(super) fn spawn(
                     return;
                 }
             };
-            runtime.block_on(beat_loop(rt, stopping, done, found));
+            runtime.block_on(beat_loop(rt, stopping, done, found, ready));
         })
 }
 
 /// The watch gap: longer than a beat (a lone worker's next pass comes one beat later, maybe a
-/// little late), shorter than a lease (a Redis freeze long enough to expire live leases must
-/// be noticed): halfway between.
+/// little late), shorter than the margin `lease - beat` (a Redis freeze or restart long enough
+/// to make a live worker miss the beats that keep its lease must be noticed: a shorter one
+/// cannot expire a live lease). A third of the margin past the beat: with the heartbeat at a
+/// third of the lease, 1.67 beats against a margin of 2 (the builder keeps the beat at most
+/// 40% of the lease, so the gap stays below the margin).
 fn gap(rt: &Runtime) -> Duration {
     let (beat, lease) = (rt.config.heartbeat, rt.config.lease);
-    beat + lease.saturating_sub(beat) / 2
+    beat + lease.saturating_sub(beat) / 3
 }
 
 async fn beat_loop(
@@ -76,11 +87,18 @@ async fn beat_loop(
     stopping: watch::Receiver<bool>,
     mut done: watch::Receiver<bool>,
     found: mpsc::UnboundedSender<Found>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut outage = Outage::default();
-    // Its own connection, driven by this thread's runtime.
+    // Its own connection, driven by this thread's runtime. A beat must fail well within the
+    // margin (`lease - beat`) so that its retry still lands in time: the client's default
+    // reply timeout (10 s) would outlast every lease.
+    let margin = rt.config.lease.saturating_sub(rt.config.heartbeat);
+    let mut config = rt.client.config().clone();
+    config.response_timeout = config.response_timeout.min(margin / 2);
+    config.connect_timeout = config.connect_timeout.min(margin / 2);
     let client = loop {
-        match Client::connect_with(rt.client.config().clone()).await {
+        match Client::connect_with(config.clone()).await {
             Ok(c) => break c,
             Err(e) => {
                 outage.failed("heartbeat connection", "", &e);
@@ -107,6 +125,8 @@ async fn beat_loop(
         limit: RECLAIM_BATCH,
         gap: gap(&rt),
     };
+    let _ = ready.send(());
+    let mut wedged = false;
     let every = rt.config.heartbeat;
     // A lease expiring sooner than this from a beat belongs to a worker that missed its own
     // beat (it would have pushed the deadline a lease away): worth a pass when it expires,
@@ -138,8 +158,21 @@ async fn beat_loop(
         if now >= next {
             next = now + every;
         }
-        // A worker shutting down keeps its own leases, and takes over no one else's.
-        let watching = (!*stopping.borrow()).then_some(watch);
+        // A worker shutting down keeps its own leases, and takes over no one else's; nor does
+        // one whose runtime is not running (it could not run what it took over). One whose
+        // runtime is wedged lets its own leases go.
+        let stalled = rt.stalled_for();
+        if stalled > WEDGED {
+            if !wedged {
+                tracing::error!(stalled = ?stalled, "the worker's runtime has not run for {WEDGED:?}: its leases are left to expire, and other workers recover its jobs");
+                wedged = true;
+            }
+            next = now + every;
+            continue;
+        }
+        wedged = false;
+        let runtime_alive = stalled < every * 2;
+        let watching = (!*stopping.borrow() && runtime_alive).then_some(watch);
         let mut failed = false;
         for (qi, (q, broker)) in rt.queues.iter().zip(&brokers).enumerate() {
             let held = q.held();
@@ -162,13 +195,15 @@ async fn beat_loop(
             }
             if beat.recovered_waiting > 0 {
                 q.recovered_hint.store(true, Ordering::Relaxed);
+                // An idle fetch loop waits for a wake-up: this is one.
+                rt.wake.notify_one();
             }
             for (key, ok) in held.iter().zip(beat.held) {
                 if !ok && q.lost(key) {
                     tracing::warn!(lease = %key, "lease lost (the worker stalled past its lease); the job was recovered elsewhere");
                 }
             }
-            if let Some(a) = beat.reclaimed.amnesty {
+            if let Some(a) = beat.reclaimed.amnesty.filter(|a| a.leases > 0) {
                 tracing::warn!(
                     queue = broker.queue(),
                     unwatched = ?a.unwatched,

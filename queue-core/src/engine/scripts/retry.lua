@@ -35,7 +35,9 @@ local id, now = record_failure(F, lease, counter, ARGV[5])
 if not id then
   return 0
 end
-if counter == 'recovered' and at <= now then
+-- A recovered job goes to the recovered set whatever its run-at says: the caller's clock may
+-- run ahead of Redis's, and a job taken back from a lost worker must not slip into pending.
+if counter == 'recovered' then
   redis.call('ZADD', KEYS[10], 0, member)
 elseif at <= now then
   redis.call('ZADD', KEYS[3], 0, member)
