@@ -131,6 +131,24 @@ impl QueueKeys {
     pub fn done_channel(&self) -> String {
         self.key("done")
     }
+    /// Hash of the workers watching this queue: owner prefix (see `Broker`) -> liveness record
+    /// `<since>:<confirmed>:<beat_at>:<suspect_at>:<channel>` (see `beat.lua`).
+    pub fn watchers(&self) -> String {
+        self.key("watchers")
+    }
+    /// Sorted set of the lease tokens each worker may hold (score 0, member = owner prefix +
+    /// token), so the leases of a worker whose connection closed can be found.
+    pub fn owners(&self) -> String {
+        self.key("owners")
+    }
+    /// Pub/sub channel a worker stays subscribed to while it lives: its subscriber count drops
+    /// to 0 the moment the worker's process dies and the kernel closes its socket. `session`
+    /// counts the worker's subscriptions: a channel name is never subscribed twice, so one seen
+    /// alive and then empty really closed (a Redis restart drops every subscription at once,
+    /// and the worker then subscribes under a new name). The worker id is escaped.
+    pub fn alive_channel(&self, worker: &str, session: u64) -> String {
+        self.key(&format!("alive:{}:{session}", escape(worker)))
+    }
     /// Every key of the queue except the idempotency keys (which live under
     /// `<namespace>:{<queue>}:unique:*`).
     pub fn all_fixed(&self) -> Vec<String> {
@@ -149,6 +167,8 @@ impl QueueKeys {
             self.stats(),
             self.wake(),
             self.waiters(),
+            self.watchers(),
+            self.owners(),
             self.throughput(),
             self.cron(),
             self.events(),

@@ -45,8 +45,8 @@ pub mod admin {
 /// `queue-worker` is built on it; applications have no reason to call it.
 pub mod broker {
     pub use crate::engine::broker::{
-        Amnesty, Beat, Broker, Cause, Completion, FetchPolicy, Fetched, Lease, Leased, Reclaimed,
-        Settle, Waker, Watch,
+        Alive, Amnesty, Beat, Broker, Cause, Completion, FetchPolicy, Fetched, Lease, Leased,
+        Presence, Reclaimed, Settle, Waker, Watch,
     };
 }
 

@@ -17,6 +17,18 @@ local function lease_id(lease)
   return string.match(lease, '^(.*):%d+$')
 end
 
+local function lease_token(lease)
+  return string.match(lease, ':(%d+)$')
+end
+
+-- A worker's owner prefix is `<len>:<worker>:`, the length making it injective: no worker's
+-- prefix is the start of another's, so a lexicographic range of the owners set holds exactly
+-- one worker's tokens.
+local function owner_prefix_ok(p)
+  local len, rest = string.match(p, '^(%d+):(.*)$')
+  return len ~= nil and #rest == tonumber(len) + 1 and string.sub(rest, -1) == ':'
+end
+
 -- Batches are capped by the client so that `unpack` stays far below Lua's stack limit.
 local MAX_BATCH = 1000
 

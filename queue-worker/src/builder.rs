@@ -31,12 +31,13 @@ pub struct WorkerConfig {
     /// Most jobs run at once (default 5, the original plan's `QUEUE_CONFIG`).
     pub concurrency: usize,
     /// Lease length: a job whose worker stops heartbeating for this long is recovered
-    /// (default 1.8 s).
+    /// (default 3 s). A worker whose process dies is found out sooner, the moment its
+    /// connection closes (its jobs run again within about a heartbeat); the lease is for a
+    /// worker that stalls or loses its network.
     pub lease: Duration,
-    /// How often this worker extends its leases and looks for expired leases of any worker,
-    /// in one script call per queue (default 600 ms, a third of the lease: a beat may be 1.2 s
-    /// late before a live worker's jobs are taken for lost, and a dead worker's jobs run again
-    /// at most a lease after it died; see docs/RELIABILITY.md).
+    /// How often this worker extends its leases and looks for workers that are gone, in one
+    /// script call per queue (default 1 s, a third of the lease: a beat may be 2 s late before
+    /// a live worker's jobs are taken for lost; see docs/RELIABILITY.md).
     pub heartbeat: Duration,
     /// How long graceful shutdown waits for running jobs before handing them back.
     pub grace: Duration,
@@ -53,8 +54,8 @@ impl Default for WorkerConfig {
             queues: vec![(queue_core::wire::DEFAULT_QUEUE.to_string(), 1)],
             order: QueueOrder::Weighted,
             concurrency: 5,
-            lease: Duration::from_millis(1800),
-            heartbeat: Duration::from_millis(600),
+            lease: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(1),
             grace: Duration::from_secs(10),
             retention: Retention::default(),
             idle_recheck: Duration::from_secs(2),

@@ -36,8 +36,12 @@ mod heartbeat;
 /// How often a busy worker's fetches look for expired leases.
 const EXPIRY_LOOK: Duration = Duration::from_millis(200);
 
+/// How long the waker's BLPOP blocks before it is sent again: an idle worker's only steady
+/// command besides its heartbeat. Stopping does not wait for it (the call is dropped).
+const WAKER_BLOCK: Duration = Duration::from_secs(5);
+
 /// How often this worker's record (`queue workers`) is refreshed and the middlewares flush.
-const RECORD_EVERY: Duration = Duration::from_secs(5);
+const RECORD_EVERY: Duration = Duration::from_secs(10);
 
 /// A configured worker, ready to [`run`](Worker::run).
 pub struct Worker {
@@ -92,6 +96,9 @@ struct QueueState {
     /// recoverer and by wake-ups; cleared by a fetch that asked for one and got none. Asking
     /// costs a command per fetch, so a busy worker asks only when told.
     recovered_hint: AtomicBool,
+    /// The highest lease token whose jobs this worker holds or has held (raised after they are
+    /// in `inflight`): the heartbeat's horizon (`Presence::horizon`).
+    horizon: AtomicU64,
 }
 
 impl QueueState {
@@ -217,6 +224,7 @@ impl Worker {
                     weight: *w,
                     inflight: Mutex::new(HashMap::new()),
                     recovered_hint: AtomicBool::new(true),
+                    horizon: AtomicU64::new(0),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -330,7 +338,6 @@ impl Worker {
         // (their jobs would be taken over by a process that cannot run them).
         let pulse = tokio::spawn(pulse_loop(rt.clone(), final_rx.clone()));
         let recoverer = tokio::spawn(recover_loop(rt.clone(), found_rx));
-        let record = tokio::spawn(record_loop(rt.clone(), final_rx));
         let acker = tokio::spawn(ack_loop(rt.clone(), ack_rx));
         let scheduler = scheduler.map(|s| tokio::spawn(s.run(stop_rx.clone())));
         tracing::info!(
@@ -352,6 +359,9 @@ impl Worker {
         {
             tracing::warn!("the heartbeat has no connection yet; fetching anyway");
         }
+        // The record (`queue workers`) once the heartbeat watches: a worker listed there can
+        // tell the deaths of the others.
+        let record = tokio::spawn(record_loop(rt.clone(), final_rx));
         let mut tasks = JoinSet::new();
         fetch_loop(&rt, &mut tasks, ack_tx, stop_rx).await;
 
@@ -498,6 +508,7 @@ async fn fetch_loop(
                         let mut back = Vec::new();
                         for leased in orphans {
                             q.hold(&leased.lease);
+                            q.horizon.fetch_max(leased.lease.token, Ordering::Relaxed);
                             match permits.pop() {
                                 Some(permit) => {
                                     tasks.spawn(run_job(
@@ -571,6 +582,7 @@ async fn fetch_loop(
                     };
                     for (i, leased) in f.jobs.into_iter().enumerate() {
                         q.hold(&leased.lease);
+                        q.horizon.fetch_max(leased.lease.token, Ordering::Relaxed);
                         if i < f.recovered {
                             rt.suspect(qi, &leased.lease);
                         }
@@ -1026,7 +1038,7 @@ async fn waker_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             return;
         }
         tokio::select! {
-            r = waker.wait(Duration::from_secs(1)) => match r {
+            r = waker.wait(WAKER_BLOCK) => match r {
                 Ok(woken) => {
                     outage.ok("waker");
                     if woken {

@@ -7,4 +7,5 @@ mod common;
 mod enqueue;
 mod faults;
 mod lifecycle;
+mod liveness;
 mod model;

@@ -402,12 +402,14 @@ async fn long(i: u32) -> Result<(), JobError> {
 }
 
 /// Target 3 of the Redis-faults issue, with the default lease and heartbeat: how long after a
-/// worker's SIGKILL its job starts again on a surviving worker. The survivor is idle, so it
-/// learns of the expiry from its own beats only (the slow case). Prints each figure; asserts
-/// the bound the defaults give (the lease, or two beats and a tenth of a second, whichever is
-/// longer: 1.8 s) plus a second of slack for a loaded machine.
+/// worker's SIGKILL its job starts again on a surviving worker. The survivor is idle and has
+/// just joined, so it learns of the death from its own beats only (the slow case): the kill
+/// closes the victim's liveness connection, the survivor's next pass (within a beat, 1 s)
+/// finds its channel empty, the one after (250 ms later) takes the job over. Prints each
+/// figure; asserts the issue's bound, 2 s, which leaves 650 ms for a loaded machine. (The
+/// lease, 3 s, plays no part: it is for workers that stall.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_workers_job_runs_again_within_the_default_lease() {
+async fn a_killed_workers_job_runs_again_within_two_seconds() {
     let mut times = Vec::new();
     for round in 0..5u32 {
         // A fresh server per round: nothing of the last round's workers is left to recover.
@@ -448,10 +450,10 @@ async fn a_killed_workers_job_runs_again_within_the_default_lease() {
         times.push(restarted - killed);
     }
     times.sort_unstable();
-    println!("recovery after SIGKILL with the default lease (ms, sorted): {times:?}");
+    println!("recovery after SIGKILL with the defaults (ms, sorted): {times:?}");
     for t in &times {
         assert!(
-            *t <= 1800 + 1000,
+            *t <= 2000,
             "a killed worker's job ran again {t} ms after the kill"
         );
     }
@@ -715,4 +717,80 @@ async fn a_poison_job_takes_no_normal_job_down_twice() {
         1000,
         "every normal job completed once"
     );
+}
+
+/// Target 3's cost: what an idle worker serving one queue sends Redis, by command, over ten
+/// seconds of MONITOR (top-level commands only; the commands a script runs inside are not the
+/// worker's). The heartbeat is one script call a second; the record (`queue workers`) one
+/// pipeline of four commands every ten seconds. The other idle traffic is the waker's BLPOP
+/// (one per 5 s timeout) and the fetch loop's safety-net look (every `idle_recheck`, here
+/// 60 s so that it stays out of the window). Prints the table; asserts the heartbeat's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_beats_once_a_second() {
+    use futures_util::StreamExt;
+    let env = Env::start().await;
+    let worker = common::start_worker(&env.client, &["crash.long"], |b| {
+        b.idle_recheck(Duration::from_secs(60))
+    })
+    .await;
+    let admin = queue::admin::Admin::new(env.client.clone());
+    eventually(Duration::from_secs(20), "the worker to run", || async {
+        admin.workers().await.map(|w| w.len()).unwrap_or(0) == 1
+    })
+    .await;
+    let mut monitor = redis::Client::open(env.url())
+        .expect("url")
+        .get_async_monitor()
+        .await
+        .expect("monitor");
+    let window = Duration::from_secs(10);
+    let mut counts: std::collections::BTreeMap<String, u32> = Default::default();
+    let mut messages = monitor.on_message::<String>();
+    let _ = tokio::time::timeout(window, async {
+        while let Some(line) = messages.next().await {
+            // `<time> [<db> <client>] "<command>" "<arg>"...`; a script's own calls show
+            // `[<db> lua]`.
+            let Some((client, rest)) = line.split_once("] ") else {
+                continue;
+            };
+            if client.ends_with("lua") {
+                continue;
+            }
+            let mut args = rest.split(' ').map(|a| a.trim_matches('"'));
+            let command = args.next().unwrap_or_default().to_lowercase();
+            let what = if command == "evalsha" || command == "eval" {
+                // Scripts by their first key: the beat's is the active set, the fetch's the
+                // pending set.
+                let first_key = args.nth(2).unwrap_or_default();
+                let suffix = first_key.rsplit(':').next().unwrap_or_default();
+                format!("script on {suffix}")
+            } else {
+                command
+            };
+            *counts.entry(what).or_default() += 1;
+        }
+    })
+    .await;
+    drop(messages);
+    let _ = worker.stop().await;
+    let secs = window.as_secs_f64();
+    println!("an idle worker's commands over {secs} s:");
+    let mut total = 0;
+    for (what, n) in &counts {
+        println!("  {what:<28} {n:>4}  ({:.2}/s)", f64::from(*n) / secs);
+        total += n;
+    }
+    println!("  {:<28} {total:>4}  ({:.2}/s)", "all", f64::from(total) / secs);
+    let beats = counts.get("script on active").copied().unwrap_or(0);
+    // At most one a second, and the window's edges: never the 1.67 a second of a 600 ms beat.
+    // (A loaded machine makes beats late, so fewer: no lower bound but one.)
+    assert!(
+        (1..=12).contains(&beats),
+        "{beats} heartbeat calls in {secs} s: {counts:?}"
+    );
+    let record = ["hset", "hmset", "pexpire", "zadd", "zremrangebyscore"]
+        .iter()
+        .map(|c| counts.get(*c).copied().unwrap_or(0))
+        .sum::<u32>();
+    assert!(record <= 8, "{record} record commands in {secs} s: {counts:?}");
 }

@@ -239,8 +239,76 @@ pub struct Beat {
     pub next_expiry: Option<Duration>,
     /// How many recovered jobs wait in the queue (a worker asks fetch for one when there are).
     pub recovered_waiting: u64,
+    /// Whether this worker's liveness channel has its subscriber (false without a
+    /// [`Presence`] channel; when a channel was given, false means the subscription is gone
+    /// and should be made again, under a new session).
+    pub present: bool,
     /// The pass's result (empty without a [`Watch`]).
     pub reclaimed: Reclaimed,
+}
+
+/// A worker's liveness subscription: one connection subscribed to its channel in every queue
+/// it serves ([`Broker::alive_channel`]). Redis drops the subscriptions the moment the
+/// connection closes, which is how other workers learn that this one died.
+pub struct Alive {
+    messages: redis::aio::PubSubStream,
+}
+
+impl std::fmt::Debug for Alive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alive").finish_non_exhaustive()
+    }
+}
+
+impl Alive {
+    /// Opens the connection and subscribes to `channels`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call closes its connection.
+    pub async fn subscribe(client: &Client, channels: &[String]) -> Result<Alive> {
+        let mut pubsub = client.pubsub().await?;
+        let timeout = client.config().response_timeout;
+        let subscribed = tokio::time::timeout(timeout, pubsub.subscribe(channels)).await;
+        match subscribed {
+            Ok(r) => r.map_err(Error::redis(client.url()))?,
+            Err(_) => {
+                return Err(Error::unreachable(
+                    client.url(),
+                    format!("no subscription within {timeout:?}"),
+                ))
+            }
+        }
+        Ok(Alive {
+            messages: pubsub.into_on_message(),
+        })
+    }
+
+    /// Resolves when the connection has closed (nothing is ever published on the channels).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn closed(&mut self) {
+        use futures_util::StreamExt;
+        while self.messages.next().await.is_some() {}
+    }
+}
+
+/// A worker's presence in a heartbeat ([`Broker::beat_as`]): its liveness subscription, so
+/// other workers can recover its jobs the moment its process dies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence<'a> {
+    /// The channel ([`Broker::alive_channel`]) this worker's liveness connection is subscribed
+    /// to, None while that connection is down.
+    pub channel: Option<&'a str>,
+    /// The highest lease token of this queue whose fetch reply this worker has processed: its
+    /// tokens up to it that it no longer holds are forgotten.
+    pub horizon: u64,
 }
 
 /// Leases extended because nobody was watching them.
@@ -270,6 +338,10 @@ pub struct Broker {
     keys: QueueKeys,
     /// The caller's receipt field in the queue's meta hash, when it asked for one.
     receipt: Option<String>,
+    /// The worker id given to [`Broker::with_receipt`].
+    worker: Option<String>,
+    /// Its owner prefix `<len>:<worker>:` in the watchers hash and the owners set.
+    owner: Option<String>,
 }
 
 impl Broker {
@@ -284,6 +356,8 @@ impl Broker {
             client,
             keys,
             receipt: None,
+            worker: None,
+            owner: None,
         })
     }
 
@@ -361,8 +435,13 @@ impl Broker {
     /// Records a receipt for every fetch under the name `worker` (unique per worker process):
     /// if a fetch's reply is lost with its connection, [`Broker::redeem`] hands its leases back
     /// to the worker instead of leaving them to expire as lost attempts.
+    ///
+    /// The same name makes this worker's fetches record their tokens under it, for the liveness
+    /// check of [`Broker::beat_as`].
     pub fn with_receipt(mut self, worker: &str) -> Broker {
         self.receipt = Some(format!("receipt:{worker}"));
+        self.owner = Some(format!("{}:{worker}:", worker.len()));
+        self.worker = Some(worker.to_string());
         self
     }
 
@@ -430,12 +509,14 @@ impl Broker {
             .key(k.dead())
             .key(k.dead_jobs())
             .key(k.stats())
-            .key(k.recovered());
+            .key(k.recovered())
+            .key(k.owners());
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
             .arg(self.receipt.as_deref().unwrap_or(""))
             .arg(policy.recovered.min(MAX_BATCH))
-            .arg(if policy.report_expired { "1" } else { "0" });
+            .arg(if policy.report_expired { "1" } else { "0" })
+            .arg(self.owner.as_deref().unwrap_or(""));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -676,9 +757,14 @@ impl Broker {
     }
 
     /// A worker's heartbeat in this queue: extends the leases in `held` (the ones this worker
-    /// still runs) for `lease`, and with `watch` also takes over expired leases of any worker,
-    /// in the same script call. The caller then holds the leases taken over and must record the
-    /// lost attempt through [`Broker::fail`] ([`Cause::WorkerLost`]).
+    /// still runs) for `lease`, and with `watch` also takes over the leases of workers that are
+    /// gone, in the same script call. The caller then holds the leases taken over and must
+    /// record the lost attempt through [`Broker::fail`] ([`Cause::WorkerLost`]).
+    ///
+    /// A worker is gone when its lease expired, or (with [`Presence`], for a broker made
+    /// [`Broker::with_receipt`]) at once when its liveness channel lost its subscriber: its
+    /// process died and the kernel closed its connection (see `beat.lua` for why a Redis
+    /// restart, which drops every subscription, is not taken for deaths).
     ///
     /// Every worker passes once per heartbeat. If the previous pass of any worker is older than
     /// [`Watch::gap`], nobody was watching (Redis was frozen or restarting, or every worker was
@@ -700,11 +786,36 @@ impl Broker {
         lease: Duration,
         watch: Option<Watch>,
     ) -> Result<Beat> {
+        self.beat_as(held, lease, watch, None).await
+    }
+
+    /// [`Broker::beat`] with this worker's [`Presence`] (ignored without
+    /// [`Broker::with_receipt`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::beat`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Broker::beat`].
+    pub async fn beat_as(
+        &self,
+        held: &[String],
+        lease: Duration,
+        watch: Option<Watch>,
+        presence: Option<Presence<'_>>,
+    ) -> Result<Beat> {
         let k = &self.keys;
+        let (owner, channel, horizon) = match (&self.owner, presence) {
+            (Some(o), Some(p)) => (o.as_str(), p.channel.unwrap_or(""), p.horizon),
+            _ => ("", "", 0),
+        };
         let mut still = Vec::with_capacity(held.len());
         let mut reclaimed = None;
         let mut next_expiry = None;
         let mut recovered_waiting = 0;
+        let mut present = false;
         let mut chunks: Vec<&[String]> = held.chunks(MAX_BATCH).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
@@ -718,10 +829,15 @@ impl Broker {
             call.key(k.active())
                 .key(k.inflight())
                 .key(k.meta())
-                .key(k.recovered());
+                .key(k.recovered())
+                .key(k.watchers())
+                .key(k.owners());
             call.arg(millis(lease))
                 .arg(watch.map_or(0, |w| w.limit.clamp(1, MAX_BATCH)))
-                .arg(millis(watch.map_or(lease, |w| w.gap)).max(1));
+                .arg(millis(watch.map_or(lease, |w| w.gap)).max(1))
+                .arg(owner)
+                .arg(channel)
+                .arg(horizon);
             for l in chunk {
                 call.arg(l.as_str());
             }
@@ -734,9 +850,11 @@ impl Broker {
             }
             let next: i64 = int(it.next())?;
             let waiting: u64 = int(it.next())?;
+            let up: i64 = int(it.next())?;
             if i == last {
                 next_expiry = u64::try_from(next).ok().map(Duration::from_millis);
                 recovered_waiting = waiting;
+                present = up == 1;
             }
             if watch.is_some() {
                 reclaimed = Some(self.reclaimed(it)?);
@@ -746,11 +864,48 @@ impl Broker {
             held: still,
             next_expiry,
             recovered_waiting,
+            present,
             reclaimed: reclaimed.unwrap_or(Reclaimed {
                 jobs: Vec::new(),
                 amnesty: None,
             }),
         })
+    }
+
+    /// Removes this worker's liveness record and lease tokens (graceful shutdown, once it holds
+    /// no lease): its channel may then close without anyone looking for its jobs. A worker that
+    /// dies leaves them to the first pass that sees its channel empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn leave(&self) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        redis::pipe()
+            .hdel(self.keys.watchers(), owner)
+            .ignore()
+            .cmd("ZREMRANGEBYLEX")
+            .arg(self.keys.owners())
+            .arg(format!("[{owner}"))
+            .arg(format!("({owner};"))
+            .ignore()
+            .query_async::<()>(&mut self.client.con())
+            .await
+            .map_err(Error::redis(self.client.url()))
+    }
+
+    /// The liveness channel of this worker's `session`-th subscription (None without
+    /// [`Broker::with_receipt`]).
+    pub fn alive_channel(&self, session: u64) -> Option<String> {
+        self.worker
+            .as_deref()
+            .map(|w| self.keys.alive_channel(w, session))
     }
 
     fn reclaimed(&self, mut it: impl Iterator<Item = redis::Value>) -> Result<Reclaimed> {

@@ -490,6 +490,18 @@ impl Client {
         &self.inner.config.url
     }
 
+    /// A new pub/sub connection (its own socket), within the connect timeout.
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        let timeout = self.inner.config.connect_timeout;
+        match tokio::time::timeout(timeout, self.inner.redis.get_async_pubsub()).await {
+            Ok(r) => r.map_err(Error::redis(self.url())),
+            Err(_) => Err(Error::unreachable(
+                self.url(),
+                format!("no pub/sub connection within {timeout:?}"),
+            )),
+        }
+    }
+
     /// The keys of `queue` in this client's namespace.
     ///
     /// # Errors
@@ -736,12 +748,7 @@ impl Client {
     /// Cancel safe: the registration expires by itself.
     pub async fn wait_for(&self, queue: &str, id: &JobId, timeout: Duration) -> Result<Outcome> {
         let keys = self.keys(queue)?;
-        let mut pubsub = self
-            .inner
-            .redis
-            .get_async_pubsub()
-            .await
-            .map_err(Error::redis(self.url()))?;
+        let mut pubsub = self.pubsub().await?;
         pubsub
             .subscribe(keys.done_channel())
             .await

@@ -1,21 +1,28 @@
-//! The heartbeat: once per beat and queue, one script call (`Broker::beat`) extends this
-//! worker's leases and takes over the expired leases of any worker.
+//! The heartbeat: once per beat and queue, one script call (`Broker::beat_as`) extends this
+//! worker's leases and takes over the leases of workers that are gone.
 //!
 //! It runs on its own OS thread, with its own single-threaded runtime and its own Redis
-//! connection. A handler that blocks the worker's runtime (CPU-bound work without
+//! connections. A handler that blocks the worker's runtime (CPU-bound work without
 //! `spawn_blocking`, a blocking client) delays its own job, but cannot silence the heartbeat:
-//! with a 1.8 s lease and a beat every 600 ms, a beat may be 1.2 s late, and that margin must
+//! with a 3 s lease and a beat every second, a beat may be 2 s late, and that margin must
 //! not depend on what the handlers do. (A runtime that stops for good is another matter: see
 //! `WEDGED`.) Jobs taken over from dead workers are handed to the worker's
 //! runtime, which records their lost attempt.
+//!
+//! The same thread keeps the worker's liveness subscription (`Alive`): a connection that only
+//! exists, subscribed to this worker's channel in each queue. When the process dies, the kernel
+//! closes it, Redis drops the subscription, and the next beat of any other worker sees the
+//! channel empty and takes the jobs over: recovery within about a beat, whatever the lease.
+//! The lease stays the answer for a worker that stalls or loses its network, whose connection
+//! Redis still sees open.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use queue_core::broker::{Broker, Leased, Watch};
+use queue_core::broker::{Alive, Broker, Leased, Presence, Watch};
 use queue_core::Client;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::{jittered, Outage, Runtime};
@@ -37,6 +44,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 
 /// How late a beat must be before its worker's lease counts as late: beyond scheduling noise.
 const LATE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two tries of the liveness subscription.
+const SUBSCRIBE_BACKOFF: Duration = Duration::from_millis(400);
 
 /// A job whose lease another worker lost, now held by this worker: queue index and lease.
 pub(super) type Found = (usize, Leased);
@@ -112,8 +122,8 @@ async fn beat_loop(
     let brokers: Vec<Broker> = match rt
         .queues
         .iter()
-        .map(|q| Broker::new(client.clone(), q.broker.queue()))
-        .collect()
+        .map(|q| Ok(Broker::new(client.clone(), q.broker.queue())?.with_receipt(&rt.identity.id)))
+        .collect::<queue_core::Result<Vec<_>>>()
     {
         Ok(b) => b,
         Err(e) => {
@@ -125,7 +135,27 @@ async fn beat_loop(
         limit: RECLAIM_BATCH,
         gap: gap(&rt),
     };
-    let _ = ready.send(());
+    // The liveness subscription: its session number while it holds, None while it is down.
+    let (session_tx, session) = watch::channel(None);
+    let again = Arc::new(Notify::new());
+    let channels: Vec<Broker> = brokers.clone();
+    let alive = tokio::spawn(alive_loop(
+        rt.clone(),
+        client.clone(),
+        channels,
+        session_tx,
+        again.clone(),
+    ));
+    // The first beat carries the subscription if it comes within half the margin (it may
+    // not: the beats go on without it, and the lease covers this worker meanwhile): its pass
+    // then vouches at once for the workers it sees alive, so it can tell their deaths.
+    {
+        let mut session = session.clone();
+        let _ = tokio::time::timeout(margin / 2, session.wait_for(Option::is_some)).await;
+    }
+    // Sent after the first round of beats: the worker fetches (and shows in `queue workers`)
+    // once its heartbeat watches.
+    let mut ready = Some(ready);
     let mut wedged = false;
     let every = rt.config.heartbeat;
     // A lease expiring sooner than this from a beat belongs to a worker that missed its own
@@ -150,7 +180,7 @@ async fn beat_loop(
                     continue;
                 }
             }
-            _ = done.changed() => return,
+            _ = done.changed() => break,
         }
         let now = Instant::now();
         last = now;
@@ -174,12 +204,20 @@ async fn beat_loop(
         let runtime_alive = stalled < every * 2;
         let watching = (!*stopping.borrow() && runtime_alive).then_some(watch);
         let mut failed = false;
+        let sub = *session.borrow();
         for (qi, (q, broker)) in rt.queues.iter().zip(&brokers).enumerate() {
+            // The horizon before the leases: a token at or below it has its leases in `held`.
+            let horizon = q.horizon.load(Ordering::Relaxed);
             let held = q.held();
-            if held.is_empty() && watching.is_none() {
-                continue;
-            }
-            let beat = match broker.beat(&held, rt.config.lease, watching).await {
+            let channel = sub.and_then(|n| broker.alive_channel(n));
+            let presence = Presence {
+                channel: channel.as_deref(),
+                horizon,
+            };
+            let beat = match broker
+                .beat_as(&held, rt.config.lease, watching, Some(presence))
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     failed = true;
@@ -192,6 +230,11 @@ async fn beat_loop(
                 if at < next && watching.is_some() {
                     early = Some(early.map_or(at, |e| e.min(at)));
                 }
+            }
+            if channel.is_some() && !beat.present && *session.borrow() == sub {
+                // Redis no longer has the subscription this worker believes it holds (a
+                // restart it has not noticed yet, a connection half-closed): make a new one.
+                again.notify_one();
             }
             if beat.recovered_waiting > 0 {
                 q.recovered_hint.store(true, Ordering::Relaxed);
@@ -213,11 +256,15 @@ async fn beat_loop(
             }
             for leased in beat.reclaimed.jobs {
                 q.hold(&leased.lease);
+                q.horizon.fetch_max(leased.lease.token, Ordering::Relaxed);
                 rt.counters.recovered.fetch_add(1, Ordering::Relaxed);
                 // Sent while the worker runs (the receiver lives until this thread ends); were it
                 // gone, the lease would expire and another worker recover the job.
                 let _ = found.send((qi, leased));
             }
+        }
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
         }
         if failed {
             let at = jittered(retry).min(every);
@@ -226,6 +273,57 @@ async fn beat_loop(
         } else {
             retry = RETRY_FIRST;
             outage.ok("heartbeat");
+        }
+    }
+    // Shutdown: this worker holds no lease any more. It leaves the watchers before its
+    // subscription closes, so nobody looks for its jobs (there are none; it would be a wasted
+    // scan). A leave that fails is harmless: the first pass that sees the channel empty finds
+    // no lease of this worker and forgets it.
+    for broker in &brokers {
+        let left = tokio::time::timeout(margin, broker.leave()).await;
+        if !matches!(left, Ok(Ok(()))) {
+            tracing::debug!(queue = broker.queue(), "could not leave the watchers; the first pass that sees this worker gone forgets it");
+        }
+    }
+    alive.abort();
+}
+
+/// Keeps the liveness subscription: subscribes (under a new session number each time, so a
+/// channel name is never subscribed twice), publishes the session to the beat loop, and starts
+/// over when the connection closes or a beat finds the subscription gone. Each change asks for
+/// a beat at once: a new subscription is confirmed, a lost one withdrawn (so that other workers
+/// do not take this worker's jobs for a dead one's while it subscribes again).
+async fn alive_loop(
+    rt: Arc<Runtime>,
+    client: Client,
+    brokers: Vec<Broker>,
+    session: watch::Sender<Option<u64>>,
+    again: Arc<Notify>,
+) {
+    let mut outage = Outage::default();
+    let mut n = 0u64;
+    let mut pause = RETRY_FIRST;
+    loop {
+        n += 1;
+        let channels: Vec<String> = brokers.iter().filter_map(|b| b.alive_channel(n)).collect();
+        match Alive::subscribe(&client, &channels).await {
+            Ok(mut alive) => {
+                outage.ok("liveness subscription");
+                pause = RETRY_FIRST;
+                let _ = session.send(Some(n));
+                rt.beat_now.notify_one();
+                tokio::select! {
+                    _ = alive.closed() => {}
+                    _ = again.notified() => {}
+                }
+                let _ = session.send(None);
+                rt.beat_now.notify_one();
+            }
+            Err(e) => {
+                outage.failed("liveness subscription", "", &e);
+                tokio::time::sleep(jittered(pause)).await;
+                pause = (pause * 2).min(SUBSCRIBE_BACKOFF);
+            }
         }
     }
 }

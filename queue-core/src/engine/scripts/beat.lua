@@ -1,16 +1,40 @@
 -- beat: a worker's heartbeat, and its watch over every worker's leases. Extends the leases the
--- caller still holds, then (when asked) takes over leases that expired: their worker died or
--- stalled, and the caller records the lost attempt through `retry`/`dead` (counter
--- `recovered`). One call per queue per heartbeat does both, so watching costs nothing extra.
+-- caller still holds, keeps the caller's liveness record, then (when asked) takes over the
+-- leases of workers that are gone: those whose liveness channel emptied (their process died
+-- and the kernel closed its socket), and any lease that expired (its worker stalled, or lost
+-- its network). The caller records the lost attempt through `retry`/`dead` (counter
+-- `recovered`). One call per queue per heartbeat does all of it.
 --
 -- KEYS[1]  active sorted set
 -- KEYS[2]  inflight hash
--- KEYS[3]  meta hash: `watched_at`, when the last pass of any worker ran (ms); `fence`
+-- KEYS[3]  meta hash: `watched_at`, when the last pass of any worker ran (ms); `fence`;
+--          `liveness`, a counter of liveness sessions
 -- KEYS[4]  recovered sorted set
+-- KEYS[5]  watchers hash: owner prefix -> `<since>:<confirmed>:<beat_at>:<suspect_at>:<channel>`
+-- KEYS[6]  owners sorted set: owner prefix + token, per lease token a worker may hold
 -- ARGV[1]  lease duration in ms (for the extended leases and the caller's new ones)
--- ARGV[2]  the most expired leases to take over (0..1000; 0: extend only, no pass)
+-- ARGV[2]  the most leases to take over (0..1000; 0: extend only, no pass)
 -- ARGV[3]  watch gap in ms: a pass this long after the previous one means nobody watched
--- ARGV[4..] the caller's leases `<id>:<token>` to extend (0..1000)
+-- ARGV[4]  the caller's owner prefix `<len>:<worker>:` ('' for a caller that is no worker: it
+--          has no liveness record, and no pass of its own looks at channels)
+-- ARGV[5]  the channel the caller's liveness connection is subscribed to ('' while it is down)
+-- ARGV[6]  the caller's horizon: the highest token of this queue whose reply it has processed
+--          (its tokens up to the horizon that it no longer holds leave the owners set)
+-- ARGV[7..] the caller's leases `<id>:<token>` to extend (0..1000)
+--
+-- Liveness. A worker subscribes to a channel of its own (a new name per subscription) and
+-- passes it here; this call checks the subscription is there (PUBSUB NUMSUB) and records it.
+-- `since` is the value of the `liveness` counter when the caller's current channel was first
+-- seen, `confirmed` its value when the worker's subscription was last seen alive (by its own
+-- beat, or by another worker's pass). A worker V is gone when its channel has no subscriber,
+-- while its record was confirmed at or after the caller's `since` and the caller's own channel
+-- still has its subscriber: the caller's subscription has lasted since `since`, so Redis has
+-- not restarted since (a restart drops every subscription, and a channel name is never
+-- subscribed twice), so V's subscription was alive in this run of Redis and has closed since. A channel seen empty makes its worker a suspect first; it is gone when the
+-- channel is still empty SUSPECT_MS later, long enough for a live worker whose subscriber
+-- connection alone broke to say so (its next beat passes '' and makes it no candidate). The
+-- leases of a gone worker are those of its tokens in the owners set: every fetch and takeover
+-- records its token there under its worker's prefix.
 --
 -- Every worker passes once per heartbeat, and the gap is longer than a heartbeat. When the
 -- previous pass is older than the gap, nobody was watching (Redis was frozen or restarting, or
@@ -24,22 +48,29 @@
 -- The caller's own leases are extended first, so a worker that was late never takes over its
 -- own jobs.
 --
--- Returns {held x n, next, waiting, pass...}: per lease of ARGV[4..], 1 extended or 0 lost
+-- Returns {held x n, next, waiting, up, pass...}: per lease of ARGV[4..], 1 extended or 0 lost
 -- (another worker took the job over); how many ms from now the earliest lease of any worker
--- expires (-1 when none is held: the caller may schedule a pass for then); how many recovered
--- jobs wait (so workers know to ask fetch for one); then, when a pass ran,
--- {token, member...} (the caller's new token: its new leases are `<id>:<token>`, and the
--- members of the jobs taken over), {0} when nothing expired, or {0, n, gap_ms} after an
--- amnesty of n leases.
+-- expires or a suspect is due for another look (-1 when neither: the caller may schedule a
+-- pass for then); how many recovered jobs wait (so workers know to ask fetch for one); 1 when
+-- the caller's liveness channel has its subscriber (0: the caller should subscribe again);
+-- then, when a pass ran, {token, member...} (the caller's new token: its new leases are
+-- `<id>:<token>`, and the members of the jobs taken over), {0} when nothing was taken over, or
+-- {0, n, gap_ms} after an amnesty of n leases.
+
+local SUSPECT_MS = 250
 
 local lease_ms, limit, gap_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = #ARGV - 3
+local me, channel, horizon = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local n = #ARGV - 6
 if not lease_ms or lease_ms <= 0 or not limit or limit < 0 or limit > MAX_BATCH
-    or not gap_ms or gap_ms <= 0 or n > MAX_BATCH then
-  return fail('beat takes a positive lease, a limit in 0..' .. MAX_BATCH .. ', a positive gap and at most ' .. MAX_BATCH .. ' leases')
+    or not gap_ms or gap_ms <= 0 or n < 0 or n > MAX_BATCH or not horizon or horizon < 0
+    or (me ~= '' and not owner_prefix_ok(me)) then
+  return fail('beat takes a positive lease, a limit in 0..' .. MAX_BATCH .. ', a positive gap, an owner prefix, a channel, a horizon and at most ' .. MAX_BATCH .. ' leases')
 end
 local now = now_ms()
 local out = {}
+-- When a suspect is due for another look, in ms from now.
+local recheck
 
 -- Gives each of `leases` (all in the active set) a full lease from now, in chunks: ZADD takes
 -- at most MAX_BATCH pairs per call (Lua's unpack limit).
@@ -54,10 +85,18 @@ local function renew(leases)
   end
 end
 
+local function chunked(cmd, key, items)
+  for first = 1, #items, MAX_BATCH do
+    redis.call(cmd, key, unpack(items, first, math.min(#items, first + MAX_BATCH - 1)))
+  end
+end
+
+-- The caller's tokens of the leases it still holds, in the order given (deterministic).
+local held_tokens, held_order = {}, {}
 if n > 0 then
   local leases = {}
   for i = 1, n do
-    leases[i] = ARGV[i + 3]
+    leases[i] = ARGV[i + 6]
   end
   local held = redis.call('ZMSCORE', KEYS[1], unpack(leases))
   local mine = {}
@@ -65,19 +104,87 @@ if n > 0 then
     out[i] = held[i] and 1 or 0
     if held[i] then
       mine[#mine + 1] = leases[i]
+      local t = lease_token(leases[i])
+      if t and not held_tokens[t] then
+        held_tokens[t] = true
+        held_order[#held_order + 1] = t
+      end
     end
   end
   renew(mine)
 end
--- The earliest deadline after this call's own changes: the caller's leases are extended, and
--- the leases a pass takes over or forgives get a full lease.
-local function next_expiry()
+
+local function parse(rec)
+  local s, c, b, x, ch = string.match(rec or '', '^(%d+):(%d+):(%d+):(%d+):(.*)$')
+  if not s then
+    return nil
+  end
+  return {since = tonumber(s), confirmed = tonumber(c), beat_at = tonumber(b),
+          suspect = tonumber(x), channel = ch}
+end
+local function store(who, r)
+  redis.call('HSET', KEYS[5], who, r.since .. ':' .. r.confirmed .. ':' .. r.beat_at .. ':'
+    .. r.suspect .. ':' .. r.channel)
+end
+-- A worker's members of the owners set: its prefix, then digits (';' sorts after '9').
+local function owned(who)
+  return redis.call('ZRANGEBYLEX', KEYS[6], '[' .. who, '(' .. who .. ';')
+end
+local function forget(who)
+  redis.call('HDEL', KEYS[5], who)
+  redis.call('ZREMRANGEBYLEX', KEYS[6], '[' .. who, '(' .. who .. ';')
+end
+
+-- The caller's liveness record and tokens.
+local up, since, seq = 0, 0, 0
+if me ~= '' then
+  if channel ~= '' then
+    up = tonumber(redis.call('PUBSUB', 'NUMSUB', channel)[2]) > 0 and 1 or 0
+  end
+  local old = parse(redis.call('HGET', KEYS[5], me))
+  local r = {since = 0, confirmed = 0, beat_at = now, suspect = 0, channel = ''}
+  if up == 1 then
+    if old and old.channel == channel and old.since > 0 then
+      r.since = old.since
+      r.confirmed = tonumber(redis.call('HGET', KEYS[3], 'liveness') or '0')
+    else
+      r.since = redis.call('HINCRBY', KEYS[3], 'liveness', 1)
+      r.confirmed = r.since
+    end
+    r.channel = channel
+  end
+  since, seq = r.since, r.confirmed
+  store(me, r)
+  local drop = {}
+  for _, m in ipairs(owned(me)) do
+    local t = string.sub(m, #me + 1)
+    if not held_tokens[t] and (tonumber(t) or 0) <= horizon then
+      drop[#drop + 1] = m
+    end
+  end
+  chunked('ZREM', KEYS[6], drop)
+  local adds = {}
+  for _, t in ipairs(held_order) do
+    adds[#adds + 1] = 0
+    adds[#adds + 1] = me .. t
+  end
+  chunked('ZADD', KEYS[6], adds)
+end
+
+-- The earliest deadline after this call's own changes (the caller's leases are extended, and
+-- the leases a pass takes over or forgives get a full lease), or a suspect's next look.
+local function finish()
   local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  out[#out + 1] = #first == 0 and -1 or math.max(0, tonumber(first[2]) - now)
+  local next = #first == 0 and -1 or math.max(0, tonumber(first[2]) - now)
+  if recheck and (next < 0 or recheck < next) then
+    next = recheck
+  end
+  out[#out + 1] = next
   out[#out + 1] = redis.call('ZCARD', KEYS[4])
+  out[#out + 1] = up
 end
 if limit == 0 then
-  next_expiry()
+  finish()
   return out
 end
 
@@ -86,30 +193,127 @@ redis.call('HSET', KEYS[3], 'watched_at', now)
 if watched and now - watched > gap_ms then
   local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + lease_ms)
   renew(stale)
-  next_expiry()
+  finish()
   out[#out + 1] = 0
   out[#out + 1] = #stale
   out[#out + 1] = now - watched
   return out
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-if #expired == 0 then
-  next_expiry()
+
+local takeover, taken = {}, {}
+local function take(lease)
+  if not taken[lease] and #takeover < limit then
+    taken[lease] = true
+    takeover[#takeover + 1] = lease
+  end
+end
+
+-- Workers whose channel emptied (only a caller whose own subscription holds can tell).
+if up == 1 then
+  local all = redis.call('HGETALL', KEYS[5])
+  local cands = {}
+  for i = 1, #all, 2 do
+    local who, r = all[i], parse(all[i + 1])
+    if who ~= me then
+      -- A record not refreshed for ten leases belongs to a worker long gone (its leases
+      -- expired and were taken over); a malformed one to no worker.
+      if not r or now - r.beat_at > 10 * lease_ms then
+        forget(who)
+      elseif r.channel ~= '' then
+        cands[#cands + 1] = {who = who, r = r}
+      end
+    end
+  end
+  local gone = {}
+  for first = 1, #cands, MAX_BATCH do
+    local chans = {}
+    for i = first, math.min(#cands, first + MAX_BATCH - 1) do
+      chans[#chans + 1] = cands[i].r.channel
+    end
+    local counts = redis.call('PUBSUB', 'NUMSUB', unpack(chans))
+    for j = 1, #chans do
+      local c = cands[first + j - 1]
+      local wait
+      if tonumber(counts[2 * j]) > 0 then
+        -- Seen alive by a caller whose own subscription holds: as good as its own beat for
+        -- any watcher subscribed since `seq` or earlier (written once per new session).
+        if c.r.confirmed < since or c.r.suspect ~= 0 then
+          c.r.confirmed = math.max(c.r.confirmed, seq)
+          c.r.suspect = 0
+          store(c.who, c.r)
+        end
+      elseif c.r.confirmed >= since then
+        if c.r.suspect == 0 then
+          c.r.suspect = now
+          store(c.who, c.r)
+          wait = SUSPECT_MS
+        elseif now - c.r.suspect >= SUSPECT_MS then
+          gone[#gone + 1] = c.who
+        else
+          wait = c.r.suspect + SUSPECT_MS - now
+        end
+      end
+      if wait and (not recheck or wait < recheck) then
+        recheck = wait
+      end
+    end
+  end
+  if #gone > 0 then
+    local theirs = {}
+    for _, who in ipairs(gone) do
+      for _, m in ipairs(owned(who)) do
+        theirs[string.sub(m, #who + 1)] = true
+      end
+    end
+    -- Rare (a worker died), so a scan of the active set is affordable here.
+    local more = false
+    for _, l in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+      local t = lease_token(l)
+      if t and theirs[t] then
+        if #takeover == limit then
+          more = true
+          break
+        end
+        take(l)
+      end
+    end
+    if more then
+      recheck = 0
+    else
+      for _, who in ipairs(gone) do
+        forget(who)
+      end
+    end
+  end
+end
+
+-- Expired leases, whoever held them.
+if #takeover < limit then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+  for _, l in ipairs(expired) do
+    take(l)
+  end
+end
+if #takeover == 0 then
+  finish()
   out[#out + 1] = 0
   return out
 end
 local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
-redis.call('ZREM', KEYS[1], unpack(expired))
+if me ~= '' then
+  redis.call('ZADD', KEYS[6], 0, me .. token)
+end
+redis.call('ZREM', KEYS[1], unpack(takeover))
 local members = {}
-for i = 1, #expired do
-  local id = lease_id(expired[i])
+for i = 1, #takeover do
+  local id = lease_id(takeover[i])
   local member = id and redis.call('HGET', KEYS[2], id)
   if member then
     redis.call('ZADD', KEYS[1], now + lease_ms, id .. ':' .. token)
     members[#members + 1] = member
   end
 end
-next_expiry()
+finish()
 out[#out + 1] = token
 for i = 1, #members do
   out[#out + 1] = members[i]

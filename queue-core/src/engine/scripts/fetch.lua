@@ -12,6 +12,7 @@
 -- KEYS[10] dead jobs hash
 -- KEYS[11] stats hash
 -- KEYS[12] recovered sorted set
+-- KEYS[13] owners sorted set (lease tokens per worker)
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
@@ -19,6 +20,10 @@
 -- ARGV[4]  the most jobs to lease from the recovered set (0..n; absent: 1)
 -- ARGV[5]  '1' to look for expired leases (absent: '1'); each of these two costs a command per
 --          fetch, so the worker asks only when it has a reason to (see queue-worker)
+-- ARGV[6]  the caller's owner prefix `<len>:<worker>:` ('' or absent for none): this batch's
+--          token is recorded under it in the owners set, so that if the caller's liveness
+--          channel empties (its process died), other workers find these leases at once
+--          (`beat`) instead of waiting for them to expire
 --
 -- Recovered jobs (taken back from a lost worker) are leased first, but at most ARGV[4] of them:
 -- a worker process asks for one only while it holds none, so a job that kills its worker
@@ -39,12 +44,16 @@
 -- (token 0).
 
 local n, lease_ms, receipt = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] or ''
+local owner = ARGV[6] or ''
 local rmax = tonumber(ARGV[4] or '1')
 if not n or n < 0 or n > MAX_BATCH or not lease_ms or lease_ms <= 0 or not rmax or rmax < 0 then
   return fail('fetch takes n in 0..' .. MAX_BATCH .. ', a positive lease and a recovered limit >= 0')
 end
 if receipt ~= '' and string.sub(receipt, 1, 8) ~= 'receipt:' then
   return fail('fetch: a receipt field starts with receipt:')
+end
+if owner ~= '' and (not KEYS[13] or not owner_prefix_ok(owner)) then
+  return fail('fetch: an owner prefix is <len>:<worker>: and needs the owners key')
 end
 local now = now_ms()
 
@@ -145,6 +154,9 @@ end
 local token = redis.call('HINCRBY', KEYS[5], 'fence', 1)
 if receipt ~= '' then
   redis.call('HSET', KEYS[5], receipt, token)
+end
+if owner ~= '' then
+  redis.call('ZADD', KEYS[13], 0, owner .. token)
 end
 local deadline = now + lease_ms
 local out, leases, inflight, ids = {token, next_due, expired, #bad}, {}, {}, {}
