@@ -7,7 +7,7 @@
 //! the environment. Their stderr (the worker's log) is read line by line and stamped on
 //! arrival, so the outage messages of each worker can be counted per outage.
 //!
-//! Leases and heartbeats are the crate's defaults (1.8 s, beaten every 600 ms), passed
+//! Leases and heartbeats are the crate's defaults (3 s, beaten every second), passed
 //! explicitly so other points of the lease/outage space can be replayed. The outages here last
 //! 0.2 to 4 s (on a loaded machine). An earlier amnesty forgave only the leases already expired
 //! when the first pass after an outage ran, so a live worker whose heartbeat reconnected a
@@ -803,8 +803,8 @@ async fn redis_restarts_under_load_with_worker_processes_lose_and_charge_nothing
             .ok()
             .map_or(default, |v| v.parse().expect("a number of ms"))
     };
-    let lease_ms = knob("QUEUE_RESTARTS_LEASE_MS", 1800);
-    let heartbeat_ms = knob("QUEUE_RESTARTS_HEARTBEAT_MS", 600);
+    let lease_ms = knob("QUEUE_RESTARTS_LEASE_MS", 3000);
+    let heartbeat_ms = knob("QUEUE_RESTARTS_HEARTBEAT_MS", 1000);
     let hold_ms = knob("QUEUE_RESTARTS_HOLD_MS", 10);
     // Progress between restarts, and a producer the 12 slots keep up with.
     let progress: u64 = if hold_ms >= 100 { 12 } else { 100 };
@@ -1298,8 +1298,8 @@ async fn soak_worker_kills_and_redis_restarts_lose_nothing_and_leak_nothing() {
         (ENV_URL, url.clone()),
         (ENV_COUNT_URL, counter.url().to_string()),
         (ENV_QUEUES, "soak".into()),
-        (ENV_LEASE_MS, "1800".into()),
-        (ENV_HEARTBEAT_MS, "600".into()),
+        (ENV_LEASE_MS, "3000".into()),
+        (ENV_HEARTBEAT_MS, "1000".into()),
         (ENV_CONCURRENCY, "4".into()),
         (ENV_KEEP, "0".into()),
     ]);

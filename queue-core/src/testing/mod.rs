@@ -30,6 +30,9 @@ pub struct RedisServerOptions {
     pub program: Option<PathBuf>,
 }
 
+/// The longest a restarted server may take to answer PING (see [`RedisServer::restart_after`]).
+const RESTART_READY: Duration = Duration::from_secs(120);
+
 impl RedisServer {
     /// Starts a server on a free loopback port and waits until it answers PING.
     ///
@@ -185,7 +188,10 @@ impl RedisServer {
         let _ = self.child.wait();
         std::thread::sleep(down);
         self.child = spawn(&self.program, &self.args)?;
-        self.wait_ready(Duration::from_secs(10))
+        // A server with a long append-only file replays it before it answers (on a busy
+        // machine, minutes of `appendfsync always` writes take well over 10 s): the wait is
+        // bounded, but by what a replay can take, not by a fresh start.
+        self.wait_ready(RESTART_READY)
             .map_err(|m| Error::Spawn {
                 what: "redis-server",
                 message: format!("{m}; log: {}", self.log()),
