@@ -29,6 +29,13 @@ local function owner_prefix_ok(p)
   return len ~= nil and #rest == tonumber(len) + 1 and string.sub(rest, -1) == ':'
 end
 
+-- A worker's token in the owners set: its prefix, then the token in 16 digits, so that the
+-- lexicographic order of one worker's members is the numeric order of its tokens (a range
+-- removes every token up to a horizon natively).
+local function owner_member(prefix, token)
+  return prefix .. string.format('%016d', tonumber(token))
+end
+
 -- Batches are capped by the client so that `unpack` stays far below Lua's stack limit.
 local MAX_BATCH = 1000
 

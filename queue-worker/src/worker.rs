@@ -220,7 +220,9 @@ impl Worker {
                 Ok(QueueState {
                     // Every fetch leaves a receipt, so a batch whose reply is lost with the
                     // connection is redeemed, not left to expire as lost attempts.
-                    broker: Broker::new(client.clone(), q)?.with_receipt(&identity.id),
+                    broker: Broker::new(client.clone(), q)?
+                        .with_receipt(&identity.id)
+                        .with_liveness(),
                     weight: *w,
                     inflight: Mutex::new(HashMap::new()),
                     recovered_hint: AtomicBool::new(true),

@@ -1,7 +1,8 @@
 //! Connection liveness (`beat.lua`): a worker whose liveness connection closes loses its
-//! leases at the next pass of another worker, long before they expire; a Redis restart, which
-//! drops every subscription at once, is not taken for deaths; nor is a worker whose own
-//! subscription is down.
+//! leases at the next pass of another worker once it is late for its beat, long before they
+//! expire; a Redis restart, which drops every subscription at once, is not taken for deaths;
+//! nor is a worker whose own subscription is down, one that beats on time, or one whose
+//! lateness an outage explains.
 
 use crate::common;
 
@@ -31,7 +32,7 @@ const WATCH: Watch = Watch {
 };
 
 /// A worker as the heartbeat drives it: a broker with its id, its liveness subscription and
-/// session, the leases it holds and its horizon.
+/// session, the leases it holds, its horizon and when its next beat is due.
 struct Member {
     broker: Broker,
     client: Client,
@@ -39,13 +40,18 @@ struct Member {
     session: u64,
     held: Vec<String>,
     horizon: u64,
+    due: Duration,
 }
+
+/// How late a test member's beat may be (the heartbeat's default is a beat and 250 ms).
+const DUE: Duration = Duration::from_millis(100);
 
 impl Member {
     async fn join(client: &Client, id: &str) -> Member {
         let broker = Broker::new(client.clone(), "default")
             .expect("broker")
-            .with_receipt(id);
+            .with_receipt(id)
+            .with_liveness();
         let mut m = Member {
             broker,
             client: client.clone(),
@@ -53,6 +59,7 @@ impl Member {
             session: 0,
             held: Vec::new(),
             horizon: 0,
+            due: DUE,
         };
         m.subscribe().await;
         let b = m.beat(None).await;
@@ -68,6 +75,32 @@ impl Member {
                 .await
                 .expect("subscribe"),
         );
+    }
+
+    /// Drops the liveness connection and waits (bounded) until Redis has seen it close, as
+    /// it does at once when a process dies.
+    async fn disconnect(&mut self) {
+        drop(self.alive.take());
+        let channel = self.channel();
+        let raw = redis::Client::open(self.client.config().url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        common::eventually(Duration::from_secs(5), "Redis to see the close", || {
+            let channel = channel.clone();
+            let mut raw = raw.clone();
+            async move {
+                let counts: Vec<redis::Value> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&channel)
+                    .query_async(&mut raw)
+                    .await
+                    .expect("PUBSUB NUMSUB");
+                counts.get(1) == Some(&redis::Value::Int(0))
+            }
+        })
+        .await;
     }
 
     fn channel(&self) -> String {
@@ -86,6 +119,7 @@ impl Member {
         let presence = Presence {
             channel,
             horizon: self.horizon,
+            due: self.due,
         };
         let b = self
             .broker
@@ -109,7 +143,9 @@ impl Member {
 }
 
 async fn enqueue(client: &Client, n: u32) {
-    let jobs = (0..n).map(|i| NewJob::of::<Ping>(&i).expect("job")).collect();
+    let jobs = (0..n)
+        .map(|i| NewJob::of::<Ping>(&i).expect("job"))
+        .collect();
     client.enqueue_batch(jobs).await.expect("enqueue");
 }
 
@@ -150,9 +186,12 @@ async fn a_worker_whose_connection_closes_loses_its_leases_at_the_next_pass() {
 
     // The victim's process dies: its liveness connection closes.
     let died = Instant::now();
-    drop(victim.alive.take());
+    victim.disconnect().await;
     let (taken, at) = pass_until_taken(&mut survivor, Duration::from_secs(5)).await;
-    assert_eq!(taken, 5, "exactly the victim's leases, not the survivor's own");
+    assert_eq!(
+        taken, 5,
+        "exactly the victim's leases, not the survivor's own"
+    );
     assert!(
         at - died >= SUSPECT,
         "an empty channel is a suspect first, for {SUSPECT:?}"
@@ -192,7 +231,7 @@ async fn a_newcomer_vouches_for_the_workers_it_saw_alive() {
     let mut newcomer = Member::join(&env.client, "newcomer").await;
     let b = newcomer.beat(Some(WATCH)).await;
     assert!(b.reclaimed.jobs.is_empty());
-    drop(victim.alive.take());
+    victim.disconnect().await;
     let (taken, _) = pass_until_taken(&mut newcomer, Duration::from_secs(5)).await;
     assert_eq!(taken, 3);
 }
@@ -207,7 +246,7 @@ async fn a_worker_whose_subscription_is_down_is_not_taken_for_dead() {
 
     // Its subscriber connection breaks while the process lives; its next beat says so (the
     // heartbeat beats at once when the subscription ends), with no channel...
-    drop(flaky.alive.take());
+    flaky.disconnect().await;
     let b = flaky.beat_with(None, None).await;
     assert!(!b.present);
     for _ in 0..3 {
@@ -238,8 +277,8 @@ async fn a_watcher_whose_own_subscription_is_down_takes_nothing_by_connection() 
     assert_eq!(victim.fetch(2).await, 2);
     victim.beat(None).await;
     // The watcher cannot vouch for the server's continuity without its own subscription.
-    drop(watcher.alive.take());
-    drop(victim.alive.take());
+    watcher.disconnect().await;
+    victim.disconnect().await;
     for _ in 0..3 {
         let b = watcher.beat(Some(WATCH)).await;
         assert!(!b.present);
@@ -295,6 +334,7 @@ async fn a_redis_restart_is_not_taken_for_deaths() {
                 Some(Presence {
                     channel: Some(&first.channel()),
                     horizon: first.horizon,
+                    due: first.due,
                 }),
             )
             .await
@@ -333,4 +373,160 @@ async fn a_worker_that_leaves_is_forgotten() {
             .expect("exists");
         assert!(!exists, "{key} left behind");
     }
+}
+
+/// A worker whose liveness connection closed but whose beat is not late yet keeps its jobs:
+/// the channel alone does not make it dead (a proxy may have reset that one connection).
+#[tokio::test]
+async fn an_empty_channel_takes_nothing_before_its_worker_is_late() {
+    let env = Env::start().await;
+    let mut survivor = Member::join(&env.client, "survivor").await;
+    let mut victim = Member::join(&env.client, "victim").await;
+    victim.due = Duration::from_secs(2);
+    enqueue(&env.client, 2).await;
+    assert_eq!(victim.fetch(2).await, 2);
+    victim.beat(None).await;
+    let beat = Instant::now();
+    victim.disconnect().await;
+    let (taken, at) = pass_until_taken(&mut survivor, Duration::from_secs(10)).await;
+    assert_eq!(taken, 2);
+    assert!(
+        at - beat >= victim.due,
+        "taken {:?} after the victim's beat, before it was due",
+        at - beat
+    );
+}
+
+/// A lateness that an outage explains (an amnesty: nobody reached Redis for longer than the
+/// watch gap) is no sign of death: the leases are left to expire.
+#[tokio::test]
+async fn lateness_from_before_an_amnesty_takes_nothing() {
+    let env = Env::start().await;
+    let mut survivor = Member::join(&env.client, "survivor").await;
+    let mut victim = Member::join(&env.client, "victim").await;
+    enqueue(&env.client, 2).await;
+    assert_eq!(victim.fetch(2).await, 2);
+    victim.beat(None).await;
+    victim.disconnect().await;
+    // The victim's beat falls due during the outage...
+    tokio::time::sleep(DUE * 2).await;
+    // ... seeded: the last pass of anyone was 10 minutes ago (Redis was frozen, say).
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg("watched_at")
+        .arg(common::now_ms() - 600_000)
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("seed");
+    let b = survivor.beat(Some(WATCH)).await;
+    assert!(
+        b.reclaimed.amnesty.is_some(),
+        "the seeded gap gives an amnesty"
+    );
+    for _ in 0..4 {
+        let b = survivor.beat(Some(WATCH)).await;
+        assert!(
+            b.reclaimed.jobs.is_empty(),
+            "taken for a death an outage explains"
+        );
+        tokio::time::sleep(SUSPECT).await;
+    }
+}
+
+/// More than 1,000 leases take several calls per beat; every one of them is found when the
+/// worker dies.
+#[tokio::test]
+async fn a_dead_worker_with_more_than_a_thousand_leases_loses_them_all() {
+    let env = Env::start().await;
+    let mut survivor = Member::join(&env.client, "survivor").await;
+    let mut victim = Member::join(&env.client, "victim").await;
+    for _ in 0..2 {
+        enqueue(&env.client, 1000).await;
+    }
+    assert_eq!(victim.fetch(1000).await, 1000);
+    assert_eq!(victim.fetch(1000).await, 1000);
+    victim.beat(None).await;
+    victim.disconnect().await;
+    let mut taken = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while taken < 2000 {
+        assert!(Instant::now() < deadline, "only {taken} of 2000 taken over");
+        taken += pass_until_taken(&mut survivor, Duration::from_secs(5))
+            .await
+            .0;
+    }
+    assert_eq!(taken, 2000);
+}
+
+/// Any pass forgets a record long stale, even one that cannot see channels.
+#[tokio::test]
+async fn stale_records_are_forgotten_without_a_subscription() {
+    let env = Env::start().await;
+    let mut watcher = Member::join(&env.client, "watcher").await;
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    // A worker that died an hour ago, recorded with its tokens.
+    redis::cmd("HSET")
+        .arg(keys.watchers())
+        .arg("4:gone:")
+        .arg("1:1:1:1:0:some-channel")
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("seed");
+    redis::cmd("ZADD")
+        .arg(keys.owners())
+        .arg(0)
+        .arg("4:gone:0000000000000007")
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("seed");
+    watcher.disconnect().await;
+    let b = watcher.beat_with(Some(WATCH), None).await;
+    assert!(!b.present);
+    let watchers: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys.watchers())
+        .query_async(&mut raw)
+        .await
+        .expect("hkeys");
+    assert_eq!(watchers, ["7:watcher:"]);
+    let owners: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.owners())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut raw)
+        .await
+        .expect("zrange");
+    assert!(
+        owners.iter().all(|m| !m.starts_with("4:gone:")),
+        "{owners:?}"
+    );
+}
+
+/// Maintenance drops the tokens of a worker that is neither live nor watching (it died before
+/// its first beat): no pass would.
+#[tokio::test]
+async fn maintenance_drops_the_tokens_of_workers_nobody_watches() {
+    let env = Env::start().await;
+    let mut orphan = Member::join(&env.client, "orphan").await;
+    enqueue(&env.client, 1).await;
+    assert_eq!(orphan.fetch(1).await, 1);
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    redis::cmd("HDEL")
+        .arg(keys.watchers())
+        .arg("6:orphan:")
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("unwatch");
+    let admin = queue::admin::Admin::new(env.client.clone());
+    let live = std::collections::HashSet::new();
+    assert!(admin.prune_receipts("default", &live).await.expect("prune") >= 1);
+    let owners: u64 = redis::cmd("ZCARD")
+        .arg(keys.owners())
+        .query_async(&mut raw)
+        .await
+        .expect("zcard");
+    assert_eq!(owners, 0);
 }

@@ -780,7 +780,11 @@ async fn an_idle_worker_beats_once_a_second() {
         println!("  {what:<28} {n:>4}  ({:.2}/s)", f64::from(*n) / secs);
         total += n;
     }
-    println!("  {:<28} {total:>4}  ({:.2}/s)", "all", f64::from(total) / secs);
+    println!(
+        "  {:<28} {total:>4}  ({:.2}/s)",
+        "all",
+        f64::from(total) / secs
+    );
     let beats = counts.get("script on active").copied().unwrap_or(0);
     // At most one a second, and the window's edges: never the 1.67 a second of a 600 ms beat.
     // (A loaded machine makes beats late, so fewer: no lower bound but one.)
@@ -792,5 +796,8 @@ async fn an_idle_worker_beats_once_a_second() {
         .iter()
         .map(|c| counts.get(*c).copied().unwrap_or(0))
         .sum::<u32>();
-    assert!(record <= 8, "{record} record commands in {secs} s: {counts:?}");
+    assert!(
+        record <= 8,
+        "{record} record commands in {secs} s: {counts:?}"
+    );
 }

@@ -775,7 +775,9 @@ impl Admin {
 
     /// Removes the fetch receipts (`receipt:<worker id>` in the queue's meta hash) of workers not
     /// in `live`: a worker that dies leaves its receipt behind, and a receipt is only of use to
-    /// its own worker, within a lease of its last fetch. Returns how many were removed.
+    /// its own worker, within a lease of its last fetch. Also removes the lease tokens (the
+    /// `owners` set) of workers neither in `live` nor watching the queue. Returns how many
+    /// entries were removed.
     ///
     /// # Errors
     ///
@@ -803,15 +805,48 @@ impl Admin {
                     .is_some_and(|worker| !live.contains(worker))
             })
             .collect();
-        if gone.is_empty() {
-            return Ok(0);
+        let mut removed = 0;
+        if !gone.is_empty() {
+            removed += redis::cmd("HDEL")
+                .arg(k.meta())
+                .arg(&gone)
+                .query_async::<u64>(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
         }
-        redis::cmd("HDEL")
-            .arg(k.meta())
-            .arg(&gone)
+        // Lease tokens of workers that are neither live nor watching (one that died before its
+        // first beat; a consumer that opted into liveness and never beat): no pass would ever
+        // forget them.
+        let watching: std::collections::HashSet<String> = redis::cmd("HKEYS")
+            .arg(k.watchers())
+            .query_async::<Vec<String>>(&mut con)
+            .await
+            .map_err(rerr(&self.client))?
+            .into_iter()
+            .collect();
+        let owners: Vec<String> = redis::cmd("ZRANGE")
+            .arg(k.owners())
+            .arg(0)
+            .arg(-1)
             .query_async(&mut con)
             .await
-            .map_err(rerr(&self.client))
+            .map_err(rerr(&self.client))?;
+        let orphans: std::collections::BTreeSet<&str> = owners
+            .iter()
+            .filter_map(|m| owner_prefix(m))
+            .filter(|(prefix, worker)| !watching.contains(*prefix) && !live.contains(*worker))
+            .map(|(prefix, _)| prefix)
+            .collect();
+        for prefix in orphans {
+            removed += redis::cmd("ZREMRANGEBYLEX")
+                .arg(k.owners())
+                .arg(format!("[{prefix}"))
+                .arg(format!("({prefix};"))
+                .query_async::<u64>(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+        }
+        Ok(removed)
     }
 
     /// Every worker that sent a heartbeat in the last hour, newest first.
@@ -1005,5 +1040,32 @@ impl JobView {
                 .map(|o| o.state)
                 .unwrap_or(JobState::Completed),
         }
+    }
+}
+
+/// The owner prefix `<len>:<worker>:` at the start of an `owners` member, and the worker.
+fn owner_prefix(member: &str) -> Option<(&str, &str)> {
+    let (len, rest) = member.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let worker = rest.get(..len)?;
+    rest.get(len..len + 1).filter(|c| *c == ":")?;
+    Some((member.get(..member.len() - rest.len() + len + 1)?, worker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_prefix;
+
+    #[test]
+    fn owner_prefixes_are_read_back_whatever_the_worker_id_holds() {
+        assert_eq!(
+            owner_prefix("12:host:1:abcde:0000000000000042"),
+            Some(("12:host:1:abcde:", "host:1:abcde"))
+        );
+        assert_eq!(owner_prefix("1:a:0000000000000001"), Some(("1:a:", "a")));
+        // A length that does not end on a separator, or runs past the member, is no prefix.
+        assert_eq!(owner_prefix("2:a:0001"), None);
+        assert_eq!(owner_prefix("99:short"), None);
+        assert_eq!(owner_prefix("x:y:z"), None);
     }
 }

@@ -251,7 +251,9 @@ pub struct Beat {
 /// it serves ([`Broker::alive_channel`]). Redis drops the subscriptions the moment the
 /// connection closes, which is how other workers learn that this one died.
 pub struct Alive {
+    sink: redis::aio::PubSubSink,
     messages: redis::aio::PubSubStream,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Alive {
@@ -283,25 +285,42 @@ impl Alive {
                 ))
             }
         }
+        let (sink, messages) = pubsub.split();
         Ok(Alive {
-            messages: pubsub.into_on_message(),
+            sink,
+            messages,
+            timeout,
         })
     }
 
-    /// Resolves when the connection has closed (nothing is ever published on the channels).
+    /// Resolves when the connection has closed (nothing is ever published on the channels),
+    /// or a PING sent every `keepalive` went unanswered within the response timeout. The PINGs
+    /// keep proxies with idle timeouts from closing a connection that otherwise never speaks,
+    /// and find a half-open one.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
-    pub async fn closed(&mut self) {
+    pub async fn closed(&mut self, keepalive: Duration) {
         use futures_util::StreamExt;
-        while self.messages.next().await.is_some() {}
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+        loop {
+            tokio::select! {
+                m = self.messages.next() => if m.is_none() { return },
+                _ = tick.tick() => {
+                    let pong = tokio::time::timeout(self.timeout, self.sink.ping::<String>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// A worker's presence in a heartbeat ([`Broker::beat_as`]): its liveness subscription, so
 /// other workers can recover its jobs the moment its process dies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Presence<'a> {
     /// The channel ([`Broker::alive_channel`]) this worker's liveness connection is subscribed
     /// to, None while that connection is down.
@@ -309,6 +328,11 @@ pub struct Presence<'a> {
     /// The highest lease token of this queue whose fetch reply this worker has processed: its
     /// tokens up to it that it no longer holds are forgotten.
     pub horizon: u64,
+    /// By when, from now, this worker's next beat will have come: its beat interval and a
+    /// tolerance. Its liveness channel found empty makes it gone only once this has passed,
+    /// so a live worker whose liveness connection alone broke, but which beats on time, is
+    /// never taken for dead.
+    pub due: Duration,
 }
 
 /// Leases extended because nobody was watching them.
@@ -435,13 +459,20 @@ impl Broker {
     /// Records a receipt for every fetch under the name `worker` (unique per worker process):
     /// if a fetch's reply is lost with its connection, [`Broker::redeem`] hands its leases back
     /// to the worker instead of leaving them to expire as lost attempts.
-    ///
-    /// The same name makes this worker's fetches record their tokens under it, for the liveness
-    /// check of [`Broker::beat_as`].
     pub fn with_receipt(mut self, worker: &str) -> Broker {
         self.receipt = Some(format!("receipt:{worker}"));
-        self.owner = Some(format!("{}:{worker}:", worker.len()));
         self.worker = Some(worker.to_string());
+        self
+    }
+
+    /// Takes part in liveness by connection under the name given to
+    /// [`Broker::with_receipt`] (without one, does nothing): fetches record their tokens, so
+    /// that other workers find this worker's leases the moment its liveness connection
+    /// ([`Alive`]) closes, and [`Broker::beat_as`] keeps its record. A caller that opts in must
+    /// beat with a [`Presence`] (which forgets the tokens it no longer needs) and
+    /// [`Broker::leave`] when it stops.
+    pub fn with_liveness(mut self) -> Broker {
+        self.owner = self.worker.as_deref().map(|w| format!("{}:{w}:", w.len()));
         self
     }
 
@@ -807,9 +838,9 @@ impl Broker {
         presence: Option<Presence<'_>>,
     ) -> Result<Beat> {
         let k = &self.keys;
-        let (owner, channel, horizon) = match (&self.owner, presence) {
-            (Some(o), Some(p)) => (o.as_str(), p.channel.unwrap_or(""), p.horizon),
-            _ => ("", "", 0),
+        let (owner, channel, horizon, due) = match (&self.owner, presence) {
+            (Some(o), Some(p)) => (o.as_str(), p.channel.unwrap_or(""), p.horizon, p.due),
+            _ => ("", "", 0, lease),
         };
         let mut still = Vec::with_capacity(held.len());
         let mut reclaimed = None;
@@ -837,7 +868,9 @@ impl Broker {
                 .arg(millis(watch.map_or(lease, |w| w.gap)).max(1))
                 .arg(owner)
                 .arg(channel)
-                .arg(horizon);
+                // Only the first call forgets tokens: the others put back their own.
+                .arg(if i == 0 { horizon } else { 0 })
+                .arg(millis(due).max(1));
             for l in chunk {
                 call.arg(l.as_str());
             }

@@ -191,11 +191,10 @@ impl RedisServer {
         // A server with a long append-only file replays it before it answers (on a busy
         // machine, minutes of `appendfsync always` writes take well over 10 s): the wait is
         // bounded, but by what a replay can take, not by a fresh start.
-        self.wait_ready(RESTART_READY)
-            .map_err(|m| Error::Spawn {
-                what: "redis-server",
-                message: format!("{m}; log: {}", self.log()),
-            })
+        self.wait_ready(RESTART_READY).map_err(|m| Error::Spawn {
+            what: "redis-server",
+            message: format!("{m}; log: {}", self.log()),
+        })
     }
 
     /// The URL to connect to.

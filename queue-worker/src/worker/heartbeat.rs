@@ -48,6 +48,14 @@ const LATE: Duration = Duration::from_millis(100);
 /// The longest pause between two tries of the liveness subscription.
 const SUBSCRIBE_BACKOFF: Duration = Duration::from_millis(400);
 
+/// The pause after Redis refused the subscription for want of permission (an ACL user without
+/// `&` channel rules): the worker runs on without liveness by connection (its jobs are
+/// recovered when its leases expire, should it die), and asks again now and then.
+const SUBSCRIBE_REFUSED: Duration = Duration::from_secs(30);
+
+/// How often the liveness connection sends a PING (it says nothing otherwise).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// A job whose lease another worker lost, now held by this worker: queue index and lease.
 pub(super) type Found = (usize, Leased);
 
@@ -122,7 +130,11 @@ async fn beat_loop(
     let brokers: Vec<Broker> = match rt
         .queues
         .iter()
-        .map(|q| Ok(Broker::new(client.clone(), q.broker.queue())?.with_receipt(&rt.identity.id)))
+        .map(|q| {
+            Ok(Broker::new(client.clone(), q.broker.queue())?
+                .with_receipt(&rt.identity.id)
+                .with_liveness())
+        })
         .collect::<queue_core::Result<Vec<_>>>()
     {
         Ok(b) => b,
@@ -162,6 +174,10 @@ async fn beat_loop(
     // beat (it would have pushed the deadline a lease away): worth a pass when it expires,
     // rather than at the next beat.
     let late = rt.config.lease.saturating_sub(every).saturating_sub(LATE);
+    // How late this worker's beat may be before, its liveness connection found closed, it is
+    // taken for dead: a quarter of a beat, at least 250 ms (a live worker whose connections all
+    // reset reconnects within 400 ms, and its retried beat lands within that too).
+    let due_tolerance = (every / 4).max(Duration::from_millis(250));
     let mut next = Instant::now();
     let mut early: Option<Instant> = None;
     let mut last = Instant::now();
@@ -213,6 +229,7 @@ async fn beat_loop(
             let presence = Presence {
                 channel: channel.as_deref(),
                 horizon,
+                due: every + due_tolerance,
             };
             let beat = match broker
                 .beat_as(&held, rt.config.lease, watching, Some(presence))
@@ -279,11 +296,10 @@ async fn beat_loop(
     // subscription closes, so nobody looks for its jobs (there are none; it would be a wasted
     // scan). A leave that fails is harmless: the first pass that sees the channel empty finds
     // no lease of this worker and forgets it.
-    for broker in &brokers {
-        let left = tokio::time::timeout(margin, broker.leave()).await;
-        if !matches!(left, Ok(Ok(()))) {
-            tracing::debug!(queue = broker.queue(), "could not leave the watchers; the first pass that sees this worker gone forgets it");
-        }
+    let leaves = futures_util::future::join_all(brokers.iter().map(|b| b.leave()));
+    let left = tokio::time::timeout(margin, leaves).await;
+    if !left.is_ok_and(|all| all.iter().all(|r| r.is_ok())) {
+        tracing::debug!("could not leave the watchers of every queue; the first pass that sees this worker gone forgets it");
     }
     alive.abort();
 }
@@ -303,21 +319,33 @@ async fn alive_loop(
     let mut outage = Outage::default();
     let mut n = 0u64;
     let mut pause = RETRY_FIRST;
+    let mut refused = false;
     loop {
         n += 1;
         let channels: Vec<String> = brokers.iter().filter_map(|b| b.alive_channel(n)).collect();
         match Alive::subscribe(&client, &channels).await {
             Ok(mut alive) => {
                 outage.ok("liveness subscription");
+                if refused {
+                    tracing::info!("the liveness subscription is allowed again");
+                    refused = false;
+                }
                 pause = RETRY_FIRST;
                 let _ = session.send(Some(n));
                 rt.beat_now.notify_one();
                 tokio::select! {
-                    _ = alive.closed() => {}
+                    _ = alive.closed(KEEPALIVE) => {}
                     _ = again.notified() => {}
                 }
                 let _ = session.send(None);
                 rt.beat_now.notify_one();
+            }
+            Err(e) if e.kind() == queue_core::ErrorKind::Permission => {
+                if !refused {
+                    tracing::warn!(error = %e, "Redis refuses this worker's liveness subscription (an ACL user needs `&<namespace>:*`): a dead worker's jobs are recovered when its leases expire instead of at once");
+                    refused = true;
+                }
+                tokio::time::sleep(jittered(SUBSCRIBE_REFUSED)).await;
             }
             Err(e) => {
                 outage.failed("liveness subscription", "", &e);

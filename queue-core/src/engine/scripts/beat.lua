@@ -10,17 +10,20 @@
 -- KEYS[3]  meta hash: `watched_at`, when the last pass of any worker ran (ms); `fence`;
 --          `liveness`, a counter of liveness sessions
 -- KEYS[4]  recovered sorted set
--- KEYS[5]  watchers hash: owner prefix -> `<since>:<confirmed>:<beat_at>:<suspect_at>:<channel>`
--- KEYS[6]  owners sorted set: owner prefix + token, per lease token a worker may hold
+-- KEYS[5]  watchers hash: owner prefix -> `<since>:<confirmed>:<due>:<stale>:<suspect>:<channel>`
+-- KEYS[6]  owners sorted set: owner prefix + 16-digit token, per lease token a worker may hold
 -- ARGV[1]  lease duration in ms (for the extended leases and the caller's new ones)
 -- ARGV[2]  the most leases to take over (0..1000; 0: extend only, no pass)
 -- ARGV[3]  watch gap in ms: a pass this long after the previous one means nobody watched
 -- ARGV[4]  the caller's owner prefix `<len>:<worker>:` ('' for a caller that is no worker: it
 --          has no liveness record, and no pass of its own looks at channels)
 -- ARGV[5]  the channel the caller's liveness connection is subscribed to ('' while it is down)
--- ARGV[6]  the caller's horizon: the highest token of this queue whose reply it has processed
---          (its tokens up to the horizon that it no longer holds leave the owners set)
--- ARGV[7..] the caller's leases `<id>:<token>` to extend (0..1000)
+-- ARGV[6]  the caller's horizon: the highest token of this queue whose reply it has processed;
+--          its tokens up to the horizon leave the owners set, then those of the leases it
+--          holds are put back (0: no removal; a beat of more than 1000 leases is several
+--          calls, and only the first removes)
+-- ARGV[7]  how long from now the caller's next beat is due, in ms, tolerance included
+-- ARGV[8..] the caller's leases `<id>:<token>` to extend (0..1000)
 --
 -- Liveness. A worker subscribes to a channel of its own (a new name per subscription) and
 -- passes it here; this call checks the subscription is there (PUBSUB NUMSUB) and records it.
@@ -30,11 +33,16 @@
 -- while its record was confirmed at or after the caller's `since` and the caller's own channel
 -- still has its subscriber: the caller's subscription has lasted since `since`, so Redis has
 -- not restarted since (a restart drops every subscription, and a channel name is never
--- subscribed twice), so V's subscription was alive in this run of Redis and has closed since. A channel seen empty makes its worker a suspect first; it is gone when the
--- channel is still empty SUSPECT_MS later, long enough for a live worker whose subscriber
--- connection alone broke to say so (its next beat passes '' and makes it no candidate). The
--- leases of a gone worker are those of its tokens in the owners set: every fetch and takeover
--- records its token there under its worker's prefix.
+-- subscribed twice), so V's subscription was alive in this run of Redis and has closed since.
+-- Two more conditions keep a live worker whose liveness connection alone broke (a proxy
+-- resetting it) from being taken for dead: its channel must have been empty for SUSPECT_MS
+-- (a suspect first), and V must be late for its own beat (`due`, which V sets at each beat:
+-- its beat interval plus a tolerance; it must be later than the last amnesty, since a
+-- lateness an outage explains is no sign of death). A live worker beats on time, and that
+-- beat says its subscription is down (channel ''), which makes it no candidate. The leases of
+-- a gone worker are those of its tokens in the owners set: every fetch and takeover records
+-- its token there under its worker's prefix. A record whose `stale` time passed (ten of its
+-- worker's leases without a beat) is forgotten by any pass.
 --
 -- Every worker passes once per heartbeat, and the gap is longer than a heartbeat. When the
 -- previous pass is older than the gap, nobody was watching (Redis was frozen or restarting, or
@@ -60,12 +68,12 @@
 local SUSPECT_MS = 250
 
 local lease_ms, limit, gap_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local me, channel, horizon = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local n = #ARGV - 6
+local me, channel, horizon, due_ms = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = #ARGV - 7
 if not lease_ms or lease_ms <= 0 or not limit or limit < 0 or limit > MAX_BATCH
     or not gap_ms or gap_ms <= 0 or n < 0 or n > MAX_BATCH or not horizon or horizon < 0
-    or (me ~= '' and not owner_prefix_ok(me)) then
-  return fail('beat takes a positive lease, a limit in 0..' .. MAX_BATCH .. ', a positive gap, an owner prefix, a channel, a horizon and at most ' .. MAX_BATCH .. ' leases')
+    or not due_ms or due_ms <= 0 or (me ~= '' and not owner_prefix_ok(me)) then
+  return fail('beat takes a positive lease, a limit in 0..' .. MAX_BATCH .. ', a positive gap, an owner prefix, a channel, a horizon, a positive due time and at most ' .. MAX_BATCH .. ' leases')
 end
 local now = now_ms()
 local out = {}
@@ -96,7 +104,7 @@ local held_tokens, held_order = {}, {}
 if n > 0 then
   local leases = {}
   for i = 1, n do
-    leases[i] = ARGV[i + 6]
+    leases[i] = ARGV[i + 7]
   end
   local held = redis.call('ZMSCORE', KEYS[1], unpack(leases))
   local mine = {}
@@ -115,16 +123,16 @@ if n > 0 then
 end
 
 local function parse(rec)
-  local s, c, b, x, ch = string.match(rec or '', '^(%d+):(%d+):(%d+):(%d+):(.*)$')
+  local s, c, d, st, x, ch = string.match(rec or '', '^(%d+):(%d+):(%d+):(%d+):(%d+):(.*)$')
   if not s then
     return nil
   end
-  return {since = tonumber(s), confirmed = tonumber(c), beat_at = tonumber(b),
+  return {since = tonumber(s), confirmed = tonumber(c), due = tonumber(d), stale = tonumber(st),
           suspect = tonumber(x), channel = ch}
 end
 local function store(who, r)
-  redis.call('HSET', KEYS[5], who, r.since .. ':' .. r.confirmed .. ':' .. r.beat_at .. ':'
-    .. r.suspect .. ':' .. r.channel)
+  redis.call('HSET', KEYS[5], who, r.since .. ':' .. r.confirmed .. ':' .. r.due .. ':'
+    .. r.stale .. ':' .. r.suspect .. ':' .. r.channel)
 end
 -- A worker's members of the owners set: its prefix, then digits (';' sorts after '9').
 local function owned(who)
@@ -142,7 +150,8 @@ if me ~= '' then
     up = tonumber(redis.call('PUBSUB', 'NUMSUB', channel)[2]) > 0 and 1 or 0
   end
   local old = parse(redis.call('HGET', KEYS[5], me))
-  local r = {since = 0, confirmed = 0, beat_at = now, suspect = 0, channel = ''}
+  local r = {since = 0, confirmed = 0, due = now + due_ms, stale = now + 10 * lease_ms,
+             suspect = 0, channel = ''}
   if up == 1 then
     if old and old.channel == channel and old.since > 0 then
       r.since = old.since
@@ -155,18 +164,13 @@ if me ~= '' then
   end
   since, seq = r.since, r.confirmed
   store(me, r)
-  local drop = {}
-  for _, m in ipairs(owned(me)) do
-    local t = string.sub(m, #me + 1)
-    if not held_tokens[t] and (tonumber(t) or 0) <= horizon then
-      drop[#drop + 1] = m
-    end
+  if horizon > 0 then
+    redis.call('ZREMRANGEBYLEX', KEYS[6], '[' .. me, '[' .. owner_member(me, horizon))
   end
-  chunked('ZREM', KEYS[6], drop)
   local adds = {}
   for _, t in ipairs(held_order) do
     adds[#adds + 1] = 0
-    adds[#adds + 1] = me .. t
+    adds[#adds + 1] = owner_member(me, t)
   end
   chunked('ZADD', KEYS[6], adds)
 end
@@ -191,6 +195,8 @@ end
 local watched = tonumber(redis.call('HGET', KEYS[3], 'watched_at'))
 redis.call('HSET', KEYS[3], 'watched_at', now)
 if watched and now - watched > gap_ms then
+  -- Every worker missed its beats: their lateness up to now says nothing (`due`).
+  redis.call('HSET', KEYS[3], 'amnesty_at', now)
   local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + lease_ms)
   renew(stale)
   finish()
@@ -201,29 +207,32 @@ if watched and now - watched > gap_ms then
 end
 
 local takeover, taken = {}, {}
-local function take(lease)
-  if not taken[lease] and #takeover < limit then
+local function take(lease, most)
+  if not taken[lease] and #takeover < (most or limit) then
     taken[lease] = true
     takeover[#takeover + 1] = lease
   end
 end
 
--- Workers whose channel emptied (only a caller whose own subscription holds can tell).
-if up == 1 then
+-- A stale record belongs to a worker long gone (its leases expired and were taken over), a
+-- malformed one to no worker: any pass forgets them. Then the workers whose channel emptied
+-- (only a caller whose own subscription holds can tell).
+local cands = {}
+if me ~= '' then
   local all = redis.call('HGETALL', KEYS[5])
-  local cands = {}
   for i = 1, #all, 2 do
     local who, r = all[i], parse(all[i + 1])
     if who ~= me then
-      -- A record not refreshed for ten leases belongs to a worker long gone (its leases
-      -- expired and were taken over); a malformed one to no worker.
-      if not r or now - r.beat_at > 10 * lease_ms then
+      if not r or now > r.stale then
         forget(who)
-      elseif r.channel ~= '' then
+      elseif up == 1 and r.channel ~= '' then
         cands[#cands + 1] = {who = who, r = r}
       end
     end
   end
+end
+if #cands > 0 then
+  local amnesty_at = tonumber(redis.call('HGET', KEYS[3], 'amnesty_at') or '0')
   local gone = {}
   for first = 1, #cands, MAX_BATCH do
     local chans = {}
@@ -242,15 +251,15 @@ if up == 1 then
           c.r.suspect = 0
           store(c.who, c.r)
         end
-      elseif c.r.confirmed >= since then
+      elseif c.r.confirmed >= since and c.r.due > amnesty_at then
         if c.r.suspect == 0 then
           c.r.suspect = now
           store(c.who, c.r)
-          wait = SUSPECT_MS
-        elseif now - c.r.suspect >= SUSPECT_MS then
+        end
+        if now - c.r.suspect >= SUSPECT_MS and now > c.r.due then
           gone[#gone + 1] = c.who
         else
-          wait = c.r.suspect + SUSPECT_MS - now
+          wait = math.max(c.r.suspect + SUSPECT_MS, c.r.due + 1) - now
         end
       end
       if wait and (not recheck or wait < recheck) then
@@ -262,19 +271,20 @@ if up == 1 then
     local theirs = {}
     for _, who in ipairs(gone) do
       for _, m in ipairs(owned(who)) do
-        theirs[string.sub(m, #who + 1)] = true
+        theirs[tonumber(string.sub(m, #who + 1))] = true
       end
     end
-    -- Rare (a worker died), so a scan of the active set is affordable here.
+    -- Rare (a worker died), so a scan of the active set is affordable here; it takes up to
+    -- MAX_BATCH leases, whatever the limit, so that a worker holding many costs few scans.
     local more = false
     for _, l in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-      local t = lease_token(l)
+      local t = tonumber(lease_token(l))
       if t and theirs[t] then
-        if #takeover == limit then
+        if #takeover == MAX_BATCH then
           more = true
           break
         end
-        take(l)
+        take(l, MAX_BATCH)
       end
     end
     if more then
@@ -301,7 +311,7 @@ if #takeover == 0 then
 end
 local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
 if me ~= '' then
-  redis.call('ZADD', KEYS[6], 0, me .. token)
+  redis.call('ZADD', KEYS[6], 0, owner_member(me, token))
 end
 redis.call('ZREM', KEYS[1], unpack(takeover))
 local members = {}

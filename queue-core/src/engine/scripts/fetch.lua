@@ -156,7 +156,7 @@ if receipt ~= '' then
   redis.call('HSET', KEYS[5], receipt, token)
 end
 if owner ~= '' then
-  redis.call('ZADD', KEYS[13], 0, owner .. token)
+  redis.call('ZADD', KEYS[13], 0, owner_member(owner, token))
 end
 local deadline = now + lease_ms
 local out, leases, inflight, ids = {token, next_due, expired, #bad}, {}, {}, {}
