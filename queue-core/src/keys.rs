@@ -38,7 +38,7 @@ impl QueueKeys {
     /// the hash tag (`{`, `}`) or the key layout (whitespace, control characters).
     pub fn new(namespace: &str, queue: &str) -> Result<QueueKeys> {
         validate_name("queue name", queue)?;
-        validate_name("namespace", namespace)?;
+        validate_namespace(namespace)?;
         Ok(QueueKeys {
             queue: queue.to_string(),
             prefix: format!("{namespace}:{{{queue}}}"),
@@ -245,7 +245,7 @@ impl CacheKeys {
     ///
     /// [`Error::Config`] for an invalid namespace.
     pub fn new(namespace: &str) -> Result<CacheKeys> {
-        validate_name("namespace", namespace)?;
+        validate_namespace(namespace)?;
         Ok(CacheKeys::of_valid(namespace))
     }
     /// For a namespace already validated (a connected client's).
@@ -290,7 +290,7 @@ impl RateLimitKeys {
     ///
     /// [`Error::Config`] for an invalid namespace.
     pub fn new(namespace: &str) -> Result<RateLimitKeys> {
-        validate_name("namespace", namespace)?;
+        validate_namespace(namespace)?;
         Ok(RateLimitKeys::of_valid(namespace))
     }
     /// For a namespace already validated (a connected client's).
@@ -332,7 +332,7 @@ impl NamespaceKeys {
     ///
     /// [`Error::Config`] for an invalid namespace.
     pub fn new(namespace: &str) -> Result<NamespaceKeys> {
-        validate_name("namespace", namespace)?;
+        validate_namespace(namespace)?;
         Ok(NamespaceKeys::of_valid(namespace))
     }
     /// For a namespace already validated (a connected client's).
@@ -386,6 +386,19 @@ impl NamespaceKeys {
     pub fn worker(&self, id: &str) -> String {
         format!("{}:worker:{id}", self.namespace)
     }
+}
+
+/// A namespace is a name without `:` as well: every key starts `<namespace>:`, so a namespace
+/// holding `:` would be the start of another namespace's key space (`a:cache` against `a`'s
+/// cache keys), and a `~<namespace>:*` ACL rule could not tell them apart.
+fn validate_namespace(namespace: &str) -> Result<()> {
+    validate_name("namespace", namespace)?;
+    if namespace.contains(':') {
+        return Err(Error::Config(format!(
+            "namespace {namespace:?} must not contain ':'"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_name(what: &str, name: &str) -> Result<()> {
@@ -478,6 +491,96 @@ mod tests {
         // A queue named `*` scans only its own idempotency keys.
         let star = QueueKeys::new("queue", "*").expect("valid");
         assert_eq!(star.unique_pattern(), "queue:{\\*}:unique:*");
+    }
+
+    /// The hash tag Redis Cluster hashes a key by: the bytes between the first `{` and the
+    /// first `}` after it, when that is not empty; otherwise the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(len) = key[open + 1..].find('}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    /// Target 1 of the hostile-input issue: tricky inputs through every builder that takes a
+    /// user string give pairwise distinct keys, and every key of a queue (its free-form ones
+    /// included) hashes by the queue's tag, so every script stays in one slot.
+    #[test]
+    fn tricky_inputs_give_distinct_keys_in_their_queues_slot() {
+        let long = "x".repeat(10 * 1024);
+        let tricky: Vec<&str> = vec![
+            "", "{", "}", ":", "*", "?", "[", "]", "\\", "\n", "a\nb", "%", "%3A", "a:b", "a%3Ab",
+            "{x}", "a b", "block", "version", "lock", "v:", "l:x", &long,
+        ];
+        let c = CacheKeys::new("queue").expect("valid");
+        let r = RateLimitKeys::new("queue").expect("valid");
+        let ns = NamespaceKeys::new("queue").expect("valid");
+        for queue in ["q", "*", "a:b", "[x]", "?"] {
+            let q = QueueKeys::new("queue", queue).expect("valid queue name");
+            let tag = hash_tag(&q.pending()).to_string();
+            assert_eq!(tag, queue);
+            let mut all: Vec<String> = q.all_fixed();
+            for t in &tricky {
+                all.push(q.unique(t));
+                all.push(q.alive_channel(t, 1));
+            }
+            for key in &all {
+                assert_eq!(hash_tag(key), tag, "{key:?} leaves the slot of {queue:?}");
+            }
+        }
+        let q = QueueKeys::new("queue", "q").expect("valid");
+        type Builder<'a> = (&'a str, Box<dyn Fn(&str) -> String + 'a>);
+        let builders: Vec<Builder> = vec![
+            ("unique", Box::new(|s| q.unique(s))),
+            ("alive_channel", Box::new(|s| q.alive_channel(s, 7))),
+            ("cache entry (namespace)", Box::new(|s| c.entry(s, "k"))),
+            ("cache entry (key)", Box::new(|s| c.entry("n", s))),
+            ("cache lock (namespace)", Box::new(|s| c.lock(s, "k"))),
+            ("cache lock (key)", Box::new(|s| c.lock("n", s))),
+            ("cache version", Box::new(|s| c.version(s))),
+            ("cache tag", Box::new(|s| c.tag(s))),
+            ("rate-limit block", Box::new(|s| r.block(s))),
+            ("rate-limit limit (subject)", Box::new(|s| r.limit(s, "l"))),
+            ("rate-limit limit (name)", Box::new(|s| r.limit("s", s))),
+            ("session", Box::new(|s| ns.session(s))),
+            ("user sessions", Box::new(|s| ns.user_sessions(s))),
+            ("tower session", Box::new(|s| ns.tower_session(s))),
+            ("event channel", Box::new(|s| ns.event_channel(s))),
+            ("worker", Box::new(|s| ns.worker(s))),
+        ];
+        // Distinct inputs, distinct keys, within each builder...
+        for (what, build) in &builders {
+            let keys: std::collections::HashSet<String> = tricky.iter().map(|t| build(t)).collect();
+            assert_eq!(keys.len(), tricky.len(), "{what}: two inputs share a key");
+        }
+        // ... and no key of one builder is a key of another (reserved words cannot collide).
+        let mut seen: std::collections::HashMap<String, &str> = Default::default();
+        for (what, build) in &builders {
+            for t in &tricky {
+                if let Some(other) = seen.insert(build(t), what) {
+                    assert_eq!(other, *what, "{what} and {other} both build {:?}", build(t));
+                }
+            }
+        }
+        // Toolkit keys carry no brace of their own input: one hash tag at most, the builder's.
+        for t in &tricky {
+            for key in [c.entry(t, t), r.limit(t, t), r.block(t)] {
+                assert!(key.matches('{').count() <= 1, "{key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_namespace_cannot_hold_a_separator() {
+        assert!(QueueKeys::new("a:b", "q").is_err());
+        assert!(CacheKeys::new("a:cache").is_err());
+        assert!(NamespaceKeys::new("ns:session:user").is_err());
+        assert!(RateLimitKeys::new("x:y").is_err());
+        assert!(QueueKeys::new("app-1.prod", "q").is_ok());
     }
 
     #[test]

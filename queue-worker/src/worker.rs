@@ -833,7 +833,7 @@ async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settl
             rt.counters.failed.fetch_add(1, Ordering::Relaxed);
             if *settle == Settle::Dead {
                 rt.counters.dead.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(id = %job.id, name = %job.name, error = ?job.last_error().map(|f| &f.message), "job dead-lettered");
+                tracing::warn!(id = %job.id, name = ?job.name, error = ?job.last_error().map(|f| &f.message), "job dead-lettered");
             }
         }
         Ok(false) => {
@@ -1009,7 +1009,7 @@ async fn recover_loop(rt: Arc<Runtime>, mut found: mpsc::UnboundedReceiver<heart
                     "worker lost: attempt {} stopped heartbeating and its lease expired",
                     job.attempt()
                 );
-                tracing::warn!(id = %job.id, name = %job.name, "recovering a job whose worker was lost");
+                tracing::warn!(id = %job.id, name = ?job.name, "recovering a job whose worker was lost");
                 // The attempt is counted, and a job that keeps killing its workers ends in the
                 // dead set as `worker_lost`.
                 settle_failure(

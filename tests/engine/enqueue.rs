@@ -290,6 +290,74 @@ async fn a_user_without_permission_is_a_typed_error() {
     assert!(!err.is_retryable());
 }
 
+/// A server that may evict keys loses whole queues without a word, so a client refuses it
+/// (with the policy named and the way out), unless told the instance is a cache; a server
+/// without `maxmemory` never evicts, whatever its policy.
+#[tokio::test]
+async fn an_evicting_server_is_refused_unless_allowed() {
+    use queue::testing::{RedisServer, RedisServerOptions};
+    for policy in ["allkeys-lru", "volatile-ttl"] {
+        let server = RedisServer::start_with(RedisServerOptions {
+            args: ["--maxmemory", "100mb", "--maxmemory-policy", policy]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })
+        .expect("redis-server");
+        let err = Client::connect(server.url())
+            .await
+            .expect_err("an evicting server is refused");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(policy) && message.contains("noeviction"),
+            "{message}"
+        );
+        let mut config = queue::ClientConfig::new(server.url());
+        config.allow_eviction = true;
+        Client::connect_with(config)
+            .await
+            .expect("allowed for a cache instance");
+    }
+    let unlimited = RedisServer::start_with(RedisServerOptions {
+        args: ["--maxmemory-policy", "allkeys-lru"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    })
+    .expect("redis-server");
+    Client::connect(unlimited.url())
+        .await
+        .expect("no maxmemory, no eviction");
+}
+
+/// `INFO` is in `@dangerous`: the usual `+@all -@dangerous` user connects and enqueues, the
+/// version and eviction checks skipped with a warning.
+#[tokio::test]
+async fn a_user_without_dangerous_commands_connects_and_enqueues() {
+    let env = Env::start().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "app",
+            "on",
+            ">secret",
+            "~*",
+            "&*",
+            "+@all",
+            "-@dangerous",
+        ])
+        .query_async(&mut env.raw().await)
+        .await
+        .expect("acl");
+    let url = env.url().replacen("redis://", "redis://app:secret@", 1);
+    let client = Client::connect(&url).await.expect("connects without INFO");
+    client
+        .enqueue_job(NewJob::of::<Ping>(&1).expect("encode"))
+        .await
+        .expect("enqueues");
+}
+
 /// `Durability::Replicated`: an acknowledged enqueue is on the replica, so it survives the
 /// primary's death and the replica's promotion; with the replica frozen the enqueue is applied
 /// but reported as not durable, within its timeout.

@@ -39,6 +39,11 @@ pub struct ClientConfig {
     /// How durable enqueues, completions and failures must be before they are acknowledged
     /// (default: as durable as the server's own persistence).
     pub durability: crate::script::Durability,
+    /// Connect to a server that may evict keys (a `maxmemory` with a `maxmemory-policy` other
+    /// than `noeviction`). Off by default: eviction drops whole queues without a word, so
+    /// [`Client::connect_with`] refuses such a server. Turn it on for a client used only for
+    /// the cache layer on a cache instance (`QUEUE_ALLOW_EVICTION=1`).
+    pub allow_eviction: bool,
 }
 
 impl ClientConfig {
@@ -51,6 +56,7 @@ impl ClientConfig {
             response_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             durability: crate::script::Durability::Server,
+            allow_eviction: false,
         }
     }
 
@@ -63,6 +69,7 @@ impl ClientConfig {
         if let Ok(ns) = std::env::var("QUEUE_NAMESPACE") {
             c.namespace = ns;
         }
+        c.allow_eviction = std::env::var("QUEUE_ALLOW_EVICTION").is_ok_and(|v| v == "1");
         c
     }
 }
@@ -282,6 +289,23 @@ impl NewJob {
         if self.name.is_empty() {
             return Err(Error::InvalidJob("job name must not be empty".into()));
         }
+        // Names and keys show up in logs and terminals: a newline would forge a log line, an
+        // escape sequence rewrite a terminal.
+        if self.name.chars().any(char::is_control) {
+            return Err(Error::InvalidJob(format!(
+                "job name {:?} must not contain control characters",
+                self.name
+            )));
+        }
+        if let Some(k) = o
+            .unique_key
+            .as_deref()
+            .filter(|k| k.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidJob(format!(
+                "unique key {k:?} must not contain control characters"
+            )));
+        }
         if o.max_attempts == Some(0) {
             return Err(Error::InvalidJob("max_attempts must be at least 1".into()));
         }
@@ -442,7 +466,7 @@ impl Client {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
             .map_err(Error::redis(&config.url))?;
-        let version = check_version(&mut con, &config.url).await?;
+        let version = check_server(&mut con, &config).await?;
         if matches!(config.durability, crate::script::Durability::Fsync { .. }) && version < (7, 2)
         {
             return Err(Error::Config(format!(
@@ -976,22 +1000,42 @@ impl Client {
 /// The oldest Redis the scripts run on: they use `ZMSCORE` and `ZADD GT` (6.2).
 pub const MIN_REDIS: (u32, u32) = (6, 2);
 
-/// Refuses a server older than [`MIN_REDIS`] up front, with a clear message, rather than
-/// failing later inside a script.
-async fn check_version<C: redis::aio::ConnectionLike + Send>(
+/// Refuses, up front and with a clear message, a server older than [`MIN_REDIS`] (rather than
+/// failing later inside a script) and one that may evict keys (see
+/// [`ClientConfig::allow_eviction`]). Both come from `INFO`, which is in `@dangerous`: a user
+/// whose ACL refuses it connects anyway, with a warning that neither was checked. Returns the
+/// version, `(0, 0)` when unknown.
+async fn check_server<C: redis::aio::ConnectionLike + Send>(
     con: &mut C,
-    url: &str,
+    config: &ClientConfig,
 ) -> Result<(u32, u32)> {
-    let info: String = redis::cmd("INFO")
+    let url = config.url.as_str();
+    let info: String = match redis::cmd("INFO")
         .arg("server")
+        .arg("memory")
         .query_async(con)
         .await
-        .map_err(Error::redis(url))?;
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .map(str::trim)
-        .unwrap_or("");
+    {
+        Ok(info) => info,
+        Err(e) if crate::ErrorKind::of_redis(&e) == crate::ErrorKind::Permission => {
+            tracing::warn!(
+                url = %crate::error::redact(url),
+                "INFO is refused to this user (ACL): the Redis version and the eviction policy are not checked; \
+                 the server must be Redis {}.{} or later with maxmemory-policy noeviction",
+                MIN_REDIS.0,
+                MIN_REDIS.1
+            );
+            return Ok((0, 0));
+        }
+        Err(e) => return Err(Error::redis(url)(e)),
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let version = field("redis_version:");
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if !version.is_empty() && found < MIN_REDIS {
@@ -1000,6 +1044,18 @@ async fn check_version<C: redis::aio::ConnectionLike + Send>(
             crate::error::redact(url),
             MIN_REDIS.0,
             MIN_REDIS.1
+        )));
+    }
+    let maxmemory: u64 = field("maxmemory:").parse().unwrap_or(0);
+    let policy = field("maxmemory_policy:");
+    if maxmemory > 0 && !policy.is_empty() && policy != "noeviction" && !config.allow_eviction {
+        return Err(Error::Config(format!(
+            "{} may evict keys (maxmemory {maxmemory} bytes, maxmemory-policy {policy}): a queue \
+             loses whole sets of jobs that way, without an error. Set `maxmemory-policy \
+             noeviction` on a queue instance (a full server then refuses writes with \
+             OutOfMemory), or set ClientConfig::allow_eviction (QUEUE_ALLOW_EVICTION=1) for a \
+             client used only for the cache on a cache instance",
+            crate::error::redact(url)
         )));
     }
     Ok(found)

@@ -399,9 +399,9 @@ impl Schedule {
     /// [`Error::Config`] for an invalid expression or name.
     pub fn new(name: impl Into<String>, expr: &str, job: NewJob) -> Result<Schedule> {
         let name = name.into();
-        if name.is_empty() || name.contains(char::is_whitespace) {
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(Error::Config(format!(
-                "schedule name {name:?} must be non-empty, without spaces"
+                "schedule name {name:?} must be non-empty, without spaces or control characters"
             )));
         }
         Ok(Schedule {

@@ -13,7 +13,8 @@ impl Middleware for Trace {
         let span = tracing::info_span!(
             "job",
             id = %req.ctx.id,
-            name = %req.ctx.name,
+            // Debug-formatted: a name from a foreign producer may hold a newline.
+            name = ?req.ctx.name,
             queue = %req.ctx.queue,
             attempt = req.ctx.attempt,
         );

@@ -122,15 +122,18 @@ impl CacheKey {
         }
     }
 
-    /// A key private to `user`.
+    /// A key private to `user`. The user is escaped ([`escape`](crate::wire::escape)) before
+    /// it joins the key, so no user id can reach into another's keys (`("1:x", "y")` and
+    /// `("1", "x:y")` are two keys).
     pub fn for_user(
         user: impl std::fmt::Display,
         namespace: impl Into<String>,
         key: impl Into<String>,
     ) -> CacheKey {
+        let user = user.to_string();
         CacheKey {
             namespace: namespace.into(),
-            key: format!("user:{user}:{}", key.into()),
+            key: format!("user:{}:{}", crate::keys::escape(&user), key.into()),
         }
     }
 
@@ -1111,5 +1114,18 @@ struct FillGuard {
 impl FillGuard {
     async fn release(self) {
         self.cache.unlock(&self.lock, &self.token).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheKey;
+
+    #[test]
+    fn a_user_cannot_reach_into_another_users_keys() {
+        let a = CacheKey::for_user("1:x", "profiles", "y");
+        let b = CacheKey::for_user("1", "profiles", "x:y");
+        assert_ne!(a.key, b.key);
+        assert_eq!(a.namespace, b.namespace);
     }
 }
