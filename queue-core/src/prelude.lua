@@ -39,6 +39,10 @@ end
 -- Batches are capped by the client so that `unpack` stays far below Lua's stack limit.
 local MAX_BATCH = 1000
 
+-- The largest member a queue takes, unless its meta hash says otherwise (`max_payload`, which
+-- a client configured with another cap writes): the client's DEFAULT_MAX_PAYLOAD.
+local DEFAULT_MAX_PAYLOAD = 524288
+
 -- A script's own refusal carries the reply code QUEUE, so clients classify it by code.
 local function fail(msg)
   return redis.error_reply('QUEUE ' .. msg)

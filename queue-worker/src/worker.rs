@@ -576,7 +576,7 @@ async fn fetch_loop(
                         // Garbage took the place of jobs: the queue is not drained, look again.
                         busy = true;
                         let ids: Vec<&str> = f.garbage.iter().map(|id| id.as_str()).collect();
-                        tracing::warn!(queue = q.broker.queue(), count = ids.len(), ids = ?ids, "members without a job id were dead-lettered as they were (see `queue job show <id>`)");
+                        tracing::warn!(queue = q.broker.queue(), count = ids.len(), ids = ?ids, "members that cannot be leased (no job id, or over the payload cap) were dead-lettered as they were (see `queue job show <id>`)");
                     }
                     next_due = match (next_due, f.next_due_ms) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -730,7 +730,33 @@ async fn run_job(
     // The slot frees before the result is recorded: completions are acknowledged in batches by
     // the acker, and the lease stays held (and heartbeated) until then.
     drop(permit);
+    let cap = rt.client.config().max_payload;
     match res {
+        // A result is kept in Redis like a job: over the same cap it would fill the server
+        // with what no reader needs whole. The job fails for good, with the size in its error.
+        Ok(result) if result.len() > cap => {
+            let job = match queue_core::wire::decode_member(&lease.member, job.queue.as_str()) {
+                Ok(full) => full,
+                Err(_) => Arc::unwrap_or_clone(job),
+            };
+            let message = format!(
+                "the handler's result is {} bytes, over the payload cap of {cap} bytes \
+                 (ClientConfig::max_payload); it was not stored",
+                result.len()
+            );
+            drop(result);
+            settle_failure(
+                &rt,
+                qi,
+                &lease,
+                job,
+                "too_large",
+                &message,
+                Action::DeadLetter,
+                Cause::Handler,
+            )
+            .await;
+        }
         Ok(result) => {
             let completion = Completion {
                 lease,

@@ -501,6 +501,85 @@ async fn requeue_hands_jobs_back_without_counting_an_attempt() {
     assert_eq!(again.attempt(), 1);
 }
 
+/// The payload cap holds in the scripts, for producers that skip the client's check: the
+/// enqueue script refuses a member over the queue's cap, and a member over it that got in
+/// anyway (an older producer, a raw ZADD) is dead-lettered by `fetch` as it is, unleased, so
+/// no worker ever holds it.
+#[tokio::test]
+async fn the_payload_cap_holds_in_the_scripts() {
+    let env = Env::start().await;
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    // A producer configured with a 1 MiB cap writes it into the queue's meta...
+    let mut config = queue::ClientConfig::new(env.url());
+    config.max_payload = 1 << 20;
+    let wide = queue::Client::connect_with(config).await.expect("connect");
+    wide.enqueue_job(job(1)).await.expect("small");
+    let cap: usize = redis::cmd("HGET")
+        .arg(keys.meta())
+        .arg("max_payload")
+        .query_async(&mut raw)
+        .await
+        .expect("hget");
+    assert_eq!(cap, 1 << 20);
+    // ... an operator lowers it to the default again: the script refuses what the client
+    // would still send.
+    redis::cmd("HSET")
+        .arg(keys.meta())
+        .arg("max_payload")
+        .arg(queue::wire::DEFAULT_MAX_PAYLOAD)
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("hset");
+    let blob = queue::wire::encode_value(&vec![7u8; queue::wire::DEFAULT_MAX_PAYLOAD], "blob")
+        .expect("encode");
+    let err = wide
+        .enqueue_job(NewJob::raw("test.ping", blob.clone()))
+        .await
+        .expect_err("over the queue's cap");
+    assert!(err.to_string().contains("payload cap"), "{err}");
+
+    // A member over the cap already in the pending set.
+    let broker = Broker::new(env.client.clone(), "default").expect("broker");
+    let _ = broker.fetch(10, LEASE).await.expect("drain the small one");
+    let id = queue::JobId::generate();
+    let mut member = queue::wire::priority_prefix(0).into_bytes();
+    member.extend_from_slice(id.as_str().as_bytes());
+    member.extend_from_slice(&blob);
+    redis::cmd("ZADD")
+        .arg(keys.pending())
+        .arg(0)
+        .arg(member.as_slice())
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("zadd");
+    let f = broker.fetch(10, LEASE).await.expect("fetch");
+    assert!(f.jobs.is_empty(), "an oversize member is never leased");
+    assert_eq!(f.garbage, [id.clone()], "dead-lettered under its own id");
+    let kept: Vec<u8> = redis::cmd("HGET")
+        .arg(keys.dead_jobs())
+        .arg(id.as_str())
+        .query_async(&mut raw)
+        .await
+        .expect("hget");
+    assert_eq!(kept, member, "kept byte for byte");
+    let too_large: u64 = redis::cmd("HGET")
+        .arg(keys.stats())
+        .arg("too_large")
+        .query_async(&mut raw)
+        .await
+        .expect("hget");
+    assert_eq!(too_large, 1);
+    let admin = queue::admin::Admin::new(env.client.clone());
+    let view = admin
+        .find(id.as_str(), Some("default"))
+        .await
+        .expect("find")
+        .expect("found");
+    let why = view.job.expect_err("shown as too large, not decoded");
+    assert!(why.starts_with("too_large:"), "{why}");
+}
+
 /// A dead worker's fetch receipt is dropped by maintenance; a live worker's stays.
 #[tokio::test]
 async fn receipts_of_dead_workers_are_pruned() {

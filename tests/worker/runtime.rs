@@ -79,8 +79,14 @@ async fn discards(_key: String) -> Result<(), JobError> {
     Err(JobError::discard("nothing to do"))
 }
 
+#[job(name = "test.inflate")]
+async fn inflate(bytes: usize) -> Result<String, JobError> {
+    Ok("x".repeat(bytes))
+}
+
 /// Every handler of this file: the workers here run them all, and none of the other files'.
 const JOBS: &[&str] = &[
+    "test.inflate",
     "test.echo",
     "test.flaky",
     "test.always_fails",
@@ -205,6 +211,41 @@ async fn dead_letter_after_max_attempts_keeps_the_error() {
         dead[0].last_error().map(|f| f.message.as_str()),
         Some("database is down")
     );
+    running.stop().await;
+}
+
+/// A result over the payload cap is not stored: the job dies as `too_large`, with both sizes
+/// in its error, and the worker keeps running.
+#[tokio::test]
+async fn a_result_over_the_payload_cap_fails_the_job_instead_of_being_stored() {
+    let env = Env::start().await;
+    let running = start_worker(&env, |b| b).await;
+    let cap = queue::wire::DEFAULT_MAX_PAYLOAD;
+    let big = env
+        .client
+        .enqueue::<inflate>(&(cap + 1))
+        .await
+        .expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &big.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.state, JobState::Dead);
+    let error = out.error.unwrap_or_default();
+    assert!(
+        error.starts_with("too_large:") && error.contains(&cap.to_string()),
+        "{error}"
+    );
+    assert!(out.result.is_none(), "nothing of the result is kept");
+    // The worker goes on: a result within the cap completes.
+    let small = env.client.enqueue::<inflate>(&1000).await.expect("enqueue");
+    let out = env
+        .client
+        .wait_for("default", &small.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.state, JobState::Completed);
     running.stop().await;
 }
 

@@ -492,21 +492,44 @@ impl Admin {
         let mut con = self.client.con();
         // One round trip for every id-keyed state: the body and, where kept, the time.
         type Body = Option<Vec<u8>>;
-        let (inflight, dead, dead_at, result, done_at): (
+        let (inflight, dead, dead_at, result, done_at, cap): (
             Body,
             Body,
             Option<f64>,
             Body,
             Option<f64>,
+            Option<usize>,
         ) = redis::pipe()
             .hget(k.inflight(), id.as_str())
             .hget(k.dead_jobs(), id.as_str())
             .zscore(k.dead(), id.as_str())
             .hget(k.results(), id.as_str())
             .zscore(k.completed(), id.as_str())
+            .hget(k.meta(), "max_payload")
             .query_async(&mut con)
             .await
             .map_err(rerr(&self.client))?;
+        // A dead member over the queue's cap was dead-lettered by `fetch` without a run: say so
+        // instead of showing the job as if it had failed without an error.
+        let cap = cap.unwrap_or(crate::engine::client::DEFAULT_MAX_PAYLOAD);
+        if let (Some(body), Some(at)) = (&dead, dead_at) {
+            if body.len() > cap {
+                // Not decoded: the point of the cap is that nobody holds a second copy.
+                return Ok(Some(JobView {
+                    state: State::Dead,
+                    queue: queue.into(),
+                    id: id.clone(),
+                    job: Err(format!(
+                        "too_large: the member's {} bytes exceed the queue's payload cap of \
+                         {cap} bytes; dead-lettered unrun",
+                        body.len()
+                    )),
+                    at_ms: Some(at as i64),
+                    outcome: None,
+                    member: Vec::new(),
+                }));
+            }
+        }
         let stored = [
             (State::Active, inflight, None),
             (State::Dead, dead, dead_at),

@@ -24,7 +24,10 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 512 * 1024;
 pub const MAX_BATCH: usize = 1000;
 
 /// Connection settings shared by producers and workers.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows the URL redacted ([`crate::admin::redact`]): a password in it never
+/// reaches a log.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Redis URL (`redis://host:port/db`, `redis+unix:///path`).
     pub url: String,
@@ -44,6 +47,31 @@ pub struct ClientConfig {
     /// [`Client::connect_with`] refuses such a server. Turn it on for a client used only for
     /// the cache layer on a cache instance (`QUEUE_ALLOW_EVICTION=1`).
     pub allow_eviction: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field is named here, so a field added later does not compile until someone
+        // decides whether it is a secret (a derived Debug printed the URL's password).
+        let ClientConfig {
+            url,
+            namespace,
+            max_payload,
+            response_timeout,
+            connect_timeout,
+            durability,
+            allow_eviction,
+        } = self;
+        f.debug_struct("ClientConfig")
+            .field("url", &crate::error::redact(url))
+            .field("namespace", namespace)
+            .field("max_payload", max_payload)
+            .field("response_timeout", response_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("durability", durability)
+            .field("allow_eviction", allow_eviction)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -666,10 +694,17 @@ impl Client {
             return Ok(());
         }
         let ns = NamespaceKeys::new(&self.inner.config.namespace)?;
-        redis::cmd("SADD")
-            .arg(ns.queues())
-            .arg(&new)
-            .query_async::<()>(&mut self.con())
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(ns.queues()).arg(&new).ignore();
+        // The scripts enforce a queue's payload cap (raw producers included): a client
+        // configured with another than the default tells the queues it uses.
+        let cap = self.inner.config.max_payload;
+        if cap != DEFAULT_MAX_PAYLOAD {
+            for q in &new {
+                pipe.hset(self.keys(q)?.meta(), "max_payload", cap).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut self.con())
             .await
             .map_err(Error::redis(self.url()))?;
         self.inner
@@ -1079,5 +1114,15 @@ fn dead_outcome(member: &[u8], queue: &str) -> Outcome {
         result: None,
         error,
         job: Some(member.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod prelude_agrees {
+    /// The scripts' default cap is the client's: one number, written twice (Rust and Lua).
+    #[test]
+    fn the_scripts_default_payload_cap_is_the_clients() {
+        let line = format!("local DEFAULT_MAX_PAYLOAD = {}", super::DEFAULT_MAX_PAYLOAD);
+        assert!(include_str!("../prelude.lua").contains(&line));
     }
 }

@@ -29,6 +29,10 @@
 -- a worker process asks for one only while it holds none, so a job that kills its worker
 -- process shares that process with no other recovered job.
 --
+-- A member larger than the queue's payload cap (`max_payload` in meta, default 512 KiB) is not
+-- leased either: it goes to the dead set under its own id (a fresh one if that id is already
+-- dead), counted as `too_large`, so no worker ever holds it in memory.
+--
 -- A member whose header is not a job id (garbage written by a foreign producer, a truncated
 -- write) cannot be leased: no lease could name it. Nor can a second member with the same id
 -- in one batch: its lease and inflight entry would be the first's. Either goes straight to the
@@ -39,7 +43,7 @@
 -- by this batch's leases (a lease is `<id>:<token>`), the run-at of the earliest scheduled or
 -- retrying job (-1 if none), 1 when some worker's lease has expired (0 otherwise, or when not
 -- asked; a busy worker learns of a dead one at a fetch, and its heartbeat takes the jobs over
--- at once), the ids given to k dead-lettered garbage members, how many of the leased jobs (the
+-- at once), the ids given to k members dead-lettered unleased (garbage, too large), how many of the leased jobs (the
 -- first r) came from the recovered set, and the leased jobs. A paused queue leases nothing
 -- (token 0).
 
@@ -90,9 +94,11 @@ if (ARGV[5] or '1') == '1' then
   end
 end
 
-if n == 0 or redis.call('HEXISTS', KEYS[5], 'paused') == 1 then
+local flags = redis.call('HMGET', KEYS[5], 'paused', 'max_payload')
+if n == 0 or flags[1] then
   return {0, next_due, expired, 0, 0}
 end
+local cap = tonumber(flags[2]) or DEFAULT_MAX_PAYLOAD
 
 local popped = {}
 if rmax > 0 then
@@ -111,7 +117,7 @@ end
 
 -- Garbage out first, so that what is leased below is only what a lease can name.
 local good, bad, good_recovered = {}, {}, 0
-local no_header, shared, taken = {}, {}, {}
+local no_header, shared, too_large, taken = {}, {}, {}, {}
 local function dead_letter(member, why)
   local id = garbage_id(KEYS[5], now)
   redis.call('ZADD', KEYS[9], now, id)
@@ -122,7 +128,16 @@ end
 for i = 1, #popped, 2 do
   local member = popped[i]
   local id = #member >= 29 and member_id(member)
-  if id and string.match(id, '^[0-9A-Z]+$') then
+  if id and string.match(id, '^[0-9A-Z]+$') and #member > cap then
+    local own = id
+    if redis.call('HEXISTS', KEYS[10], own) == 1 then
+      own = garbage_id(KEYS[5], now)
+    end
+    redis.call('ZADD', KEYS[9], now, own)
+    redis.call('HSET', KEYS[10], own, member)
+    bad[#bad + 1] = own
+    too_large[#too_large + 1] = own
+  elseif id and string.match(id, '^[0-9A-Z]+$') then
     if taken[id] then
       dead_letter(member, shared)
     else
@@ -138,7 +153,13 @@ for i = 1, #popped, 2 do
 end
 if #bad > 0 then
   redis.call('HINCRBY', KEYS[11], 'dead', #bad)
-  redis.call('HINCRBY', KEYS[11], 'garbage', #bad)
+  if #bad > #too_large then
+    redis.call('HINCRBY', KEYS[11], 'garbage', #bad - #too_large)
+  end
+  if #too_large > 0 then
+    redis.call('HINCRBY', KEYS[11], 'too_large', #too_large)
+  end
+  emit(KEYS[5], KEYS[8], 'dead', too_large, now, 'too_large: the member exceeds the queue\'s payload cap of ' .. cap .. ' bytes')
   emit(KEYS[5], KEYS[8], 'dead', no_header, now, 'undecodable: the member has no job id header')
   emit(KEYS[5], KEYS[8], 'dead', shared, now, 'undecodable: another member holds the same job id')
 end

@@ -9,11 +9,15 @@
 -- Returns an error reply for the first invalid job, or nil. Run it before the first write:
 -- Redis keeps a script's partial writes.
 local function check_jobs(K, base, n)
+  local cap = tonumber(redis.call('HGET', K.meta, 'max_payload')) or DEFAULT_MAX_PAYLOAD
   for i = 0, n - 1 do
     local j = base + i * 4
     local member, at, k, ttl = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
     if not member or #member < 29 then
       return fail('job ' .. (i + 1) .. ': member is shorter than its 28-byte header')
+    end
+    if #member > cap then
+      return fail('job ' .. (i + 1) .. ': member of ' .. #member .. ' bytes exceeds the queue\'s payload cap of ' .. cap .. ' bytes (meta max_payload)')
     end
     if not at or not k or not ttl then
       return fail('job ' .. (i + 1) .. ': run_at, unique index and ttl must be numbers')
