@@ -55,7 +55,7 @@ pub mod wire {
     pub use crate::engine::client::{DEFAULT_MAX_PAYLOAD, MAX_BATCH, MIN_REDIS};
     pub use crate::engine::codec::{
         decode_member, decode_value, encode_member, encode_value, member_id, priority_prefix,
-        MEMBER_HEADER,
+        MEMBER_HEADER, UNSUPPORTED_VERSION,
     };
     pub use crate::engine::job::{
         Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,

@@ -803,7 +803,17 @@ async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_
     let message = format!(
         "the job's envelope does not decode ({error}); its raw bytes are kept as its arguments"
     );
-    let stand_in = Job::undecodable(
+    // A later wire version is not garbage: an upgraded producer ran ahead of this worker.
+    let kind = match &error {
+        queue_core::Error::Decode { what, .. }
+            if *what == queue_core::wire::UNSUPPORTED_VERSION =>
+        {
+            "unsupported_version"
+        }
+        _ => "decode",
+    };
+    let stand_in = Job::unreadable(
+        kind,
         lease.id.clone(),
         q.broker.queue(),
         lease.member.clone(),

@@ -290,6 +290,78 @@ async fn a_user_without_permission_is_a_typed_error() {
     assert!(!err.is_retryable());
 }
 
+/// The enqueue script as a producer in another language runs it (docs/PROTOCOL.md: the
+/// prelude, the shared library and the script, concatenated), with hand-made members.
+async fn raw_enqueue(env: &Env, member: &[u8]) -> redis::RedisResult<redis::Value> {
+    let source = [
+        include_str!("../../queue-core/src/prelude.lua"),
+        include_str!("../../queue-core/src/engine/scripts/lib/enqueue_jobs.lua"),
+        include_str!("../../queue-core/src/engine/scripts/enqueue.lua"),
+    ]
+    .concat();
+    let keys = env.client.keys("raw").expect("keys");
+    redis::cmd("EVAL")
+        .arg(source)
+        .arg(5)
+        .arg(keys.pending())
+        .arg(keys.scheduled())
+        .arg(keys.wake())
+        .arg(keys.meta())
+        .arg(keys.events())
+        .arg(1)
+        .arg(member)
+        .arg(0)
+        .arg(0)
+        .arg(0)
+        .query_async(&mut env.raw().await)
+        .await
+}
+
+/// Target 4 of the hostile-input issue: the enqueue script refuses a member whose header does
+/// not hold (a lowercase id, which would run but never be found; a prefix that is not two
+/// lowercase hex digits; a non-canonical ULID); the worker side refuses an envelope of a later
+/// wire version and a prefix that disagrees with the envelope's priority.
+#[tokio::test]
+async fn the_enqueue_script_checks_the_member_header() {
+    let env = Env::start().await;
+    let job = queue::wire::Job::new(
+        queue::JobId::generate(),
+        "raw",
+        "test.ping",
+        queue::wire::encode_value(&1u32, "args").expect("encode"),
+        common::now_ms(),
+    );
+    let good = queue::wire::encode_member(&job).expect("encode");
+    raw_enqueue(&env, &good)
+        .await
+        .expect("a canonical member is taken");
+    let mut lower = good.clone();
+    lower[2..28].make_ascii_lowercase();
+    let mut upper_prefix = good.clone();
+    upper_prefix[..2].copy_from_slice(b"FF");
+    let mut not_ulid = good.clone();
+    not_ulid[2] = b'I';
+    for (what, member) in [
+        ("lowercase id", lower),
+        ("uppercase prefix", upper_prefix),
+        ("a letter Crockford leaves out", not_ulid),
+    ] {
+        let err = raw_enqueue(&env, &member).await.expect_err(what);
+        assert_eq!(err.code(), Some("QUEUE"), "{what}: {err}");
+    }
+    // A later wire version, and a prefix that disagrees with the envelope.
+    let mut v2 = job.clone();
+    v2.version = queue::wire::WIRE_VERSION + 1;
+    let v2 = queue::wire::encode_member(&v2).expect("encode");
+    match queue::wire::decode_member(&v2, "raw") {
+        Err(Error::Decode { what, .. }) => assert_eq!(what, queue::wire::UNSUPPORTED_VERSION),
+        other => panic!("a later version decoded: {other:?}"),
+    }
+    let mut wrong = good.clone();
+    wrong[..2].copy_from_slice(queue::wire::priority_prefix(9).as_bytes());
+    assert!(queue::wire::decode_member(&wrong, "raw").is_err());
+}
+
 /// A server that may evict keys loses whole queues without a word, so a client refuses it
 /// (with the policy named and the way out), unless told the instance is a cache; a server
 /// without `maxmemory` never evicts, whatever its policy.

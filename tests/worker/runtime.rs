@@ -249,6 +249,42 @@ async fn a_result_over_the_payload_cap_fails_the_job_instead_of_being_stored() {
     running.stop().await;
 }
 
+/// An envelope of a later wire version (an upgraded producer ran ahead of this worker) is
+/// dead-lettered as `unsupported_version`, its bytes kept, and not run.
+#[tokio::test]
+async fn a_later_wire_version_is_dead_lettered_as_unsupported() {
+    let env = Env::start().await;
+    let running = start_worker(&env, |b| b).await;
+    let mut job = queue::wire::Job::new(
+        queue::JobId::generate(),
+        "default",
+        "test.echo",
+        queue::wire::encode_value("from the future", "args").expect("encode"),
+        common::now_ms(),
+    );
+    job.version = queue::wire::WIRE_VERSION + 1;
+    let member = queue::wire::encode_member(&job).expect("encode");
+    let keys = env.client.keys("default").expect("keys");
+    let mut raw = env.raw().await;
+    // Written as an older enqueue script would have taken it (it does not read the envelope).
+    redis::pipe()
+        .zadd(keys.pending(), member.as_slice(), 0)
+        .rpush(keys.wake(), 1)
+        .query_async::<()>(&mut raw)
+        .await
+        .expect("zadd");
+    let out = env
+        .client
+        .wait_for("default", &job.id, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.state, JobState::Dead);
+    let error = out.error.unwrap_or_default();
+    assert!(error.starts_with("unsupported_version:"), "{error}");
+    assert!(starts("from the future").is_empty(), "never run");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn malformed_payload_and_unknown_job_are_dead_lettered_and_the_worker_keeps_running() {
     let env = Env::start().await;

@@ -9,7 +9,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::job::{Job, JobId, JobState};
+use crate::engine::job::{Job, JobId, JobState, WIRE_VERSION};
 use crate::error::{Error, Result};
 
 /// Bytes before the envelope in a member: priority prefix and id.
@@ -70,14 +70,43 @@ pub fn member_id(member: &[u8]) -> Result<JobId> {
 /// # Errors
 ///
 /// [`Error::Decode`] when the member is malformed; the id is still readable with [`member_id`]
-/// in most such cases, which is how the worker dead-letters a job it cannot decode.
+/// in most such cases, which is how the worker dead-letters a job it cannot decode. Two cases
+/// have their own `what`: [`UNSUPPORTED_VERSION`] for an envelope of a later wire version
+/// (its fields may mean what this reader cannot know), and `"priority prefix"` for a member
+/// whose prefix disagrees with its envelope's priority (it was ordered by a priority the job
+/// does not have: a producer bug).
 pub fn decode_member(member: &[u8], queue: &str) -> Result<Job> {
     let id = member_id(member)?;
     let mut job: Job = decode_value(&member[MEMBER_HEADER..], "job envelope")?;
+    if job.version > WIRE_VERSION {
+        return Err(Error::decode(
+            UNSUPPORTED_VERSION,
+            format!(
+                "the envelope is of wire version {}; this reader knows version {WIRE_VERSION} \
+                 (upgrade it)",
+                job.version
+            ),
+        ));
+    }
+    let prefix = priority_prefix(job.priority);
+    if member.get(..2) != Some(prefix.as_bytes()) {
+        return Err(Error::decode(
+            "priority prefix",
+            format!(
+                "the member's prefix {:?} says another priority than the envelope's {} \
+                 (prefix {prefix:?})",
+                String::from_utf8_lossy(&member[..2.min(member.len())]),
+                job.priority
+            ),
+        ));
+    }
     job.id = id;
     job.queue = queue.to_string();
     Ok(job)
 }
+
+/// The `what` of the [`Error::Decode`] for an envelope of a later wire version.
+pub const UNSUPPORTED_VERSION: &str = "wire version";
 
 /// The final outcome of a job: what `wait_for` returns and what is kept for completed jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -267,9 +267,22 @@ impl Job {
     /// bytes as its arguments, one attempt, failed with kind `decode` and `reason`. What the
     /// worker dead-letters for such a member, and what readers show for one.
     pub fn undecodable(id: JobId, queue: &str, raw: Vec<u8>, at_ms: i64, reason: &str) -> Job {
+        Job::unreadable("decode", id, queue, raw, at_ms, reason)
+    }
+
+    /// [`Job::undecodable`] with another failure kind (`unsupported_version` for an envelope
+    /// of a later wire version).
+    pub fn unreadable(
+        kind: &str,
+        id: JobId,
+        queue: &str,
+        raw: Vec<u8>,
+        at_ms: i64,
+        reason: &str,
+    ) -> Job {
         let mut job = Job::new(id, queue, UNDECODABLE, raw, at_ms);
         job.max_attempts = Some(1);
-        job.record_failure("decode", reason, at_ms);
+        job.record_failure(kind, reason, at_ms);
         job
     }
 

@@ -16,6 +16,15 @@ local function check_jobs(K, base, n)
     if not member or #member < 29 then
       return fail('job ' .. (i + 1) .. ': member is shorter than its 28-byte header')
     end
+    -- The header is what orders and names the job: two lowercase hex digits of priority and
+    -- a canonical ULID (uppercase Crockford base32, as every reader parses it; a lowercase id
+    -- would run, but no lookup could find it).
+    if not string.match(string.sub(member, 1, 2), '^[0-9a-f][0-9a-f]$') then
+      return fail('job ' .. (i + 1) .. ': the member must start with two lowercase hex digits (255 - priority)')
+    end
+    if not string.match(string.sub(member, 3, 28), '^[0-7][0-9A-HJKMNP-TV-Z]+$') then
+      return fail('job ' .. (i + 1) .. ': the id must be a canonical ULID (26 uppercase Crockford base32 characters)')
+    end
     if #member > cap then
       return fail('job ' .. (i + 1) .. ': member of ' .. #member .. ' bytes exceeds the queue\'s payload cap of ' .. cap .. ' bytes (meta max_payload)')
     end
