@@ -6,6 +6,7 @@ mod common;
 
 mod enqueue;
 mod faults;
+mod fuzz;
 mod lifecycle;
 mod liveness;
 mod model;
