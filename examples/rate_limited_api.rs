@@ -6,16 +6,22 @@
 //! curl -i -H 'x-api-key: s3cret' http://127.0.0.1:3000/ # never limited
 //! ```
 //!
+//! Behind a reverse proxy, `--trusted-proxies 10.0.0.0/8,fd00::/8` keys requests that come
+//! through those proxies by the `X-Forwarded-For` client address (any other request is keyed
+//! by its peer, whatever headers it sends).
+//!
 //! Uses `REDIS_URL` when set, else starts a throwaway `redis-server`.
 
 use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
+use queue::rate_limit::constant_time_eq;
 use queue::rate_limit::KeyBy;
 use queue::rate_limit::Limit;
 use queue::rate_limit::RateLimitLayer;
 use queue::rate_limit::RateLimiter;
+use queue::rate_limit::TrustedProxies;
 use queue::testing::RedisServer;
 use queue::Client;
 
@@ -46,12 +52,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&url).await?;
     let limiter = RateLimiter::new(client, vec![Limit::parse("10/s")?]);
     let mut layer = RateLimitLayer::new(limiter, KeyBy::ClientIp);
+    if let Some(list) = arg("--trusted-proxies") {
+        layer = layer.trusted_proxies(TrustedProxies::new(list.split(','))?);
+    }
     if let Some(key) = admin_key {
+        // A constant-time comparison: `==` stops at the first wrong byte, and how long it
+        // took tells a client how much of its guess was right.
         layer = layer.bypass(move |parts| {
             parts
                 .headers
                 .get("x-api-key")
-                .is_some_and(|v| v.as_bytes() == key.as_bytes())
+                .is_some_and(|v| constant_time_eq(v.as_bytes(), key.as_bytes()))
         });
     }
     let app = Router::new()

@@ -64,7 +64,7 @@ pub use queue_core::{admin, broker, cron, events, wire};
 pub use queue_core::{
     parse_duration, Action, Backoff, Client, ClientConfig, Durability, DurationError, Enqueued,
     Error, ErrorKind, Failure, JobContext, JobError, JobId, JobOptions, JobState, JobType, NewJob,
-    Outcome, QueueCounts, Result, Retention, Source,
+    Outcome, QueueCounts, Result, Retention, Source, TlsFiles,
 };
 pub use queue_macros::job;
 pub use queue_worker::{middleware, QueueOrder, Worker, WorkerBuilder};

@@ -303,14 +303,141 @@ impl Error {
     }
 }
 
-/// Removes a password from a Redis URL so it never reaches a log or an error message.
+/// Removes every secret from a Redis URL so it never reaches a log, a `Debug` or an error
+/// message; the rest stays readable.
+///
+/// Covers every form the Redis client accepts:
+///
+/// - `redis://user:pw@host`, `redis://:pw@host`, and the same with `rediss://`, `valkey://`,
+///   `valkeys://`: the password becomes `***`, the user name stays (it is not a secret). A
+///   user part without a `:` is hidden whole (some services put a token there).
+/// - `redis+unix:///path?user=u&pass=pw&db=1` (and `unix://`, `valkey+unix://`): the value of
+///   `pass` becomes `***`; `user`, `db`, `protocol` and the path stay.
+///
+/// It errs on the side of hiding: any query parameter whose name contains `pass`, `pwd`,
+/// `secret` or `token`, or is `auth`, is hidden too (percent-encoded names included), and so
+/// is whatever follows such a value up to the next `user`, `db` or `protocol` parameter (a
+/// password holding a raw `&` would otherwise show its tail). In a TCP URL everything up to
+/// the last `@` is taken for credentials, so a password holding a raw `/`, `?` or `#` (a URL
+/// the client cannot parse) is still hidden.
+///
+/// # Examples
+///
+/// ```
+/// use queue_core::admin::redact;
+///
+/// assert_eq!(redact("redis://app:hunter2@db:6379/0"), "redis://app:***@db:6379/0");
+/// assert_eq!(
+///     redact("redis+unix:///run/redis.sock?user=app&pass=hunter2&db=1"),
+///     "redis+unix:///run/redis.sock?user=app&pass=***&db=1"
+/// );
+/// assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+/// ```
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+    let Some(sep) = url.find("://") else {
+        // Not a URL the client accepts; still, whatever precedes an `@` may be a credential.
+        return match url.rfind('@') {
+            Some(at) => format!("***@{}", &url[at + 1..]),
+            None => url.to_string(),
+        };
+    };
+    let (scheme, rest) = (&url[..sep], &url[sep + 3..]);
+    let unix = scheme.to_ascii_lowercase().ends_with("unix");
+    // Nothing after the host of a TCP URL may hold an `@` (a db number, `?protocol=`,
+    // `#insecure`), so its last `@` ends the credentials even when the password holds a raw
+    // delimiter. A unix URL's path and query may (`/run/a@b.sock`, `user=app@corp`), so there
+    // only the part before the path counts (empty in every URL the client accepts).
+    let at = if unix {
+        rest[..rest.find(['/', '?']).unwrap_or(rest.len())].rfind('@')
+    } else {
+        rest.rfind('@')
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(scheme);
+    out.push_str("://");
+    let after = match at {
+        Some(at) => {
+            match rest[..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***@");
+                }
+                None => out.push_str("***@"),
+            }
+            &rest[at + 1..]
         }
-        _ => url.to_string(),
+        None => rest,
+    };
+    match after.split_once('?') {
+        Some((head, query)) => {
+            out.push_str(head);
+            out.push('?');
+            redact_query(query, &mut out);
+        }
+        None => out.push_str(after),
     }
+    out
+}
+
+/// Appends `query` to `out` with the values of secret parameters replaced by `***` (see
+/// [`redact`]).
+fn redact_query(query: &str, out: &mut String) {
+    // The parameters the client reads besides the password: the end of a hidden value.
+    const PUBLIC: [&str; 3] = ["user", "db", "protocol"];
+    let mut hiding = false;
+    let mut first = true;
+    for pair in query.split('&') {
+        let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        let name = percent_decode(raw_name).to_ascii_lowercase();
+        // A part of a hidden value that held a raw `&`.
+        if hiding && !PUBLIC.contains(&name.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push('&');
+        }
+        first = false;
+        hiding = name == "auth"
+            || ["pass", "pwd", "secret", "token"]
+                .iter()
+                .any(|s| name.contains(s));
+        if hiding {
+            out.push_str(raw_name);
+            out.push_str("=***");
+        } else {
+            out.push_str(pair);
+        }
+    }
+}
+
+/// Decodes `%XX` escapes and `+` as the URL parser does for query names (lossy: only to
+/// recognise a name).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                bytes.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                bytes.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -416,19 +543,118 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let e = Error::from_redis("redis://:pw@x:1", "test", redis::RedisError::from(io));
         assert!(
-            matches!(&e, Error::Unreachable { url, .. } if url == "redis://***@x:1"),
+            matches!(&e, Error::Unreachable { url, .. } if url == "redis://:***@x:1"),
             "{e:?}"
         );
         assert_eq!(e.kind(), ErrorKind::Connection);
         assert!(e.is_retryable());
     }
 
+    /// The password of every test URL below.
+    const PW: &str = "hunter2";
+
+    /// Every URL form the Redis client accepts, with the password `PW`, and its redaction.
+    const FORMS: [(&str, &str); 14] = [
+        ("redis://user:hunter2@host:1/0", "redis://user:***@host:1/0"),
+        ("redis://:hunter2@host:1", "redis://:***@host:1"),
+        ("redis://default:hunter2@host", "redis://default:***@host"),
+        (
+            "rediss://user:hunter2@host:6380/2",
+            "rediss://user:***@host:6380/2",
+        ),
+        (
+            "rediss://:hunter2@host:6380/#insecure",
+            "rediss://:***@host:6380/#insecure",
+        ),
+        ("valkeys://:hunter2@host", "valkeys://:***@host"),
+        // Percent-encoded and raw delimiters inside the password.
+        ("redis://u:hunter2%40x@host", "redis://u:***@host"),
+        ("redis://u:a@b/hunter2?@host:1", "redis://u:***@host:1"),
+        (
+            "redis+unix:///run/redis.sock?user=app&pass=hunter2&db=1",
+            "redis+unix:///run/redis.sock?user=app&pass=***&db=1",
+        ),
+        (
+            "redis+unix:///run/redis.sock?pass=hunter2",
+            "redis+unix:///run/redis.sock?pass=***",
+        ),
+        (
+            "unix:///tmp/r.sock?db=2&password=hunter2",
+            "unix:///tmp/r.sock?db=2&password=***",
+        ),
+        (
+            "valkey+unix:///tmp/r.sock?pa%73s=hunter2&user=a@b",
+            "valkey+unix:///tmp/r.sock?pa%73s=***&user=a@b",
+        ),
+        // A raw `&` or `#` inside the password hides up to the next known parameter.
+        (
+            "redis+unix:///s?pass=hun&ter2#x&db=3",
+            "redis+unix:///s?pass=***&db=3",
+        ),
+        ("hunter2@host:1", "***@host:1"),
+    ];
+
     #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact("redis://user:secret@host:1/0"),
-            "redis://***@host:1/0"
-        );
-        assert_eq!(redact("redis://host:1"), "redis://host:1");
+    fn redacts_every_url_form() {
+        for (url, redacted) in FORMS {
+            let got = redact(url);
+            assert_eq!(got, redacted, "{url}");
+            assert!(
+                !got.contains("hunter") && !got.contains("ter2"),
+                "{url} -> {got}"
+            );
+        }
+        for clean in [
+            "redis://host:1",
+            "redis://127.0.0.1:6379/0?protocol=resp3",
+            "rediss://host/#insecure",
+            "redis+unix:///run/redis.sock?user=app&db=1",
+            "unix:///tmp/a@b/r.sock",
+            "",
+        ] {
+            assert_eq!(redact(clean), clean);
+        }
+    }
+
+    #[test]
+    fn a_redacted_url_names_the_same_server_and_user() {
+        use redis::IntoConnectionInfo;
+        // TLS URLs are left out: without a TLS feature the client refuses to parse them.
+        for (url, _) in FORMS
+            .iter()
+            .filter(|(u, _)| u.starts_with("redis") && !u.starts_with("rediss"))
+        {
+            let Ok(original) = url.into_connection_info() else {
+                // Malformed on purpose (a raw delimiter in the password).
+                continue;
+            };
+            let redacted = redact(url)
+                .into_connection_info()
+                .unwrap_or_else(|e| panic!("{url}: the redaction parses: {e}"));
+            assert_eq!(original.addr(), redacted.addr(), "{url}");
+            let (o, r) = (original.redis_settings(), redacted.redis_settings());
+            assert_eq!(o.username(), r.username(), "{url}");
+            assert!(o.password().is_some(), "{url}");
+            assert_eq!(r.password(), Some("***"), "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        for (url, redacted) in FORMS {
+            let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+            for e in [
+                Error::from_redis(url, "connect", redis::RedisError::from(io)),
+                Error::from_redis(url, "command", server_error("WRONGPASS")),
+                Error::unreachable(url, "subscription closed"),
+            ] {
+                for shown in [e.to_string(), format!("{e:?}"), format!("{e:#?}")] {
+                    assert!(!shown.contains(PW), "{url}: {shown}");
+                }
+                if let Error::Unreachable { url: shown, .. } = &e {
+                    assert_eq!(shown, redacted);
+                }
+            }
+        }
     }
 }

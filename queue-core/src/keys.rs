@@ -534,7 +534,7 @@ mod tests {
         }
         let q = QueueKeys::new("queue", "q").expect("valid");
         type Builder<'a> = (&'a str, Box<dyn Fn(&str) -> String + 'a>);
-        let builders: Vec<Builder> = vec![
+        let builders: Vec<Builder<'_>> = vec![
             ("unique", Box::new(|s| q.unique(s))),
             ("alive_channel", Box::new(|s| q.alive_channel(s, 7))),
             ("cache entry (namespace)", Box::new(|s| c.entry(s, "k"))),

@@ -27,7 +27,7 @@ mod toolkit;
 
 pub use duration::{parse_duration, DurationError};
 pub use engine::broker::Retention;
-pub use engine::client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts};
+pub use engine::client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts, TlsFiles};
 pub use engine::codec::Outcome;
 pub use engine::job::{Backoff, Failure, JobId, JobOptions, JobState};
 pub use engine::registry::{Action, BoxError, JobContext, JobError, JobType};
@@ -94,7 +94,10 @@ pub mod cache {
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit {
     #[cfg(feature = "http")]
-    pub use crate::toolkit::http::{KeyBy, RateLimitLayer, RateLimitService, SubjectFn};
+    pub use crate::toolkit::http::{
+        constant_time_eq, ForwardedHeader, KeyBy, RateLimitLayer, RateLimitService, SubjectFn,
+        TrustedProxies,
+    };
     pub use crate::toolkit::rate_limit::{
         stats, Algorithm, Bypass, Decision, Limit, LimitState, OnError, RateLimiter,
         RateLimiterBuilder,

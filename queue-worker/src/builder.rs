@@ -91,7 +91,10 @@ pub struct WorkerBuilder {
 
 impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client settings print their URL redacted (`ClientConfig`'s own Debug), so the
+        // builder can show where it connects without showing a password.
         f.debug_struct("WorkerBuilder")
+            .field("client", &self.client)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -329,5 +332,23 @@ impl WorkerBuilder {
             maintenance,
         });
         Worker::new(client, self.config, registry, self.middlewares, scheduler)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_where_it_connects_but_no_password() {
+        for url in [
+            "redis://default:s3cr3t-pw@127.0.0.1:6379/0",
+            "redis+unix:///run/redis.sock?user=app&pass=s3cr3t-pw",
+        ] {
+            let shown = format!("{:?}", WorkerBuilder::new(url).concurrency(3));
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+            assert!(shown.contains("concurrency: 3"), "{shown}");
+        }
     }
 }

@@ -555,7 +555,11 @@ async fn the_payload_cap_holds_in_the_scripts() {
         .expect("zadd");
     let f = broker.fetch(10, LEASE).await.expect("fetch");
     assert!(f.jobs.is_empty(), "an oversize member is never leased");
-    assert_eq!(f.garbage, [id.clone()], "dead-lettered under its own id");
+    assert_eq!(
+        f.garbage,
+        std::slice::from_ref(&id),
+        "dead-lettered under its own id"
+    );
     let kept: Vec<u8> = redis::cmd("HGET")
         .arg(keys.dead_jobs())
         .arg(id.as_str())

@@ -10,3 +10,5 @@ mod fuzz;
 mod lifecycle;
 mod liveness;
 mod model;
+mod secrets;
+mod tls;

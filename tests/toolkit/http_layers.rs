@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use axum::routing::get;
 use axum::Router;
 use common::Env;
+use queue::rate_limit::constant_time_eq;
 use queue::rate_limit::KeyBy;
 use queue::rate_limit::Limit;
 use queue::rate_limit::RateLimitLayer;
 use queue::rate_limit::RateLimiter;
+use queue::rate_limit::TrustedProxies;
 use queue::session::RedisSessionStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,7 +81,7 @@ async fn per_ip_limit_with_headers_429_and_admin_bypass() {
     let layer = RateLimitLayer::new(limiter, KeyBy::ClientIp).bypass(|p| {
         p.headers
             .get("x-api-key")
-            .is_some_and(|v| v.as_bytes() == b"admin-secret")
+            .is_some_and(|v| constant_time_eq(v.as_bytes(), b"admin-secret"))
     });
     let addr = serve(
         Router::new()
@@ -151,6 +153,90 @@ async fn per_user_limits_by_header() {
         200,
         "bob has his own budget"
     );
+}
+
+#[tokio::test]
+async fn header_values_reach_redis_only_hashed() {
+    let env = Env::start().await;
+    let limiter = RateLimiter::new(
+        env.client.clone(),
+        vec![Limit::parse("2/10s").expect("limit")],
+    );
+    let layer = RateLimitLayer::new(limiter, KeyBy::Header(http_header("x-api-key")));
+    let addr = serve(
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(layer),
+    )
+    .await;
+    let key = "sk_live_4f9c2a7e";
+    for expected in [200, 200, 429] {
+        let r = get_from(addr, "127.0.0.1", "/", &[("x-api-key", key)]).await;
+        assert_eq!(r.status, expected);
+    }
+    let mut raw = env.raw().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut raw)
+        .await
+        .expect("keys");
+    assert!(
+        keys.iter().any(|k| k.contains(":rl:{x-api-key%3A")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().all(|k| !k.contains("sk_live")), "{keys:?}");
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let env = Env::start().await;
+    let limiter = RateLimiter::new(
+        env.client.clone(),
+        vec![Limit::parse("2/10s").expect("limit")],
+    );
+    // 127.0.0.2 plays the reverse proxy; 127.0.0.1 is a client that connects directly.
+    let layer = RateLimitLayer::new(limiter, KeyBy::ClientIp)
+        .trusted_proxies(TrustedProxies::new(["127.0.0.2/32"]).expect("proxies"));
+    let addr = serve(
+        Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(layer),
+    )
+    .await;
+
+    // A direct client cannot buy a fresh budget by forging the header.
+    for (i, expected) in [200, 200, 429, 429].into_iter().enumerate() {
+        let forged = format!("198.51.100.{i}");
+        let r = get_from(addr, "127.0.0.1", "/", &[("x-forwarded-for", &forged)]).await;
+        assert_eq!(r.status, expected, "forged request {i}");
+    }
+
+    // Through the proxy, each forwarded client has its own budget; entries a client put left
+    // of the proxy's own are not believed.
+    for expected in [200, 200, 429] {
+        let r = get_from(
+            addr,
+            "127.0.0.2",
+            "/",
+            &[("x-forwarded-for", "198.51.100.77, 203.0.113.1")],
+        )
+        .await;
+        assert_eq!(r.status, expected, "203.0.113.1 through the proxy");
+    }
+    let other = get_from(
+        addr,
+        "127.0.0.2",
+        "/",
+        &[("x-forwarded-for", "203.0.113.2")],
+    )
+    .await;
+    assert_eq!(other.status, 200, "another client behind the proxy");
+    assert_eq!(other.headers["ratelimit-remaining"], "1");
+
+    // The proxy's own requests, forwarding nothing, are its own subject.
+    let bare = get_from(addr, "127.0.0.2", "/", &[]).await;
+    assert_eq!(bare.status, 200);
+    assert_eq!(bare.headers["ratelimit-remaining"], "1");
 }
 
 fn http_header(name: &'static str) -> axum::http::HeaderName {

@@ -47,6 +47,28 @@ pub struct ClientConfig {
     /// [`Client::connect_with`] refuses such a server. Turn it on for a client used only for
     /// the cache layer on a cache instance (`QUEUE_ALLOW_EVICTION=1`).
     pub allow_eviction: bool,
+    /// Certificates for a `rediss://` URL, beyond the system's roots.
+    pub tls: TlsFiles,
+}
+
+/// Files for TLS (`rediss://` URLs): a CA to trust instead of the system's roots (a private
+/// CA), and a client certificate and key for servers that ask for one (`tls-auth-clients`).
+/// PEM files; from the environment, `QUEUE_TLS_CA_FILE`, `QUEUE_TLS_CERT_FILE`,
+/// `QUEUE_TLS_KEY_FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The client's certificate, for mutual TLS (with `key_file`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client's private key (with `cert_file`).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -61,6 +83,7 @@ impl std::fmt::Debug for ClientConfig {
             connect_timeout,
             durability,
             allow_eviction,
+            tls,
         } = self;
         f.debug_struct("ClientConfig")
             .field("url", &crate::error::redact(url))
@@ -70,6 +93,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("connect_timeout", connect_timeout)
             .field("durability", durability)
             .field("allow_eviction", allow_eviction)
+            // Paths, not contents: nothing secret.
+            .field("tls", tls)
             .finish()
     }
 }
@@ -85,6 +110,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(3),
             durability: crate::script::Durability::Server,
             allow_eviction: false,
+            tls: TlsFiles::default(),
         }
     }
 
@@ -98,6 +124,12 @@ impl ClientConfig {
             c.namespace = ns;
         }
         c.allow_eviction = std::env::var("QUEUE_ALLOW_EVICTION").is_ok_and(|v| v == "1");
+        let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
+        c.tls = TlsFiles {
+            ca_file: path("QUEUE_TLS_CA_FILE"),
+            cert_file: path("QUEUE_TLS_CERT_FILE"),
+            key_file: path("QUEUE_TLS_KEY_FILE"),
+        };
         c
     }
 }
@@ -481,12 +513,7 @@ impl Client {
     /// Cancel safe: nothing is written (loading scripts is idempotent).
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         QueueKeys::new(&config.namespace, DEFAULT_QUEUE)?;
-        let redis = redis::Client::open(config.url.as_str()).map_err(|e| {
-            Error::Config(format!(
-                "invalid redis url {}: {e}",
-                crate::error::redact(&config.url)
-            ))
-        })?;
+        let redis = open_redis(&config)?;
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout));
@@ -540,6 +567,11 @@ impl Client {
 
     pub(crate) fn url(&self) -> &str {
         &self.inner.config.url
+    }
+
+    /// The redis-rs client behind this one (URL and TLS settings), for connections of their own.
+    pub(crate) fn redis_client(&self) -> &redis::Client {
+        &self.inner.redis
     }
 
     /// A new pub/sub connection (its own socket), within the connect timeout.
@@ -1030,6 +1062,55 @@ impl Client {
             Err(Error::NotFound(id.to_string()))
         }
     }
+}
+
+/// The redis-rs client for `config`: its URL, and for `rediss://` the TLS files it names.
+pub(crate) fn open_redis(config: &ClientConfig) -> Result<redis::Client> {
+    let url = crate::error::redact(&config.url);
+    let invalid = |e: redis::RedisError| Error::Config(format!("invalid redis url {url}: {e}"));
+    if config.tls.is_empty() {
+        return redis::Client::open(config.url.as_str()).map_err(invalid);
+    }
+    if !config.url.starts_with("rediss://") {
+        return Err(Error::Config(format!(
+            "TLS files are set, but {url} is not a rediss:// URL"
+        )));
+    }
+    // redis-rs builds its TLS settings from the process's default crypto provider; install
+    // ours unless the application installed one (then this fails, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read the TLS {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = match &config.tls.ca_file {
+        Some(p) => Some(read("CA file", p)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("certificate", cert)?,
+            client_key: read("key", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Config(
+                "a TLS client certificate needs its key, and a key its certificate".into(),
+            ))
+        }
+    };
+    redis::Client::build_with_tls(
+        config.url.as_str(),
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(invalid)
 }
 
 /// The oldest Redis the scripts run on: they use `ZMSCORE` and `ZADD GT` (6.2).

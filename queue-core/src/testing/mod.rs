@@ -17,6 +17,7 @@ pub struct RedisServer {
     port: Option<u16>,
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
+    tls: Option<crate::TlsFiles>,
 }
 
 /// How to start a [`RedisServer`].
@@ -28,6 +29,11 @@ pub struct RedisServerOptions {
     pub args: Vec<String>,
     /// Program to run (default `redis-server` from `PATH`, or `REDIS_SERVER_BIN`).
     pub program: Option<PathBuf>,
+    /// Listen with TLS only (`rediss://`): certificates made with `openssl` in the server's
+    /// directory, a CA of its own that signs the server's (for 127.0.0.1) and a client's; the
+    /// server accepts clients with or without a certificate. [`RedisServer::tls_files`] names
+    /// them for a client.
+    pub tls: bool,
 }
 
 /// The longest a restarted server may take to answer PING (see [`RedisServer::restart_after`]).
@@ -93,6 +99,31 @@ impl RedisServer {
                 url,
                 None,
             )
+        } else if opts.tls {
+            let port = free_port().map_err(|e| spawn_err(format!("no free port: {e}")))?;
+            let d = dir.path();
+            make_certificates(d).map_err(|e| spawn_err(format!("certificates: {e}")))?;
+            let file = |name: &str| d.join(name).display().to_string();
+            (
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--tls-cert-file".into(),
+                    file("server.crt"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.crt"),
+                    "--tls-auth-clients".into(),
+                    "optional".into(),
+                ],
+                format!("rediss://127.0.0.1:{port}"),
+                Some(port),
+            )
         } else {
             let port = free_port().map_err(|e| spawn_err(format!("no free port: {e}")))?;
             let url = format!("redis://127.0.0.1:{port}");
@@ -107,6 +138,11 @@ impl RedisServer {
                 Some(port),
             )
         };
+        let tls = opts.tls.then(|| crate::TlsFiles {
+            ca_file: Some(dir.path().join("ca.crt")),
+            cert_file: Some(dir.path().join("client.crt")),
+            key_file: Some(dir.path().join("client.key")),
+        });
         let mut args: Vec<std::ffi::OsString> = listen.iter().map(Into::into).collect();
         for a in [
             "--save",
@@ -132,6 +168,7 @@ impl RedisServer {
             port,
             program,
             args,
+            tls,
         };
         server
             .wait_ready(Duration::from_secs(10))
@@ -141,7 +178,15 @@ impl RedisServer {
 
     fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), String> {
         let deadline = Instant::now() + within;
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let client = match &self.tls {
+            None => redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?,
+            Some(files) => {
+                let mut config = crate::ClientConfig::new(self.url.clone());
+                // With the client's certificate: a server may require one.
+                config.tls = files.clone();
+                crate::engine::client::open_redis(&config).map_err(|e| e.to_string())?
+            }
+        };
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("redis-server exited with {status}"));
@@ -197,6 +242,12 @@ impl RedisServer {
         })
     }
 
+    /// The certificates of a TLS server ([`RedisServerOptions::tls`]): its CA, and a client
+    /// certificate and key it accepts.
+    pub fn tls_files(&self) -> Option<&crate::TlsFiles> {
+        self.tls.as_ref()
+    }
+
     /// The URL to connect to.
     pub fn url(&self) -> &str {
         &self.url
@@ -239,6 +290,91 @@ fn spawn(program: &std::path::Path, args: &[std::ffi::OsString]) -> Result<Child
                 program.display()
             ),
         })
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA,
+/// written as PEM files into `dir` (`ca.crt`, `server.crt`/`.key`, `client.crt`/`.key`).
+fn make_certificates(dir: &std::path::Path) -> std::result::Result<(), String> {
+    let openssl = |args: &[&str]| -> std::result::Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!("openssl is needed for TLS tests (apt-get install openssl): {e}")
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    // Extensions make both X.509 v3 certificates (rustls refuses v1).
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .map_err(|e| e.to_string())?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=queue test CA",
+    ])?;
+    for name in ["server", "client"] {
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ])?;
+        let ext = format!("{name}.ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ])?;
+    }
+    Ok(())
 }
 
 fn free_port() -> std::io::Result<u16> {

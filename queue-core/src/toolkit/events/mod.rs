@@ -137,8 +137,8 @@ async fn subscribe_raw<T: Send + 'static>(
 ) -> Result<Subscription<T>> {
     let (tx, rx) = mpsc::channel(1024);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
-    let redis =
-        redis::Client::open(client.config().url.as_str()).map_err(Error::redis(client.url()))?;
+    // The client's own redis-rs client: its TLS settings included.
+    let redis = client.redis_client().clone();
     let url = crate::error::redact(client.url());
     let task = tokio::spawn(async move {
         let mut ready = Some(ready_tx);

@@ -55,6 +55,9 @@ impl Algorithm {
 }
 
 /// One limit: at most `max` per `window`, counted by `algorithm`.
+///
+/// Its name must not be empty, and no two limits of one [`RateLimiter`] may share a name (they
+/// would count in the same key): [`RateLimiter::try_new`] refuses both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
     /// Name used in keys and metrics (default: the spec, e.g. `100/1m`).
@@ -192,7 +195,8 @@ fn ceil_secs(d: Duration) -> u64 {
 /// A predicate on the subject: true skips the check.
 type BypassRule = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// Who skips the check entirely.
+/// Who skips the check entirely. Its `Debug` shows how many allow-listed subjects there are,
+/// never which (they are often API keys).
 #[derive(Default)]
 pub struct Bypass {
     keys: HashSet<String>,
@@ -202,7 +206,7 @@ pub struct Bypass {
 impl std::fmt::Debug for Bypass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bypass")
-            .field("keys", &self.keys)
+            .field("keys", &self.keys.len())
             .field("rule", &self.rule.is_some())
             .finish()
     }
@@ -243,8 +247,32 @@ impl RateLimiterBuilder {
     }
 
     /// The limiter.
+    ///
+    /// # Panics
+    ///
+    /// When a limit's name is empty or two limits share a name; [`RateLimiterBuilder::try_build`]
+    /// returns that as an error instead.
     pub fn build(self) -> RateLimiter {
-        RateLimiter::build(self.client, self.limits, self.bypass, self.on_error)
+        match self.try_build() {
+            Ok(limiter) => limiter,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The limiter, once its limits are checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a limit's name is empty or two limits share a name (they would
+    /// count in one key).
+    pub fn try_build(self) -> Result<RateLimiter> {
+        validate_limits(&self.limits)?;
+        Ok(RateLimiter::build(
+            self.client,
+            self.limits,
+            self.bypass,
+            self.on_error,
+        ))
     }
 }
 
@@ -284,8 +312,33 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// A limiter applying every one of `limits` to each subject; fails open.
+    ///
+    /// # Panics
+    ///
+    /// When a limit's name is empty or two limits share a name (`Limit::parse("10/s")` twice
+    /// does); [`RateLimiter::try_new`] returns that as an error instead.
     pub fn new(client: Client, limits: Vec<Limit>) -> RateLimiter {
-        RateLimiter::build(client, limits, Bypass::default(), OnError::FailOpen)
+        match RateLimiter::try_new(client, limits) {
+            Ok(limiter) => limiter,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A limiter applying every one of `limits` to each subject, once they are checked; fails
+    /// open.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a limit's name is empty or two limits share a name (they would
+    /// count in one key, each request twice).
+    pub fn try_new(client: Client, limits: Vec<Limit>) -> Result<RateLimiter> {
+        validate_limits(&limits)?;
+        Ok(RateLimiter::build(
+            client,
+            limits,
+            Bypass::default(),
+            OnError::FailOpen,
+        ))
     }
 
     fn build(client: Client, limits: Vec<Limit>, bypass: Bypass, on_error: OnError) -> RateLimiter {
@@ -333,31 +386,36 @@ impl RateLimiter {
     /// Checks and, if every limit allows it, counts one request of `subject`.
     ///
     /// Never fails: when Redis is unreachable the decision follows [`OnError`] and says so in
-    /// [`Decision::note`].
+    /// [`Decision::note`]. An empty subject is a caller's bug (every such request would share
+    /// one budget): it is rejected uncounted, with the note `empty subject`, whatever the
+    /// [`OnError`] mode ([`RateLimiter::try_check`] returns it as an error).
     ///
     /// # Cancel safety
     ///
     /// Not cancel safe: a dropped call may have counted the request.
     pub async fn check(&self, subject: &str) -> Decision {
-        let b = &self.inner.bypass;
-        if b.keys.contains(subject) || b.rule.as_ref().is_some_and(|r| r(subject)) {
+        if subject.is_empty() {
+            tracing::warn!("rate limit check of an empty subject refused");
+            return Decision::unlimited("empty subject", false);
+        }
+        if self.bypassed(subject) {
             return Decision::unlimited("bypass", true);
         }
-        match self.try_check(subject).await {
+        match self.run_check(subject).await {
             Ok(d) => {
-                for (i, l) in d.limits.iter().enumerate() {
-                    let c = &self.inner.counters[i];
-                    if d.allowed {
-                        c.allowed.fetch_add(1, Ordering::Relaxed);
-                    } else if !l.allowed {
-                        c.rejected.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                self.count(&d);
                 d
             }
             Err(e) => {
                 let open = self.inner.on_error == OnError::FailOpen;
-                tracing::warn!(subject, error = %e, fail_open = open, "rate limit check failed");
+                // The subject is often an API key or a user's address: the log names it by a
+                // hash, enough to tell whether two lines are about the same subject.
+                tracing::warn!(
+                    subject = %subject_hash(subject),
+                    error = %e,
+                    fail_open = open,
+                    "rate limit check failed"
+                );
                 Decision::unlimited(
                     if open {
                         "redis unreachable (fail open)"
@@ -370,7 +428,33 @@ impl RateLimiter {
         }
     }
 
-    async fn try_check(&self, subject: &str) -> Result<Decision> {
+    /// Like [`RateLimiter::check`], but a Redis failure is returned instead of being decided
+    /// by [`OnError`], and the local metrics count the request only when Redis answered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an empty subject (nothing is sent); [`Error::Unreachable`],
+    /// [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call may have counted the request.
+    pub async fn try_check(&self, subject: &str) -> Result<Decision> {
+        validate_subject(subject)?;
+        if self.bypassed(subject) {
+            return Ok(Decision::unlimited("bypass", true));
+        }
+        let d = self.run_check(subject).await?;
+        self.count(&d);
+        Ok(d)
+    }
+
+    fn bypassed(&self, subject: &str) -> bool {
+        let b = &self.inner.bypass;
+        b.keys.contains(subject) || b.rule.as_ref().is_some_and(|r| r(subject))
+    }
+
+    async fn run_check(&self, subject: &str) -> Result<Decision> {
         let (block, keys) = self.keys(subject);
         let mut call = scripts().rate_limit.call();
         call.key(block);
@@ -421,12 +505,14 @@ impl RateLimiter {
     ///
     /// # Errors
     ///
-    /// [`Error::Unreachable`], [`Error::Redis`].
+    /// [`Error::Config`] for an empty subject (nothing is sent); [`Error::Unreachable`],
+    /// [`Error::Redis`].
     ///
     /// # Cancel safety
     ///
     /// Cancel safe (idempotent).
     pub async fn push_back(&self, subject: &str, duration: Duration) -> Result<()> {
+        validate_subject(subject)?;
         let (block, _) = self.keys(subject);
         let mut call = scripts().rate_block.call();
         call.key(block).arg(duration.as_millis().max(1) as u64);
@@ -489,6 +575,17 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Adds a decision Redis made to this process's counts.
+    fn count(&self, d: &Decision) {
+        for (l, c) in d.limits.iter().zip(&self.inner.counters) {
+            if d.allowed {
+                c.allowed.fetch_add(1, Ordering::Relaxed);
+            } else if !l.allowed {
+                c.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Allowed and rejected counts of this process, per limit name.
     pub fn local_metrics(&self) -> Vec<(String, u64, u64)> {
         self.inner
@@ -504,6 +601,54 @@ impl RateLimiter {
             })
             .collect()
     }
+}
+
+/// Refuses limits that would share a key or name none: an empty name, and two limits with one
+/// name (each request would be counted twice in one key, under two maxima).
+fn validate_limits(limits: &[Limit]) -> Result<()> {
+    if limits.iter().any(|l| l.name.is_empty()) {
+        return Err(Error::Config("a rate limit name must not be empty".into()));
+    }
+    let mut seen = HashSet::new();
+    let mut twice: Vec<&str> = limits
+        .iter()
+        .filter(|l| !seen.insert(l.name.as_str()))
+        .map(|l| l.name.as_str())
+        .collect();
+    if !twice.is_empty() {
+        twice.sort_unstable();
+        twice.dedup();
+        return Err(Error::Config(format!(
+            "two rate limits of one limiter share a name ({}): name them apart with Limit::named",
+            twice
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an empty subject: every caller that computed none would share one budget (and in
+/// a cluster, an empty hash tag spreads one subject's keys over several slots).
+fn validate_subject(subject: &str) -> Result<()> {
+    if subject.is_empty() {
+        return Err(Error::Config(
+            "a rate limit subject must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A short, stable stand-in for a subject in logs (FNV-1a, 64 bits, hex). Not a secret hash:
+/// it keeps a raw API key out of log files while two lines about one subject still match.
+/// SHA-256 is not used because this module's feature does not depend on `sha2`.
+fn subject_hash(subject: &str) -> String {
+    format!(
+        "{:016x}",
+        crate::engine::job::fnv1a(subject.as_bytes(), 0xcbf2_9ce4_8422_2325)
+    )
 }
 
 fn stats_key(client: &Client) -> String {
@@ -587,5 +732,46 @@ mod tests {
         assert_eq!(h["ratelimit-remaining"], "0");
         assert_eq!(h["ratelimit-reset"], "1");
         assert_eq!(h["retry-after"], "1");
+    }
+
+    #[test]
+    fn refuses_empty_and_shared_limit_names() {
+        let ten = Limit::parse("10/s").expect("valid");
+        assert!(validate_limits(&[ten.clone(), Limit::parse("100/m").expect("valid")]).is_ok());
+        assert!(validate_limits(&[]).is_ok());
+        let empty = validate_limits(&[ten.clone().named("")]).expect_err("empty name");
+        assert_eq!(empty.kind(), crate::ErrorKind::Config);
+        // `Limit::parse("10/s")` twice names both `10/s`: they would count in one key.
+        let twice = validate_limits(&[ten.clone(), ten.clone(), ten.clone().named("b")])
+            .expect_err("shared name");
+        assert_eq!(twice.kind(), crate::ErrorKind::Config);
+        assert!(twice.to_string().contains("\"10/s\""), "{twice}");
+        assert!(validate_limits(&[ten.clone().named("a"), ten.named("b")]).is_ok());
+    }
+
+    #[test]
+    fn refuses_empty_subjects() {
+        let e = validate_subject("").expect_err("empty");
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(validate_subject("user:42").is_ok());
+    }
+
+    #[test]
+    fn bypass_debug_counts_keys_without_naming_them() {
+        let b = Bypass {
+            keys: ["sk_live_abc123".to_string(), "sk_live_def456".to_string()].into(),
+            rule: Some(Box::new(|_| false)),
+        };
+        let shown = format!("{b:?}");
+        assert_eq!(shown, "Bypass { keys: 2, rule: true }");
+    }
+
+    #[test]
+    fn logs_name_subjects_by_a_stable_hash() {
+        let h = subject_hash("x-api-key:sk_live_abc123");
+        assert_eq!(h.len(), 16);
+        assert!(!h.contains("sk_live"));
+        assert_eq!(h, subject_hash("x-api-key:sk_live_abc123"));
+        assert_ne!(h, subject_hash("x-api-key:sk_live_abc124"));
     }
 }
