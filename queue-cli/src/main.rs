@@ -1,6 +1,7 @@
 //! The `queue` command: benchmark, inspect and operate queues.
 
 mod cmd;
+mod error;
 mod output;
 
 use std::process::ExitCode;
@@ -23,8 +24,8 @@ pub struct Cli {
     command: Command,
 }
 
-/// Flags every command takes.
-#[derive(Debug, Clone, clap::Args)]
+/// Flags every command takes. Its `Debug` shows the Redis URL redacted.
+#[derive(Clone, clap::Args)]
 pub struct Global {
     /// Redis URL [env: REDIS_URL] [default: redis://127.0.0.1:6379; `bench` starts a throwaway server instead]
     #[arg(long, global = true, env = "REDIS_URL", hide_env = true)]
@@ -32,9 +33,38 @@ pub struct Global {
     /// Key namespace
     #[arg(long, global = true, env = "QUEUE_NAMESPACE", default_value = "queue")]
     pub namespace: String,
-    /// Print JSON (one document; `stats --watch` prints one per line)
+    /// Print JSON (one document, an error too; `stats --watch` prints one per line)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Connect even to a Redis that may evict keys (a maxmemory-policy other than noeviction),
+    /// e.g. to inspect the damage [env: QUEUE_ALLOW_EVICTION=1]
+    #[arg(
+        long,
+        global = true,
+        env = "QUEUE_ALLOW_EVICTION",
+        hide_env = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub allow_eviction: bool,
+}
+
+impl std::fmt::Debug for Global {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field is named, so a new flag does not compile until someone decides whether
+        // it is a secret (a derived Debug printed the URL's password).
+        let Global {
+            redis_url,
+            namespace,
+            json,
+            allow_eviction,
+        } = self;
+        f.debug_struct("Global")
+            .field("redis_url", &redis_url.as_deref().map(queue::admin::redact))
+            .field("namespace", namespace)
+            .field("json", json)
+            .field("allow_eviction", allow_eviction)
+            .finish()
+    }
 }
 
 impl Global {
@@ -44,11 +74,23 @@ impl Global {
             .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
     }
 
-    /// Connects with these settings; the namespace is validated before anything is sent.
+    /// Connects with these settings; the namespace is validated before anything is sent. A
+    /// server that may evict keys is refused unless `--allow-eviction` says otherwise.
     pub async fn connect(&self) -> anyhow::Result<queue::admin::Admin> {
+        self.connect_with(self.allow_eviction).await
+    }
+
+    /// [`Global::connect`] to any server, evicting or not: for `health`, which reports the
+    /// eviction policy as one of its checks instead of failing on it.
+    pub async fn connect_allowing_eviction(&self) -> anyhow::Result<queue::admin::Admin> {
+        self.connect_with(true).await
+    }
+
+    async fn connect_with(&self, allow_eviction: bool) -> anyhow::Result<queue::admin::Admin> {
         let mut config = queue::ClientConfig::new(self.url());
         config.namespace = self.namespace.clone();
         config.connect_timeout = std::time::Duration::from_secs(2);
+        config.allow_eviction = allow_eviction;
         let client = queue::Client::connect_with(config).await?;
         Ok(queue::admin::Admin::new(client))
     }
@@ -95,48 +137,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| error::usage(e));
     let out = Out::new(cli.global.json);
+    let secrets = error::Secrets::new(cli.global.redis_url.as_deref());
     match run(cli, out) {
         Ok(code) => code,
-        Err(e) => {
-            // A closed pipe (`queue jobs ... | head`) is not an error worth reporting.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("{} {}", out.red("error:"), explain(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// One line (or a few) saying what is wrong and what to do; never a debug dump.
-fn explain(e: &anyhow::Error) -> String {
-    use queue::Error as E;
-    let context: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
-    let base = match e.chain().find_map(|c| c.downcast_ref::<E>()) {
-        Some(E::Unreachable { url, source, .. }) => format!(
-            "cannot reach Redis at {url} ({source}); is redis-server running? Set --redis-url or REDIS_URL"
-        ),
-        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Auth => {
-            format!("Redis refused the credentials ({source}); put them in the URL: redis://user:password@host:port")
-        }
-        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Permission => {
-            format!("Redis refused the command for this user ({source}); the ACL user needs the commands and keys of the queue")
-        }
-        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::OutOfMemory => {
-            format!("Redis is out of memory and refuses writes ({source}); raise maxmemory or free memory")
-        }
-        Some(E::NotFound(what)) => format!("no such {what}"),
-        _ => e.to_string(),
-    };
-    if context.is_empty() || base != e.to_string() {
-        base
-    } else {
-        format!("{base}: {}", context.join(": "))
+        Err(e) => error::report(&e, out, &secrets),
     }
 }
 
@@ -172,4 +178,23 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_flags_hides_the_redis_password() {
+        for url in [
+            "redis://default:s3cr3t-pw@127.0.0.1:6379/0",
+            "redis+unix:///run/redis.sock?pass=s3cr3t-pw",
+        ] {
+            let cli = <Cli as Parser>::try_parse_from(["queue", "--redis-url", url, "workers"])
+                .expect("parses");
+            let shown = format!("{cli:?}");
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! How the CLI talks to people: tables, colour (only on a terminal, never with `NO_COLOR`),
 //! relative times, confirmations, and stable JSON for scripts.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 
 use anyhow::bail;
@@ -170,6 +171,44 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, queue::DurationErr
     queue::parse_duration(s)
 }
 
+/// A user-controlled string (a job, queue, schedule or worker name, an error message) made
+/// safe for a terminal: control characters (newline, carriage return, escape, the C1 set),
+/// Unicode line separators and bidirectional overrides are written as escapes (`\n`,
+/// `\u{1b}`), so a name cannot forge an output line, move the cursor or reorder what follows.
+/// Every other character prints as it is: names without such characters are unchanged.
+///
+/// This is for text output only; `--json` output is lossless (JSON escapes control characters
+/// itself).
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut escaped = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if needs_escape(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// [`printable`] for text the CLI itself laid out on several lines (a hint with the command
+/// to re-run): newlines stay, every other control character is escaped. The user-controlled
+/// parts of such text are escaped where it is formatted.
+pub fn printable_lines(s: &str) -> String {
+    s.split('\n').map(printable).collect::<Vec<_>>().join("\n")
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        // Line and paragraph separators, which some viewers break lines at.
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        // Bidirectional embeddings, overrides and isolates (the "Trojan Source" characters).
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The command line as typed, with `extra` flags appended: what to re-run.
 pub fn rerun_with(extra: &[&str]) -> String {
     let mut args: Vec<String> = std::env::args().collect();
@@ -182,15 +221,47 @@ pub fn rerun_with(extra: &[&str]) -> String {
         }
     }
     args.iter()
-        .map(|a| {
-            if a.contains(|c: char| c.is_whitespace() || "'\"{}$".contains(c)) {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            } else {
-                a.clone()
-            }
-        })
+        .map(|a| shell_word(a))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// One word of a command to copy into a shell: as it is when that is safe, else quoted.
+pub fn shell_word(a: &str) -> Cow<'_, str> {
+    if a.chars().any(needs_escape) {
+        // ANSI-C quoting (bash, zsh, ksh): the control characters stay escapes, so the hint is
+        // one line that runs the same command.
+        Cow::Owned(ansi_c_quote(a))
+    } else if a.is_empty()
+        || !a
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-+=@%:,./".contains(c))
+    {
+        // Anything a shell could read as syntax (a glob, `;`, a quote, `$`) is quoted.
+        Cow::Owned(format!("'{}'", a.replace('\'', "'\\''")))
+    } else {
+        Cow::Borrowed(a)
+    }
+}
+
+/// `$'...'` with `\\`, `'` and the characters [`printable`] escapes written as `\xHH` or
+/// `\uHHHH` (the forms a shell's ANSI-C quoting reads back).
+fn ansi_c_quote(a: &str) -> String {
+    let mut q = String::from("$'");
+    for c in a.chars() {
+        match c {
+            '\\' => q.push_str("\\\\"),
+            '\'' => q.push_str("\\'"),
+            c if needs_escape(c) && (c as u32) < 0x80 => {
+                q.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            // Every character `needs_escape` picks is in the Basic Multilingual Plane.
+            c if needs_escape(c) => q.push_str(&format!("\\u{:04x}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('\'');
+    q
 }
 
 /// Asks before a destructive action: with `--yes` it proceeds; on a terminal it asks; without a
@@ -240,6 +311,33 @@ mod tests {
         );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        assert!(matches!(
+            printable("billing.send_invoice"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("naïve \\ \"q\" ok"), "naïve \\ \"q\" ok");
+        assert_eq!(
+            printable("a\nerror: forged\r\x1b[2J\u{9b}\u{202e}"),
+            "a\\nerror: forged\\r\\u{1b}[2J\\u{9b}\\u{202e}"
+        );
+        assert_eq!(
+            printable_lines("hint:\n  queue \x1b"),
+            "hint:\n  queue \\u{1b}"
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_a_shell_would_read_them() {
+        assert_eq!(shell_word("ops"), "ops");
+        assert_eq!(shell_word("--unique-for=1h"), "--unique-for=1h");
+        assert_eq!(shell_word("*"), "'*'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("a\nb'\x1b"), "$'a\\x0ab\\'\\x1b'");
     }
 
     #[test]

@@ -230,6 +230,7 @@ pub async fn run(
     } else {
         namespace.clone()
     };
+    config.allow_eviction = g.allow_eviction;
     let client = Client::connect_with(config)
         .await
         .with_context(|| format!("connecting to {}", queue::admin::redact(&url)))?;

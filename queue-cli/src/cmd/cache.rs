@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::output::{Out, Table};
+use crate::output::{printable, Out, Table};
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
@@ -64,7 +64,7 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
     for r in &rows {
         let s = &r.stats;
         t.row(vec![
-            s.policy.clone(),
+            printable(&s.policy).into_owned(),
             s.hits.to_string(),
             s.misses.to_string(),
             format!("{:.1}%", r.hit_ratio * 100.0),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use queue::cron::Cron;
 
-use crate::output::{relative, Out, Table};
+use crate::output::{printable, relative, Out, Table};
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
@@ -36,11 +36,11 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
             ]);
             for s in &list {
                 t.row(vec![
-                    s.def.name.clone(),
-                    s.def.cron.clone(),
-                    s.def.tz.clone(),
-                    s.def.queue.clone(),
-                    s.def.job.clone(),
+                    printable(&s.def.name).into_owned(),
+                    printable(&s.def.cron).into_owned(),
+                    printable(&s.def.tz).into_owned(),
+                    printable(&s.def.queue).into_owned(),
+                    printable(&s.def.job).into_owned(),
                     if s.paused {
                         out.yellow("paused")
                     } else {
@@ -79,11 +79,18 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
                 out.json(&serde_json::json!({ "schedule": name, "id": e.id.to_string(), "queue": e.queue, "duplicate": e.duplicate }))?;
             } else if e.duplicate {
                 out.line(&format!(
-                    "triggered {name}: nothing enqueued, job {} in {} holds its unique key",
-                    e.id, e.queue
+                    "triggered {}: nothing enqueued, job {} in {} holds its unique key",
+                    printable(&name),
+                    e.id,
+                    printable(&e.queue)
                 ))?;
             } else {
-                out.line(&format!("triggered {name}: job {} in {}", e.id, e.queue))?;
+                out.line(&format!(
+                    "triggered {}: job {} in {}",
+                    printable(&name),
+                    e.id,
+                    printable(&e.queue)
+                ))?;
             }
         }
     }
@@ -94,6 +101,6 @@ fn say(out: &Out, name: &str, what: &str) -> anyhow::Result<()> {
     if out.json {
         out.json(&serde_json::json!({ "schedule": name, "result": what }))
     } else {
-        out.line(&format!("schedule {name} {what}"))
+        out.line(&format!("schedule {} {what}", printable(name)))
     }
 }

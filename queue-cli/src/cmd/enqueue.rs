@@ -1,12 +1,14 @@
-//! `queue enqueue <job-name> --queue <q> --args '<json>' [...]`.
+//! `queue enqueue <job-name> --queue <q> --args '<json>'|@<file>|- [...]`.
 
+use std::io::{IsTerminal, Read};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use queue::NewJob;
 
-use crate::output::{parse_duration, Out};
+use crate::output::{parse_duration, printable, Out};
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -15,8 +17,12 @@ pub struct Args {
     name: String,
     #[arg(long, short = 'q', default_value = "default")]
     queue: String,
-    /// The arguments as JSON; encoded to the same MessagePack a Rust producer writes
-    #[arg(long, default_value = "null")]
+    /// The arguments: JSON, `@FILE` to read the JSON from a file, or `-` to read it from stdin
+    ///
+    /// They are encoded to the same MessagePack a Rust producer writes. JSON never starts with
+    /// `@`, so `@FILE` cannot be mistaken for arguments; a file or stdin carries arguments too
+    /// large for a command line (the system refuses more than about 128 KiB there).
+    #[arg(long, default_value = "null", value_name = "JSON|@FILE|-")]
     args: String,
     /// Run after this delay (e.g. 10m)
     #[arg(long, value_parser = parse_duration, conflicts_with = "at")]
@@ -40,8 +46,7 @@ pub struct Args {
 
 pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     // Everything is validated before connecting.
-    let value: serde_json::Value =
-        serde_json::from_str(&a.args).context("--args is not valid JSON")?;
+    let value = read_args(&a.args)?;
     let bytes = queue::wire::encode_value(&value, "job arguments")?;
     let mut job = NewJob::raw(a.name.clone(), bytes).queue(a.queue.clone());
     if let Some(d) = a.delay {
@@ -71,10 +76,65 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     } else if e.duplicate {
         out.line(&format!(
             "duplicate: job {} already holds this unique key in {}; nothing enqueued",
-            e.id, e.queue
+            e.id,
+            printable(&e.queue)
         ))?;
     } else {
-        out.line(&format!("enqueued {} {} in {}", a.name, e.id, e.queue))?;
+        out.line(&format!(
+            "enqueued {} {} in {}",
+            printable(&a.name),
+            e.id,
+            printable(&e.queue)
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most `--args @FILE` or `--args -` reads. Encoded arguments must fit the client's payload
+/// cap, and JSON is rarely more than a few times the size of its MessagePack, so input 64 times
+/// the cap cannot be a job's arguments: the bound keeps `--args @/dev/zero` from eating memory.
+const MAX_ARGS_INPUT: u64 = 64 * queue::wire::DEFAULT_MAX_PAYLOAD as u64;
+
+/// The JSON of `--args`: the value itself, the contents of a file (`@FILE`) or stdin (`-`).
+/// Errors name the file (or stdin) and say what is wrong with it.
+fn read_args(raw: &str) -> anyhow::Result<serde_json::Value> {
+    let (what, bytes) = if raw == "-" {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("reading the job arguments (JSON) from stdin; end them with Ctrl-D");
+        }
+        let what = "--args - (stdin)".to_string();
+        let bytes = read_bounded(stdin.lock(), &what)?;
+        (what, bytes)
+    } else if let Some(path) = raw.strip_prefix('@') {
+        if path.is_empty() {
+            bail!("--args @ needs a file name after the @, e.g. --args @args.json");
+        }
+        // Debug quoting: a file name is printed with its control characters escaped.
+        let what = format!("--args file {:?}", Path::new(path));
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {what}"))?;
+        let bytes = read_bounded(file, &what)?;
+        (what, bytes)
+    } else {
+        return serde_json::from_str(raw).context("--args is not valid JSON");
+    };
+    // Editors on Windows start UTF-8 files with a byte-order mark, which JSON does not allow.
+    let json = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    serde_json::from_slice(json).with_context(|| format!("{what} is not valid JSON"))
+}
+
+fn read_bounded(input: impl Read, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_ARGS_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > MAX_ARGS_INPUT {
+        bail!(
+            "{what} holds more than {} MiB, far over what a job's arguments may encode to ({} KiB)",
+            MAX_ARGS_INPUT >> 20,
+            queue::wire::DEFAULT_MAX_PAYLOAD >> 10
+        );
+    }
+    Ok(bytes)
 }

@@ -7,7 +7,7 @@ use queue::events::gaps;
 use queue::events::Lifecycle;
 use queue::events::LifecycleEvent;
 
-use crate::output::Out;
+use crate::output::{printable, Out};
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,10 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
         if out.json {
             out.json(&serde_json::json!({ "queue": a.queue, "events": state }))?;
         } else {
-            out.line(&format!("lifecycle events of {} are {state}", a.queue))?;
+            out.line(&format!(
+                "lifecycle events of {} are {state}",
+                printable(&a.queue)
+            ))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -77,7 +80,8 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
             if batch.is_empty() && !out.json {
                 out.line(&out.dim(&format!(
                     "no events for {} (turn them on with `queue events {} --enable`)",
-                    a.queue, a.queue
+                    printable(&a.queue),
+                    crate::output::shell_word(&a.queue)
                 )))?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -100,22 +104,22 @@ fn print_event(out: &Out, e: &LifecycleEvent) -> anyhow::Result<()> {
         "completed" => out.green(&e.kind),
         "failed" | "dead" => out.red(&e.kind),
         "retrying" | "deduplicated" | "discarded" => out.yellow(&e.kind),
-        _ => e.kind.clone(),
+        _ => printable(&e.kind).into_owned(),
     };
     let ids = if e.ids.len() <= 3 {
-        e.ids.join(" ")
+        printable(&e.ids.join(" ")).into_owned()
     } else {
         format!(
             "{} … {} ({} jobs)",
-            e.ids[0],
-            e.ids[e.ids.len() - 1],
+            printable(&e.ids[0]),
+            printable(&e.ids[e.ids.len() - 1]),
             e.ids.len()
         )
     };
     let err = e
         .error
         .as_deref()
-        .map(|m| format!("  {}", out.red(m)))
+        .map(|m| format!("  {}", out.red(&printable(m))))
         .unwrap_or_default();
     out.line(&format!("{at}  #{:<6} {kind:<12} {ids}{err}", e.seq))
 }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::output::{bytes, Out};
+use crate::error::Secrets;
+use crate::output::{bytes, printable, Out};
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -55,13 +56,14 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     let max_fail = a.max_failure_pct.or(file.max_failure_pct).unwrap_or(5.0);
 
     let mut checks = Vec::new();
-    let admin = match g.connect().await {
+    let admin = match g.connect_allowing_eviction().await {
         Ok(a) => a,
         Err(e) => {
             checks.push(Check {
                 check: "redis reachable".into(),
                 ok: false,
-                detail: format!("{e:#}"),
+                // The library's message ends with its cause already: `{e:#}` would repeat it.
+                detail: Secrets::new(g.redis_url.as_deref()).scrub(&e.to_string()),
             });
             return finish(&out, &checks);
         }
@@ -135,7 +137,11 @@ fn finish(out: &Out, checks: &[Check]) -> anyhow::Result<ExitCode> {
             } else {
                 out.red("FAIL")
             };
-            out.line(&format!("{mark} {:<24} {}", c.check, c.detail))?;
+            out.line(&format!(
+                "{mark} {:<24} {}",
+                printable(&c.check),
+                printable(&c.detail)
+            ))?;
         }
         out.line(&if healthy {
             out.green("healthy")

@@ -10,7 +10,7 @@ use queue::admin::State;
 use serde::Serialize;
 
 use super::jobs::{page, Row};
-use crate::output::{confirm, relative, Out};
+use crate::output::{confirm, printable, relative, Out};
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
@@ -168,15 +168,15 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
     let r = &shown.row;
     let mut lines = vec![
         format!("{} {}", out.bold("job"), r.id),
-        format!("  queue      {}", r.queue),
+        format!("  queue      {}", printable(&r.queue)),
         format!("  state      {}", r.state),
         format!(
             "  name       {}",
-            r.name.clone().unwrap_or_else(|| "<undecodable>".into())
+            r.name.as_deref().map_or("<undecodable>".into(), printable)
         ),
     ];
     if let Some(e) = &r.decode_error {
-        lines.push(format!("  decode     {}", out.red(e)));
+        lines.push(format!("  decode     {}", out.red(&printable(e))));
     }
     if let Some(p) = r.priority {
         lines.push(format!("  priority   {p}"));
@@ -210,7 +210,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         None => {}
     }
     if let Some(u) = &shown.unique_key {
-        lines.push(format!("  unique key {u}"));
+        lines.push(format!("  unique key {}", printable(u)));
     }
     match (&shown.args, &shown.args_hex) {
         (Some(a), _) => lines.push(format!(
@@ -225,7 +225,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
     }
     if let Some(o) = &v.outcome {
         if let Some(e) = &o.error {
-            lines.push(format!("  reason     {}", out.red(e)));
+            lines.push(format!("  reason     {}", out.red(&printable(e))));
         }
     }
     if !shown.errors.is_empty() {
@@ -235,8 +235,8 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
                 "    #{} {} {}: {}",
                 f.attempt,
                 iso(f.at_ms),
-                f.kind,
-                out.red(&f.message)
+                printable(&f.kind),
+                out.red(&printable(&f.message))
             ));
         }
     }
@@ -275,8 +275,8 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         _ => stats.completed,
     };
     let scope = match &b.name {
-        Some(n) => format!("{} {} jobs named {n:?}", state.name(), b.queue),
-        None => format!("{total} {} jobs of {}", state.name(), b.queue),
+        Some(n) => format!("{} {} jobs named {n:?}", state.name(), printable(&b.queue)),
+        None => format!("{total} {} jobs of {}", state.name(), printable(&b.queue)),
     };
     if b.dry_run {
         let n = match &b.name {
@@ -291,7 +291,7 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
             out.line(&format!(
                 "would {verb} {n} {} job(s) of {} (dry run: nothing changed)",
                 state.name(),
-                b.queue
+                printable(&b.queue)
             ))?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -344,8 +344,12 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         out.json(&serde_json::json!({ "action": verb, "queue": b.queue, "state": state.name(), "count": done }))?;
     } else {
         out.line(
-            &format!("{verb}d {done} {} job(s) of {}", state.name(), b.queue)
-                .replace("retryd", "retried"),
+            &format!(
+                "{verb}d {done} {} job(s) of {}",
+                state.name(),
+                printable(&b.queue)
+            )
+            .replace("retryd", "retried"),
         )?;
     }
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use queue::admin::JobView;
 use queue::admin::State;
 use serde::Serialize;
 
-use crate::output::{relative, Out, Table};
+use crate::output::{printable, relative, Out, Table};
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -148,7 +148,10 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         t.row(vec![
             r.id.clone(),
-            r.name.clone().unwrap_or_else(|| out.red("<undecodable>")),
+            r.name
+                .as_deref()
+                .map(|n| printable(n).into_owned())
+                .unwrap_or_else(|| out.red("<undecodable>")),
             r.priority.map(|p| p.to_string()).unwrap_or_default(),
             match (r.attempt, r.max_attempts) {
                 (Some(a), Some(m)) => format!("{a}/{m}"),
@@ -162,7 +165,7 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
         out.line(&out.dim(&format!(
             "no {} jobs in {} (page {})",
             state.name(),
-            args.queue,
+            printable(&args.queue),
             args.page
         )))?;
     } else {
@@ -171,8 +174,10 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An error message in one table cell: a multi-line message reads as one line, and other
+/// control characters are escaped.
 fn truncate(s: &str, n: usize) -> String {
-    let s = s.replace('\n', " ");
+    let s = printable(&s.replace('\n', " ")).into_owned();
     if s.chars().count() <= n {
         s
     } else {

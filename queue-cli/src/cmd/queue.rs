@@ -6,7 +6,7 @@ use anyhow::bail;
 use queue::admin::Admin;
 use queue::admin::State;
 
-use crate::output::{confirm, rerun_with, Out};
+use crate::output::{confirm, printable, rerun_with, Out};
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
@@ -106,7 +106,7 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
             if out.json {
                 out.json(&serde_json::json!({ "queue": name, "deleted": total }))?;
             } else {
-                out.line(&format!("deleted {total} jobs from {name}"))?;
+                out.line(&format!("deleted {total} jobs from {}", printable(&name)))?;
             }
         }
         Command::Rm { name, force, yes } => {
@@ -137,9 +137,9 @@ fn say(out: &Out, queue: &str, what: &str, detail: &str) -> anyhow::Result<()> {
     if out.json {
         out.json(&serde_json::json!({ "queue": queue, "result": what }))
     } else if detail.is_empty() {
-        out.line(&format!("queue {queue} {what}"))
+        out.line(&format!("queue {} {what}", printable(queue)))
     } else {
-        out.line(&format!("queue {queue} {what}: {detail}"))
+        out.line(&format!("queue {} {what}: {detail}", printable(queue)))
     }
 }
 

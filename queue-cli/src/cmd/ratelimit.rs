@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::output::{Out, Table};
+use crate::output::{printable, Out, Table};
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
@@ -49,7 +49,7 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
     let mut t = Table::new(&["LIMIT", "ALLOWED", "REJECTED", "REJECTED %"]);
     for r in &rows {
         t.row(vec![
-            r.limit.clone(),
+            printable(&r.limit).into_owned(),
             r.allowed.to_string(),
             r.rejected.to_string(),
             format!("{:.1}%", r.rejected_pct),

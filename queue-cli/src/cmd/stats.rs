@@ -8,7 +8,7 @@ use queue::admin::QueueStats;
 use queue::admin::ServerInfo;
 use serde::Serialize;
 
-use crate::output::{bytes, human, Out, Table};
+use crate::output::{bytes, human, printable, Out, Table};
 use crate::Global;
 
 #[derive(Debug, clap::Args)]
@@ -86,7 +86,7 @@ pub fn render(out: &Out, server: &ServerInfo, stats: &[QueueStats]) -> String {
             "0".into()
         };
         t.row(vec![
-            s.queue.clone(),
+            printable(&s.queue).into_owned(),
             state,
             s.pending.to_string(),
             s.scheduled.to_string(),

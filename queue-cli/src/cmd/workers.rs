@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::output::{relative, Out, Table};
+use crate::output::{printable, relative, Out, Table};
 use crate::Global;
 
 #[derive(Debug, Serialize)]
@@ -44,15 +44,15 @@ pub async fn run(g: &Global, out: Out) -> anyhow::Result<ExitCode> {
     for r in &rows {
         let w = &r.info;
         t.row(vec![
-            w.id.clone(),
+            printable(&w.id).into_owned(),
             if r.alive {
                 out.green("alive")
             } else {
                 out.red("dead")
             },
-            w.host.clone(),
+            printable(&w.host).into_owned(),
             w.pid.to_string(),
-            w.queues.clone(),
+            printable(&w.queues).into_owned(),
             w.concurrency.to_string(),
             w.in_flight.to_string(),
             relative(w.started_ms, now),

@@ -2,4 +2,5 @@
 //! link step) for the operator commands and `queue bench`.
 
 mod bench;
+mod input_errors;
 mod ops;
