@@ -211,21 +211,35 @@ impl ErrorKind {
             K::Server(S::Moved | S::Ask) => ErrorKind::Redirect,
             K::Server(S::NoPerm) => ErrorKind::Permission,
             // Codes the client does not map to a kind of its own (and, should a client version
-            // stop mapping one, the same codes read directly).
+            // stop mapping one, the same codes read directly). A pipeline that failed in Redis
+            // has no code of its own but carries its commands' errors: the first says what
+            // happened (an OOM refusing one of its writes, say).
             _ => match e.code() {
-                Some("LOADING") => ErrorKind::Loading,
-                Some("READONLY") => ErrorKind::ReadOnly,
-                Some("MASTERDOWN") => ErrorKind::MasterDown,
-                Some("TRYAGAIN") => ErrorKind::TryAgain,
-                Some("CLUSTERDOWN") => ErrorKind::ClusterDown,
-                Some("MOVED" | "ASK") => ErrorKind::Redirect,
-                Some("OOM") => ErrorKind::OutOfMemory,
-                Some("BUSY") => ErrorKind::Busy,
-                Some("NOAUTH" | "WRONGPASS") => ErrorKind::Auth,
-                Some("NOPERM") => ErrorKind::Permission,
-                Some("QUEUE") => ErrorKind::Script,
-                _ => ErrorKind::Server,
+                Some(code) => ErrorKind::of_code(code),
+                None => e
+                    .clone()
+                    .into_server_errors()
+                    .and_then(|errs| errs.first().map(|(_, err)| ErrorKind::of_code(err.code())))
+                    .unwrap_or(ErrorKind::Server),
             },
+        }
+    }
+
+    /// The kind of a Redis reply code.
+    fn of_code(code: &str) -> ErrorKind {
+        match Some(code) {
+            Some("LOADING") => ErrorKind::Loading,
+            Some("READONLY") => ErrorKind::ReadOnly,
+            Some("MASTERDOWN") => ErrorKind::MasterDown,
+            Some("TRYAGAIN") => ErrorKind::TryAgain,
+            Some("CLUSTERDOWN") => ErrorKind::ClusterDown,
+            Some("MOVED" | "ASK") => ErrorKind::Redirect,
+            Some("OOM") => ErrorKind::OutOfMemory,
+            Some("BUSY") => ErrorKind::Busy,
+            Some("NOAUTH" | "WRONGPASS") => ErrorKind::Auth,
+            Some("NOPERM") => ErrorKind::Permission,
+            Some("QUEUE") => ErrorKind::Script,
+            _ => ErrorKind::Server,
         }
     }
 }

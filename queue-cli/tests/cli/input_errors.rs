@@ -319,9 +319,8 @@ fn json_errors_are_one_json_document_with_the_kind() {
             .is_some_and(|m| m.starts_with("Redis is out of memory")),
         "{v}"
     );
-    // An enqueue's first write is the queue's registration, a pipeline: the library reports
-    // an OOM inside a pipeline as kind `server` today (it reads the code of the pipeline error,
-    // which has none, not of the failed command in it), so only the document is checked here.
+    // An enqueue's first write is the queue's registration, a pipeline: its OOM is read from
+    // the failed command inside.
     let v = json_error(
         &queue_at(
             full.url(),
@@ -329,6 +328,7 @@ fn json_errors_are_one_json_document_with_the_kind() {
         ),
         1,
     );
+    assert_eq!(v["error"]["kind"], "out_of_memory", "{v}");
     assert_eq!(v["error"]["retryable"], false, "{v}");
     assert!(
         v["error"]["message"]
