@@ -91,6 +91,8 @@ impl Global {
         config.namespace = self.namespace.clone();
         config.connect_timeout = std::time::Duration::from_secs(2);
         config.allow_eviction = allow_eviction;
+        // TLS files from the environment, as a worker's `from_env` reads them.
+        config.tls = queue::ClientConfig::from_env().tls;
         let client = queue::Client::connect_with(config).await?;
         Ok(queue::admin::Admin::new(client))
     }
