@@ -110,6 +110,17 @@ local function garbage_id(meta, now)
   return base32(now, 10) .. 'ZZZZZZ' .. base32(seq, 10)
 end
 
+-- Keeps `member` in the dead set under `id`, or under a fresh id when another member already
+-- holds that one there (both are kept, byte for byte). Returns the id used.
+local function keep_dead(dead, dead_jobs, meta, id, member, now)
+  if redis.call('HEXISTS', dead_jobs, id) == 1 then
+    id = garbage_id(meta, now)
+  end
+  redis.call('ZADD', dead, now, id)
+  redis.call('HSET', dead_jobs, id, member)
+  return id
+end
+
 local EVENTS_MAXLEN = 10000
 
 local function emit(meta, stream, kind, ids, now, err)

@@ -142,6 +142,24 @@ impl Member {
     }
 }
 
+/// The watchers' record names and the owners set's members.
+async fn records(
+    raw: &mut redis::aio::MultiplexedConnection,
+    keys: &queue::wire::QueueKeys,
+) -> (Vec<String>, Vec<String>) {
+    let (watchers, owners): (Vec<String>, Vec<String>) = redis::pipe()
+        .cmd("HKEYS")
+        .arg(keys.watchers())
+        .cmd("ZRANGE")
+        .arg(keys.owners())
+        .arg(0)
+        .arg(-1)
+        .query_async(raw)
+        .await
+        .expect("records");
+    (watchers, owners)
+}
+
 async fn enqueue(client: &Client, n: u32) {
     let jobs = (0..n)
         .map(|i| NewJob::of::<Ping>(&i).expect("job"))
@@ -200,19 +218,8 @@ async fn a_worker_whose_connection_closes_loses_its_leases_at_the_next_pass() {
     // The victim is forgotten: its record and tokens are gone.
     let keys = env.client.keys("default").expect("keys");
     let mut raw = env.raw().await;
-    let watchers: Vec<String> = redis::cmd("HKEYS")
-        .arg(keys.watchers())
-        .query_async(&mut raw)
-        .await
-        .expect("hkeys");
+    let (watchers, owners) = records(&mut raw, &keys).await;
     assert_eq!(watchers, ["8:survivor:"]);
-    let owners: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.owners())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut raw)
-        .await
-        .expect("zrange");
     assert!(
         owners.iter().all(|m| m.starts_with("8:survivor:")),
         "{owners:?}"
@@ -485,19 +492,8 @@ async fn stale_records_are_forgotten_without_a_subscription() {
     watcher.disconnect().await;
     let b = watcher.beat_with(Some(WATCH), None).await;
     assert!(!b.present);
-    let watchers: Vec<String> = redis::cmd("HKEYS")
-        .arg(keys.watchers())
-        .query_async(&mut raw)
-        .await
-        .expect("hkeys");
+    let (watchers, owners) = records(&mut raw, &keys).await;
     assert_eq!(watchers, ["7:watcher:"]);
-    let owners: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.owners())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut raw)
-        .await
-        .expect("zrange");
     assert!(
         owners.iter().all(|m| !m.starts_with("4:gone:")),
         "{owners:?}"

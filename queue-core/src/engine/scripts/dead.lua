@@ -38,12 +38,7 @@ if not id then
 end
 -- Another member with this id is dead already (garbage sharing an id, written by a foreign
 -- producer): both are kept, this one under a fresh id.
-local dead_id = id
-if redis.call('HEXISTS', KEYS[4], id) == 1 then
-  dead_id = garbage_id(KEYS[8], now)
-end
-redis.call('ZADD', KEYS[3], now, dead_id)
-redis.call('HSET', KEYS[4], dead_id, member)
+local dead_id = keep_dead(KEYS[3], KEYS[4], KEYS[8], id, member, now)
 redis.call('HINCRBY', KEYS[5], 'dead', 1)
 trim(KEYS[3], KEYS[4], keep, age, now)
 release_unique(KEYS[10], id)

@@ -129,12 +129,7 @@ for i = 1, #popped, 2 do
   local member = popped[i]
   local id = #member >= 29 and member_id(member)
   if id and string.match(id, '^[0-9A-Z]+$') and #member > cap then
-    local own = id
-    if redis.call('HEXISTS', KEYS[10], own) == 1 then
-      own = garbage_id(KEYS[5], now)
-    end
-    redis.call('ZADD', KEYS[9], now, own)
-    redis.call('HSET', KEYS[10], own, member)
+    local own = keep_dead(KEYS[9], KEYS[10], KEYS[5], id, member, now)
     bad[#bad + 1] = own
     too_large[#too_large + 1] = own
   elseif id and string.match(id, '^[0-9A-Z]+$') then
