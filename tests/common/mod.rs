@@ -39,6 +39,18 @@ impl Env {
     }
 }
 
+/// A server that survives its restarts with everything it acknowledged: append-only file,
+/// `appendfsync always`.
+pub fn aof_server() -> RedisServer {
+    RedisServer::start_with(queue::testing::RedisServerOptions {
+        args: ["--appendonly", "yes", "--appendfsync", "always"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    })
+    .expect("redis-server")
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))

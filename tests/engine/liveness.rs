@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use queue::broker::{Alive, Beat, Broker, Presence, Watch};
-use queue::testing::{RedisServer, RedisServerOptions};
 use queue::{Client, JobType, NewJob};
 
 struct Ping;
@@ -310,13 +309,7 @@ async fn a_watcher_whose_own_subscription_is_down_takes_nothing_by_connection() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_not_taken_for_deaths() {
     common::init_tracing();
-    let mut server = RedisServer::start_with(RedisServerOptions {
-        args: ["--appendonly", "yes", "--appendfsync", "always"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    })
-    .expect("redis-server");
+    let mut server = common::aof_server();
     let client = Client::connect(server.url()).await.expect("connect");
     let mut first = Member::join(&client, "first").await;
     let mut other = Member::join(&client, "other").await;

@@ -118,20 +118,25 @@ async fn per_ip_limit_with_headers_429_and_admin_bypass() {
     assert_eq!(wrong.status, 429, "a wrong key is just another request");
 }
 
-#[tokio::test]
-async fn per_user_limits_by_header() {
-    let env = Env::start().await;
+/// A server whose one route allows 2 requests per 10 s per value of `header`.
+async fn two_per_ten_seconds_by_header(env: &Env, header: &'static str) -> SocketAddr {
     let limiter = RateLimiter::new(
         env.client.clone(),
         vec![Limit::parse("2/10s").expect("limit")],
     );
-    let layer = RateLimitLayer::new(limiter, KeyBy::Header(http_header("x-user-id")));
-    let addr = serve(
+    let layer = RateLimitLayer::new(limiter, KeyBy::Header(http_header(header)));
+    serve(
         Router::new()
             .route("/", get(|| async { "ok" }))
             .layer(layer),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn per_user_limits_by_header() {
+    let env = Env::start().await;
+    let addr = two_per_ten_seconds_by_header(&env, "x-user-id").await;
     for _ in 0..2 {
         assert_eq!(
             get_from(addr, "127.0.0.1", "/", &[("x-user-id", "alice")])
@@ -158,17 +163,7 @@ async fn per_user_limits_by_header() {
 #[tokio::test]
 async fn header_values_reach_redis_only_hashed() {
     let env = Env::start().await;
-    let limiter = RateLimiter::new(
-        env.client.clone(),
-        vec![Limit::parse("2/10s").expect("limit")],
-    );
-    let layer = RateLimitLayer::new(limiter, KeyBy::Header(http_header("x-api-key")));
-    let addr = serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = two_per_ten_seconds_by_header(&env, "x-api-key").await;
     let key = "sk_live_4f9c2a7e";
     for expected in [200, 200, 429] {
         let r = get_from(addr, "127.0.0.1", "/", &[("x-api-key", key)]).await;

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{bounded, eventually, Env};
-use queue::testing::{RedisServer, RedisServerOptions};
 use queue::{job, Client, JobError, NewJob};
 
 static RUNS: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
@@ -146,13 +145,7 @@ async fn a_redis_freeze_longer_than_the_lease_takes_nothing_from_live_workers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarts_under_load_lose_nothing_and_charge_nothing() {
     common::init_tracing();
-    let mut server = RedisServer::start_with(RedisServerOptions {
-        args: ["--appendonly", "yes", "--appendfsync", "always"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    })
-    .expect("redis-server");
+    let mut server = common::aof_server();
     let client = Client::connect(server.url()).await.expect("connect");
     let total = 600u32;
     let jobs: Vec<NewJob> = (0..total)

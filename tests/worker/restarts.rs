@@ -1284,13 +1284,7 @@ async fn soak_worker_kills_and_redis_restarts_lose_nothing_and_leak_nothing() {
         )
     };
     let counter = RedisServer::start().expect("counting redis-server");
-    let mut server = RedisServer::start_with(RedisServerOptions {
-        args: ["--appendonly", "yes", "--appendfsync", "always"]
-            .map(String::from)
-            .to_vec(),
-        ..Default::default()
-    })
-    .expect("redis-server");
+    let mut server = common::aof_server();
     let url = server.url().to_string();
     let client = Client::connect(&url).await.expect("connect");
     let keys = client.keys("soak").expect("keys");
