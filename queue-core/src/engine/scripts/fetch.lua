@@ -128,11 +128,12 @@ end
 for i = 1, #popped, 2 do
   local member = popped[i]
   local id = #member >= 29 and member_id(member)
-  if id and string.match(id, '^[0-9A-Z]+$') and #member > cap then
+  id = id and string.match(id, '^[0-9A-Z]+$') and id
+  if id and #member > cap then
     local own = keep_dead(KEYS[9], KEYS[10], KEYS[5], id, member, now)
     bad[#bad + 1] = own
     too_large[#too_large + 1] = own
-  elseif id and string.match(id, '^[0-9A-Z]+$') then
+  elseif id then
     if taken[id] then
       dead_letter(member, shared)
     else

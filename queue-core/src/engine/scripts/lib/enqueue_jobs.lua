@@ -6,6 +6,11 @@
 -- is the k-th). Jobs are four values each in ARGV from `base` on: member, run_at_ms (0 = now),
 -- k (0 = no unique key), unique ttl in ms.
 
+-- A member's 28-byte header: two lowercase hex digits of (255 - priority), then a canonical
+-- ULID (its first character at most 7, all uppercase Crockford base32). A run of the class
+-- rather than 25 items is half the cost; the run covers the header when it reaches byte 28.
+local HEADER = '^[0-9a-f][0-9a-f][0-7][0-9A-HJKMNP-TV-Z]*'
+
 -- Returns an error reply for the first invalid job, or nil. Run it before the first write:
 -- Redis keeps a script's partial writes.
 local function check_jobs(K, base, n)
@@ -19,11 +24,10 @@ local function check_jobs(K, base, n)
     -- The header is what orders and names the job: two lowercase hex digits of priority and
     -- a canonical ULID (uppercase Crockford base32, as every reader parses it; a lowercase id
     -- would run, but no lookup could find it).
-    if not string.match(string.sub(member, 1, 2), '^[0-9a-f][0-9a-f]$') then
-      return fail('job ' .. (i + 1) .. ': the member must start with two lowercase hex digits (255 - priority)')
-    end
-    if not string.match(string.sub(member, 3, 28), '^[0-7][0-9A-HJKMNP-TV-Z]+$') then
-      return fail('job ' .. (i + 1) .. ': the id must be a canonical ULID (26 uppercase Crockford base32 characters)')
+    -- One match over the 28 header bytes (it runs for every job of every enqueue).
+    local _, header_end = string.find(member, HEADER)
+    if not header_end or header_end < 28 then
+      return fail('job ' .. (i + 1) .. ': the header must be two lowercase hex digits (255 - priority) and a canonical ULID (26 uppercase Crockford base32 characters)')
     end
     if #member > cap then
       return fail('job ' .. (i + 1) .. ': member of ' .. #member .. ' bytes exceeds the queue\'s payload cap of ' .. cap .. ' bytes (meta max_payload)')
