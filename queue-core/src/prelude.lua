@@ -43,6 +43,16 @@ local MAX_BATCH = 1000
 -- a client configured with another cap writes): the client's DEFAULT_MAX_PAYLOAD.
 local DEFAULT_MAX_PAYLOAD = 524288
 
+-- A queue's cap from its meta field: a whole number of bytes from a header's 29 to Redis's
+-- largest string; anything else (absent, `nan`, `inf`, `0`, `-1`, `1.5`) is the default.
+local function payload_cap(raw)
+  local cap = tonumber(raw)
+  if cap and cap == math.floor(cap) and cap >= 29 and cap <= 536870912 then
+    return cap
+  end
+  return DEFAULT_MAX_PAYLOAD
+end
+
 -- A script's own refusal carries the reply code QUEUE, so clients classify it by code.
 local function fail(msg)
   return redis.error_reply('QUEUE ' .. msg)

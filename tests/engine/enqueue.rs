@@ -362,6 +362,88 @@ async fn the_enqueue_script_checks_the_member_header() {
     assert!(queue::wire::decode_member(&wrong, "raw").is_err());
 }
 
+/// A batch is all or nothing even when its last job is what fails the checks (a TTL that is
+/// no whole number would fail in `SET PX`, after the first job's key was set); a cap field in
+/// meta that is no sane size counts as the default, so it cannot switch the cap off.
+#[tokio::test]
+async fn the_enqueue_script_refuses_before_it_writes() {
+    let env = Env::start().await;
+    let source = [
+        include_str!("../../queue-core/src/prelude.lua"),
+        include_str!("../../queue-core/src/engine/scripts/lib/enqueue_jobs.lua"),
+        include_str!("../../queue-core/src/engine/scripts/enqueue.lua"),
+    ]
+    .concat();
+    let keys = env.client.keys("raw").expect("keys");
+    let member = |n: u32| {
+        let job = queue::wire::Job::new(
+            queue::JobId::generate(),
+            "raw",
+            "test.ping",
+            queue::wire::encode_value(&n, "args").expect("encode"),
+            common::now_ms(),
+        );
+        queue::wire::encode_member(&job).expect("encode")
+    };
+    let mut raw = env.raw().await;
+    for ttl in ["1.5", "1e3", " 5", "0", "-1"] {
+        let err = redis::cmd("EVAL")
+            .arg(&source)
+            .arg(6)
+            .arg(keys.pending())
+            .arg(keys.scheduled())
+            .arg(keys.wake())
+            .arg(keys.meta())
+            .arg(keys.events())
+            .arg(keys.unique("a"))
+            .arg(2)
+            .arg(member(1))
+            .arg(0)
+            .arg(1)
+            .arg(60_000)
+            .arg(member(2))
+            .arg(0)
+            .arg(1)
+            .arg(ttl)
+            .query_async::<redis::Value>(&mut raw)
+            .await
+            .expect_err(ttl);
+        assert_eq!(err.code(), Some("QUEUE"), "ttl {ttl:?}: {err}");
+        let (pending, unique): (u64, bool) = redis::pipe()
+            .zcard(keys.pending())
+            .exists(keys.unique("a"))
+            .query_async(&mut raw)
+            .await
+            .expect("state");
+        assert_eq!(
+            (pending, unique),
+            (0, false),
+            "ttl {ttl:?}: nothing written"
+        );
+    }
+    let big = {
+        let job = queue::wire::Job::new(
+            queue::JobId::generate(),
+            "raw",
+            "test.ping",
+            vec![0u8; queue::wire::DEFAULT_MAX_PAYLOAD],
+            common::now_ms(),
+        );
+        queue::wire::encode_member(&job).expect("encode")
+    };
+    for cap in ["nan", "inf", "0", "-1", "1.5", "1e12"] {
+        redis::cmd("HSET")
+            .arg(keys.meta())
+            .arg("max_payload")
+            .arg(cap)
+            .query_async::<()>(&mut raw)
+            .await
+            .expect("hset");
+        let err = raw_enqueue(&env, &big).await.expect_err(cap);
+        assert_eq!(err.code(), Some("QUEUE"), "cap {cap:?}: {err}");
+    }
+}
+
 /// A server that may evict keys loses whole queues without a word, so a client refuses it
 /// (with the policy named and the way out), unless told the instance is a cache; a server
 /// without `maxmemory` never evicts, whatever its policy.

@@ -584,6 +584,24 @@ async fn the_payload_cap_holds_in_the_scripts() {
     assert!(why.starts_with("too_large:"), "{why}");
 }
 
+/// Anyone who can write the queue registry can put anything in it: a name that is no queue
+/// (a newline, bytes that are not UTF-8) is skipped, not fatal to every listing.
+#[tokio::test]
+async fn a_bad_name_in_the_queue_registry_is_skipped() {
+    let env = Env::start().await;
+    env.client.enqueue_job(job(1)).await.expect("enqueue");
+    let ns = env.client.namespace_keys().expect("keys");
+    redis::cmd("SADD")
+        .arg(ns.queues())
+        .arg("evil\nFAKE running 999")
+        .arg(&b"\xff\xfe"[..])
+        .query_async::<()>(&mut env.raw().await)
+        .await
+        .expect("sadd");
+    let admin = queue::admin::Admin::new(env.client.clone());
+    assert_eq!(admin.queues().await.expect("queues"), ["default"]);
+}
+
 /// A dead worker's fetch receipt is dropped by maintenance; a live worker's stays.
 #[tokio::test]
 async fn receipts_of_dead_workers_are_pruned() {

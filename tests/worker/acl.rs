@@ -116,6 +116,10 @@ async fn producer_worker_and_operator_run_with_their_documented_users() {
         .expect("find")
         .is_some());
     assert_eq!(admin.workers().await.expect("workers").len(), 1);
+    let ops = Client::connect(&operator).await.expect("operator");
+    ops.pause("default").await.expect("pause");
+    ops.resume("default").await.expect("resume");
+    assert!(!ops.is_paused("default").await.expect("is paused"));
     running.stop().await;
 
     // A producer of namespace `queue` cannot reach another namespace.

@@ -94,12 +94,14 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     }
     // Only `noeviction` guarantees Redis never drops a job; `volatile-*` policies evict keys
     // with a TTL only (idempotency keys), `allkeys-*` can evict whole queues.
+    // Without maxmemory, no policy ever evicts.
     let policy = server.maxmemory_policy.as_str();
     checks.push(Check {
         check: "eviction policy".into(),
-        ok: !policy.starts_with("allkeys"),
+        ok: server.maxmemory == 0 || !policy.starts_with("allkeys"),
         detail: match policy {
             "noeviction" => "noeviction: Redis refuses writes rather than drop jobs".into(),
+            p if server.maxmemory == 0 => format!("{p}, but no maxmemory: nothing is evicted"),
             p if p.starts_with("allkeys") => {
                 format!("{p} can evict queued jobs; set maxmemory-policy noeviction")
             }

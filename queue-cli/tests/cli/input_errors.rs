@@ -469,15 +469,16 @@ async fn names_with_control_characters_cannot_forge_lines() {
     ));
     assert_eq!(rows[0]["id"], "w1\nforged-worker alive");
 
-    // An error message that lists the name is still one line.
+    // The registry's bad name is no queue: an error that lists the known queues leaves it
+    // out, and stays one line.
     let err = text_error(&queue_at(url, &["jobs", "nope"]));
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("evil\\nerror: forged line"), "{err}");
+    assert!(!err.contains("forged line"), "{err}");
     let v = json_error(&queue_at(url, &["jobs", "nope", "--json"]), 1);
     assert!(
         v["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("evil\nerror: forged line")),
+            .is_some_and(|m| !m.contains("forged line")),
         "{v}"
     );
 }

@@ -209,11 +209,25 @@ impl Admin {
     /// Cancel safe (read only).
     pub async fn queues(&self) -> Result<Vec<String>> {
         let ns = self.client.namespace_keys()?;
-        let mut qs: Vec<String> = redis::cmd("SMEMBERS")
+        let raw: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
             .arg(ns.queues())
             .query_async(&mut self.client.con())
             .await
             .map_err(rerr(&self.client))?;
+        // Any producer may write the registry: a member that is no valid queue name (not
+        // UTF-8, a newline) names no queue, and must not take every listing down with it.
+        let mut qs: Vec<String> = Vec::with_capacity(raw.len());
+        for member in raw {
+            match String::from_utf8(member) {
+                Ok(q) if self.client.keys(&q).is_ok() => qs.push(q),
+                Ok(q) => {
+                    tracing::debug!(queue = ?q, "the queue registry holds an invalid queue name; skipped")
+                }
+                Err(e) => {
+                    tracing::debug!(bytes = ?e.as_bytes(), "the queue registry holds a name that is not UTF-8; skipped")
+                }
+            }
+        }
         qs.sort();
         Ok(qs)
     }
@@ -498,7 +512,7 @@ impl Admin {
             Option<f64>,
             Body,
             Option<f64>,
-            Option<usize>,
+            Option<String>,
         ) = redis::pipe()
             .hget(k.inflight(), id.as_str())
             .hget(k.dead_jobs(), id.as_str())
@@ -511,7 +525,12 @@ impl Admin {
             .map_err(rerr(&self.client))?;
         // A dead member over the queue's cap was dead-lettered by `fetch` without a run: say so
         // instead of showing the job as if it had failed without an error.
-        let cap = cap.unwrap_or(crate::engine::client::DEFAULT_MAX_PAYLOAD);
+        // Read as the scripts read it (`payload_cap`): a field that is no sane size is the
+        // default.
+        let cap = cap
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|c| (29..=512 << 20).contains(c))
+            .unwrap_or(crate::engine::client::DEFAULT_MAX_PAYLOAD);
         if let (Some(body), Some(at)) = (&dead, dead_at) {
             if body.len() > cap {
                 // Not decoded: the point of the cap is that nobody holds a second copy.

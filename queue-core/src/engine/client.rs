@@ -910,8 +910,9 @@ impl Client {
     /// Cancel safe (idempotent).
     pub async fn resume(&self, queue: &str) -> Result<()> {
         let keys = self.keys(queue)?;
+        // Not a transaction (MULTI would need one more command in every operator's ACL): the
+        // wake-up after the flag is cleared only spares idle workers their recheck wait.
         redis::pipe()
-            .atomic()
             .hdel(keys.meta(), "paused")
             .ignore()
             .rpush(keys.wake(), 1)
@@ -1169,8 +1170,8 @@ async fn check_server<C: redis::aio::ConnectionLike + Send>(
             "{} may evict keys (maxmemory {maxmemory} bytes, maxmemory-policy {policy}): a queue \
              loses whole sets of jobs that way, without an error. Set `maxmemory-policy \
              noeviction` on a queue instance (a full server then refuses writes with \
-             OutOfMemory), or set ClientConfig::allow_eviction (QUEUE_ALLOW_EVICTION=1) for a \
-             client used only for the cache on a cache instance",
+             OutOfMemory), or set ClientConfig::allow_eviction (QUEUE_ALLOW_EVICTION=1; the \
+             CLI: --allow-eviction) for a client used only for the cache on a cache instance",
             crate::error::redact(url)
         )));
     }

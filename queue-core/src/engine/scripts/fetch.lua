@@ -98,7 +98,7 @@ local flags = redis.call('HMGET', KEYS[5], 'paused', 'max_payload')
 if n == 0 or flags[1] then
   return {0, next_due, expired, 0, 0}
 end
-local cap = tonumber(flags[2]) or DEFAULT_MAX_PAYLOAD
+local cap = payload_cap(flags[2])
 
 local popped = {}
 if rmax > 0 then

@@ -14,7 +14,7 @@ local HEADER = '^[0-9a-f][0-9a-f][0-7][0-9A-HJKMNP-TV-Z]*'
 -- Returns an error reply for the first invalid job, or nil. Run it before the first write:
 -- Redis keeps a script's partial writes.
 local function check_jobs(K, base, n)
-  local cap = tonumber(redis.call('HGET', K.meta, 'max_payload')) or DEFAULT_MAX_PAYLOAD
+  local cap = payload_cap(redis.call('HGET', K.meta, 'max_payload'))
   for i = 0, n - 1 do
     local j = base + i * 4
     local member, at, k, ttl = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
@@ -35,8 +35,10 @@ local function check_jobs(K, base, n)
     if not at or not k or not ttl then
       return fail('job ' .. (i + 1) .. ': run_at, unique index and ttl must be numbers')
     end
-    if k > 0 and (KEYS[K.unique + k] == nil or ttl <= 0) then
-      return fail('job ' .. (i + 1) .. ': unique key ' .. k .. ' is not in KEYS or has no ttl')
+    -- The TTL goes to SET PX, which takes a whole number only: a refusal there would come
+    -- after earlier jobs' keys were set, and a batch is all or nothing.
+    if k > 0 and (KEYS[K.unique + k] == nil or not string.match(ARGV[j + 3], '^[1-9]%d*$')) then
+      return fail('job ' .. (i + 1) .. ': unique key ' .. k .. ' is not in KEYS or its ttl is not a whole number of ms')
     end
   end
   return nil
