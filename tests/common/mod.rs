@@ -37,6 +37,28 @@ impl Env {
     pub fn url(&self) -> &str {
         self.server.url()
     }
+
+    /// Creates the ACL user `name` (password `<name>-pw`) with `rules` (each string split on
+    /// whitespace) and returns the server's URL as that user.
+    pub async fn user(&self, name: &str, rules: &[&str]) -> String {
+        let mut args: Vec<String> = vec![
+            "SETUSER".into(),
+            name.into(),
+            "reset".into(),
+            "on".into(),
+            format!(">{name}-pw"),
+        ];
+        for r in rules {
+            args.extend(r.split_whitespace().map(String::from));
+        }
+        redis::cmd("ACL")
+            .arg(&args)
+            .query_async::<()>(&mut self.raw().await)
+            .await
+            .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"));
+        self.url()
+            .replacen("redis://", &format!("redis://{name}:{name}-pw@"), 1)
+    }
 }
 
 /// A server that survives its restarts with everything it acknowledged: append-only file,

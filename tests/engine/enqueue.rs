@@ -264,20 +264,7 @@ async fn an_out_of_memory_server_is_a_typed_error() {
 #[tokio::test]
 async fn a_user_without_permission_is_a_typed_error() {
     let env = Env::start().await;
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "reader",
-            "on",
-            ">secret",
-            "~*",
-            "+@all",
-            "-@scripting",
-        ])
-        .query_async(&mut env.raw().await)
-        .await
-        .expect("acl");
-    let url = env.url().replacen("redis://", "redis://reader:secret@", 1);
+    let url = env.user("reader", &["~* +@all -@scripting"]).await;
     let err = match Client::connect(&url).await {
         // Connecting loads the scripts, which this user may not do.
         Err(e) => e,
@@ -292,13 +279,17 @@ async fn a_user_without_permission_is_a_typed_error() {
 
 /// The enqueue script as a producer in another language runs it (docs/PROTOCOL.md: the
 /// prelude, the shared library and the script, concatenated), with hand-made members.
-async fn raw_enqueue(env: &Env, member: &[u8]) -> redis::RedisResult<redis::Value> {
-    let source = [
+fn enqueue_source() -> String {
+    [
         include_str!("../../queue-core/src/prelude.lua"),
         include_str!("../../queue-core/src/engine/scripts/lib/enqueue_jobs.lua"),
         include_str!("../../queue-core/src/engine/scripts/enqueue.lua"),
     ]
-    .concat();
+    .concat()
+}
+
+async fn raw_enqueue(env: &Env, member: &[u8]) -> redis::RedisResult<redis::Value> {
+    let source = enqueue_source();
     let keys = env.client.keys("raw").expect("keys");
     redis::cmd("EVAL")
         .arg(source)
@@ -368,12 +359,7 @@ async fn the_enqueue_script_checks_the_member_header() {
 #[tokio::test]
 async fn the_enqueue_script_refuses_before_it_writes() {
     let env = Env::start().await;
-    let source = [
-        include_str!("../../queue-core/src/prelude.lua"),
-        include_str!("../../queue-core/src/engine/scripts/lib/enqueue_jobs.lua"),
-        include_str!("../../queue-core/src/engine/scripts/enqueue.lua"),
-    ]
-    .concat();
+    let source = enqueue_source();
     let keys = env.client.keys("raw").expect("keys");
     let member = |n: u32| {
         let job = queue::wire::Job::new(
@@ -490,21 +476,7 @@ async fn an_evicting_server_is_refused_unless_allowed() {
 #[tokio::test]
 async fn a_user_without_dangerous_commands_connects_and_enqueues() {
     let env = Env::start().await;
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "app",
-            "on",
-            ">secret",
-            "~*",
-            "&*",
-            "+@all",
-            "-@dangerous",
-        ])
-        .query_async(&mut env.raw().await)
-        .await
-        .expect("acl");
-    let url = env.url().replacen("redis://", "redis://app:secret@", 1);
+    let url = env.user("app", &["~* &* +@all -@dangerous"]).await;
     let client = Client::connect(&url).await.expect("connects without INFO");
     client
         .enqueue_job(NewJob::of::<Ping>(&1).expect("encode"))

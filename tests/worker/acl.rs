@@ -32,26 +32,12 @@ const WORKER: &str = "+subscribe +unsubscribe +psubscribe +punsubscribe +blpop +
 /// `health`); without it those show no server figures.
 const OPERATOR: &str = "-@all +@read +@write +@scripting +@pubsub +@connection -@dangerous +info";
 
+/// The documented user `name` of namespace `namespace`: its keys and channels, and `rules`.
 async fn create_user(env: &Env, name: &str, namespace: &str, rules: &[&str]) -> String {
-    let mut args: Vec<String> = vec![
-        "SETUSER".into(),
-        name.into(),
-        "reset".into(),
-        "on".into(),
-        format!(">{name}-pw"),
-        format!("~{namespace}:*"),
-        format!("&{namespace}:*"),
-    ];
-    for r in rules {
-        args.extend(r.split_whitespace().map(String::from));
-    }
-    redis::cmd("ACL")
-        .arg(&args)
-        .query_async::<()>(&mut env.raw().await)
-        .await
-        .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"));
-    env.url()
-        .replacen("redis://", &format!("redis://{name}:{name}-pw@"), 1)
+    let scope = format!("~{namespace}:* &{namespace}:*");
+    let mut all = vec![scope.as_str()];
+    all.extend_from_slice(rules);
+    env.user(name, &all).await
 }
 
 #[job(name = "acl.double")]
