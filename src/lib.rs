@@ -60,7 +60,7 @@ pub use queue_core::rate_limit;
 pub use queue_core::session;
 #[cfg(feature = "testing")]
 pub use queue_core::testing;
-pub use queue_core::{admin, broker, cron, events, wire};
+pub use queue_core::{acl, admin, broker, cron, events, wire};
 pub use queue_core::{
     parse_duration, Action, Backoff, Client, ClientConfig, Durability, DurationError, Enqueued,
     Error, ErrorKind, Failure, JobContext, JobError, JobId, JobOptions, JobState, JobType, NewJob,

@@ -131,6 +131,8 @@ enum Command {
     Health(cmd::health::Args),
     /// End-to-end benchmark: enqueue, drain, latency, memory and Redis CPU per job
     Bench(cmd::bench::Args),
+    /// Print the least-privilege Redis users (producer, worker, operator) as ACL SETUSER commands
+    Acl(cmd::acl::Args),
     /// Print shell completions
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -158,6 +160,9 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
         clap_complete::generate(shell, &mut cmd, "queue", &mut std::io::stdout());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Acl(a) = cli.command {
+        return cmd::acl::run(&cli.global, out, a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -177,7 +182,7 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Cache(c) => cmd::cache::run(&g, out, c).await,
             Command::Health(a) => cmd::health::run(&g, out, a).await,
             Command::Bench(a) => cmd::bench::run(&g, out, a).await,
-            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+            Command::Completions { .. } | Command::Acl(_) => Ok(ExitCode::SUCCESS),
         }
     })
 }

@@ -15,6 +15,7 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+pub mod acl;
 mod duration;
 mod engine;
 mod error;

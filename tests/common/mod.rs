@@ -13,29 +13,39 @@ use queue::Client;
 pub struct Env {
     pub server: RedisServer,
     pub client: Client,
+    /// The URL the code under test connects with: the server's, or in the ACL mode the suite
+    /// user's.
+    url: String,
 }
 
 impl Env {
     pub async fn start() -> Env {
+        Env::on(server()).await
+    }
+
+    /// An environment on a server started with [`server_with`].
+    pub async fn on(server: RedisServer) -> Env {
         init_tracing();
-        let server = RedisServer::start()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        let client = Client::connect(server.url())
+        let url = url_of(&server);
+        let client = Client::connect(&url)
             .await
             .unwrap_or_else(|e| panic!("connect: {e}\nlog:\n{}", server.log()));
-        Env { server, client }
+        Env {
+            server,
+            client,
+            url,
+        }
     }
 
+    /// A connection for the test itself (seeding state, MONITOR, CONFIG, DEBUG): the server's
+    /// administrator, whatever the ACL mode.
     pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.server.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection")
+        raw(&self.server).await
     }
 
+    /// The URL for the code under test (clients, workers, the CLI).
     pub fn url(&self) -> &str {
-        self.server.url()
+        &self.url
     }
 
     /// Creates the ACL user `name` (password `<name>-pw`) with `rules` (each string split on
@@ -56,21 +66,120 @@ impl Env {
             .query_async::<()>(&mut self.raw().await)
             .await
             .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"));
-        self.url()
-            .replacen("redis://", &format!("redis://{name}:{name}-pw@"), 1)
+        queue::testing::with_credentials(self.server.url(), name, &format!("{name}-pw"))
     }
+}
+
+/// The ACL mode's users.
+pub mod acl {
+    /// The event-bus patterns the suite subscribes to: Redis checks a pattern subscription
+    /// against the user's channel rules literally, so each is a rule of its own.
+    pub const PATTERNS: &str = "&queue:events:orders.* &queue:events:invoices.*";
+
+    /// The suite's user in the ACL mode: producer, worker and operator at once (a test plays
+    /// all three through one client), so the union of the three documented users, on namespace
+    /// `queue` only, with the patterns it subscribes to. Nothing `@dangerous` but `INFO`.
+    pub fn suite() -> String {
+        let union = queue::acl::union_rules("queue").expect("rules");
+        format!("{union} {PATTERNS}")
+    }
+
+    /// The password of the servers' administrator (the `default` user) in the ACL mode.
+    pub const ADMIN_PASSWORD: &str = "queue-test-admin";
+    /// The suite user's name and password.
+    pub const SUITE_USER: (&str, &str) = ("suite", "queue-test-suite");
+}
+
+/// Whether this run is the ACL run (`QUEUE_TEST_ACL=1`): every server the suite starts then has
+/// a password on its `default` user (for the test's own seeding, MONITOR, CONFIG) and the code
+/// under test connects as [`acl::suite`], the union of the documented users, so any command or
+/// key the documented lists do not allow fails the test that needs it.
+pub fn acl_mode() -> bool {
+    std::env::var("QUEUE_TEST_ACL").is_ok_and(|v| v == "1")
+}
+
+/// A server for a test: [`server_with`] the defaults.
+pub fn server() -> RedisServer {
+    server_with(queue::testing::RedisServerOptions::default())
+}
+
+/// Starts a server with `opts`; in the ACL mode with the administrator's password and the
+/// suite user (as start-up arguments, so they survive the server's restarts).
+pub fn server_with(mut opts: queue::testing::RedisServerOptions) -> RedisServer {
+    if acl_mode() {
+        let (name, password) = acl::SUITE_USER;
+        opts.password = Some(acl::ADMIN_PASSWORD.into());
+        // A replica authenticates to its primary as the administrator.
+        opts.args
+            .extend(["--masterauth", acl::ADMIN_PASSWORD].map(String::from));
+        opts = opts.user(name, password, &acl::suite());
+    }
+    let server = RedisServer::start_with(opts)
+        .expect("redis-server must be installed (apt-get install redis-server)");
+    let url = url_of(&server);
+    // A TLS server's certificates are its test's own; the same user is proven on every other.
+    if acl_mode() && !url.starts_with("rediss://") {
+        assert_least_privilege(&url);
+    }
+    server
+}
+
+/// The ACL run is what it says: the suite's user is refused a `@dangerous` command and the
+/// keys of another namespace.
+pub fn assert_least_privilege(url: &str) {
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .expect("the suite user connects");
+    for cmd in [redis::cmd("CONFIG").arg("GET").arg("maxmemory").clone(), {
+        redis::cmd("GET").arg("other:key").clone()
+    }] {
+        let err = cmd
+            .query::<redis::Value>(&mut con)
+            .expect_err("refused to the suite user");
+        assert_eq!(err.code(), Some("NOPERM"), "{err}");
+    }
+}
+
+/// The URL the code under test connects to `server` with.
+pub fn url_of(server: &RedisServer) -> String {
+    as_suite(server.url())
+}
+
+/// `url` (a server's, or a proxy's in front of one) as the code under test connects to it: in
+/// the ACL mode with the suite user's credentials.
+pub fn as_suite(url: &str) -> String {
+    if acl_mode() {
+        let (name, password) = acl::SUITE_USER;
+        queue::testing::with_credentials(url, name, password)
+    } else {
+        url.to_string()
+    }
+}
+
+/// The URL of `server`'s administrator (the test's own connections).
+pub fn admin_url_of(server: &RedisServer) -> String {
+    server.admin_url()
+}
+
+/// A connection as `server`'s administrator.
+pub async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.admin_url().as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
 }
 
 /// A server that survives its restarts with everything it acknowledged: append-only file,
 /// `appendfsync always`.
 pub fn aof_server() -> RedisServer {
-    RedisServer::start_with(queue::testing::RedisServerOptions {
+    server_with(queue::testing::RedisServerOptions {
         args: ["--appendonly", "yes", "--appendfsync", "always"]
             .map(String::from)
             .to_vec(),
         ..Default::default()
     })
-    .expect("redis-server")
 }
 
 pub fn init_tracing() {

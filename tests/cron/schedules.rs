@@ -390,7 +390,7 @@ async fn a_tick_goes_through_the_enqueue_path() {
     assert_eq!(pending(&env, "reports").await, 1);
 
     // The payload cap of the scheduler's client applies to ticks too.
-    let mut small = queue::ClientConfig::new(env.server.url());
+    let mut small = queue::ClientConfig::new(env.url());
     small.max_payload = 40;
     let small = queue::Client::connect_with(small).await.expect("connect");
     let big = Schedule::of::<report>("too-big", "0 0 1 1 *", &"x".repeat(200)).expect("schedule");

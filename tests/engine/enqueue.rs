@@ -230,15 +230,16 @@ async fn unreachable_redis_is_a_typed_retryable_error() {
 /// out-of-memory error that keeps the Redis error as its source.
 #[tokio::test]
 async fn an_out_of_memory_server_is_a_typed_error() {
-    use queue::testing::{RedisServer, RedisServerOptions};
-    let server = RedisServer::start_with(RedisServerOptions {
+    use queue::testing::RedisServerOptions;
+    let server = common::server_with(RedisServerOptions {
         args: ["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
             .map(String::from)
             .to_vec(),
         ..Default::default()
-    })
-    .expect("redis-server");
-    let client = Client::connect(server.url()).await.expect("connect");
+    });
+    let client = Client::connect(&common::url_of(&server))
+        .await
+        .expect("connect");
     // Fill the server past its limit with jobs until it refuses one batch.
     let mut refused = None;
     for _ in 0..1000 {
@@ -435,16 +436,15 @@ async fn the_enqueue_script_refuses_before_it_writes() {
 /// without `maxmemory` never evicts, whatever its policy.
 #[tokio::test]
 async fn an_evicting_server_is_refused_unless_allowed() {
-    use queue::testing::{RedisServer, RedisServerOptions};
+    use queue::testing::RedisServerOptions;
     for policy in ["allkeys-lru", "volatile-ttl"] {
-        let server = RedisServer::start_with(RedisServerOptions {
+        let server = common::server_with(RedisServerOptions {
             args: ["--maxmemory", "100mb", "--maxmemory-policy", policy]
                 .map(String::from)
                 .to_vec(),
             ..Default::default()
-        })
-        .expect("redis-server");
-        let err = Client::connect(server.url())
+        });
+        let err = Client::connect(&common::url_of(&server))
             .await
             .expect_err("an evicting server is refused");
         assert!(matches!(err, Error::Config(_)), "{err:?}");
@@ -453,20 +453,19 @@ async fn an_evicting_server_is_refused_unless_allowed() {
             message.contains(policy) && message.contains("noeviction"),
             "{message}"
         );
-        let mut config = queue::ClientConfig::new(server.url());
+        let mut config = queue::ClientConfig::new(common::url_of(&server));
         config.allow_eviction = true;
         Client::connect_with(config)
             .await
             .expect("allowed for a cache instance");
     }
-    let unlimited = RedisServer::start_with(RedisServerOptions {
+    let unlimited = common::server_with(RedisServerOptions {
         args: ["--maxmemory-policy", "allkeys-lru"]
             .map(String::from)
             .to_vec(),
         ..Default::default()
-    })
-    .expect("redis-server");
-    Client::connect(unlimited.url())
+    });
+    Client::connect(&common::url_of(&unlimited))
         .await
         .expect("no maxmemory, no eviction");
 }
@@ -489,17 +488,16 @@ async fn a_user_without_dangerous_commands_connects_and_enqueues() {
 /// but reported as not durable, within its timeout.
 #[tokio::test]
 async fn replicated_enqueues_survive_the_loss_of_the_primary() {
-    use queue::testing::{RedisServer, RedisServerOptions};
-    let primary = RedisServer::start().expect("primary");
+    use queue::testing::RedisServerOptions;
+    let primary = common::server();
     let port = primary.port().expect("tcp").to_string();
-    let replica = RedisServer::start_with(RedisServerOptions {
+    let replica = common::server_with(RedisServerOptions {
         args: ["--replicaof", "127.0.0.1", port.as_str()]
             .map(String::from)
             .to_vec(),
         ..Default::default()
-    })
-    .expect("replica");
-    let mut replica_con = redis::Client::open(replica.url())
+    });
+    let mut replica_con = redis::Client::open(common::admin_url_of(&replica))
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -515,7 +513,7 @@ async fn replicated_enqueues_survive_the_loss_of_the_primary() {
         }
     })
     .await;
-    let mut config = queue::ClientConfig::new(primary.url());
+    let mut config = queue::ClientConfig::new(common::url_of(&primary));
     config.durability = queue::Durability::Replicated {
         replicas: 1,
         timeout: Duration::from_secs(10),
@@ -574,7 +572,9 @@ async fn replicated_enqueues_survive_the_loss_of_the_primary() {
         .query_async(&mut replica_con)
         .await
         .expect("promote");
-    let promoted = Client::connect(replica.url()).await.expect("connect");
+    let promoted = Client::connect(&common::url_of(&replica))
+        .await
+        .expect("connect");
     let counts = promoted.counts("durable").await.expect("counts");
     assert_eq!(counts.pending as usize, acked.len());
 }

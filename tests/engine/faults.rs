@@ -17,7 +17,7 @@ impl JobType for Ping {
 
 async fn through(env: &Env, proxy: &Proxy, response_timeout: Duration) -> Client {
     let _ = env;
-    let mut config = ClientConfig::new(proxy.url());
+    let mut config = ClientConfig::new(common::as_suite(&proxy.url()));
     config.response_timeout = response_timeout;
     config.connect_timeout = response_timeout;
     Client::connect_with(config)
@@ -30,7 +30,7 @@ async fn through(env: &Env, proxy: &Proxy, response_timeout: Duration) -> Client
 #[tokio::test]
 async fn a_blackholed_call_returns_within_its_deadline() {
     let env = Env::start().await;
-    let proxy = Proxy::start(&env.url().replace("redis://", "")).await;
+    let proxy = Proxy::start(&env.server.url().replace("redis://", "")).await;
     let deadline = Duration::from_secs(1);
     let client = through(&env, &proxy, deadline).await;
     client.counts("q").await.expect("a healthy call");
@@ -72,7 +72,7 @@ async fn a_blackholed_call_returns_within_its_deadline() {
 #[tokio::test]
 async fn a_half_open_connection_is_replaced_after_one_timeout() {
     let env = Env::start().await;
-    let proxy = Proxy::start(&env.url().replace("redis://", "")).await;
+    let proxy = Proxy::start(&env.server.url().replace("redis://", "")).await;
     let deadline = Duration::from_secs(1);
     let client = through(&env, &proxy, deadline).await;
     client.counts("q").await.expect("a healthy call");
@@ -101,7 +101,7 @@ async fn a_half_open_connection_is_replaced_after_one_timeout() {
 #[tokio::test]
 async fn unique_enqueues_retried_through_resets_give_one_job_per_key() {
     let env = Env::start().await;
-    let proxy = Proxy::start(&env.url().replace("redis://", "")).await;
+    let proxy = Proxy::start(&env.server.url().replace("redis://", "")).await;
     let client = through(&env, &proxy, Duration::from_secs(2)).await;
     proxy.reset_next_replies(15);
     let mut retries = 0;
@@ -135,7 +135,7 @@ async fn unique_enqueues_retried_through_resets_give_one_job_per_key() {
 #[tokio::test]
 async fn a_worker_behind_200ms_of_latency_loses_nothing() {
     let env = Env::start().await;
-    let proxy = Proxy::start(&env.url().replace("redis://", "")).await;
+    let proxy = Proxy::start(&env.server.url().replace("redis://", "")).await;
     let client = through(&env, &proxy, Duration::from_secs(5)).await;
     let jobs: Vec<NewJob> = (0..30u32)
         .map(|i| NewJob::of::<Ping>(&i).expect("encode").queue("slowlink"))

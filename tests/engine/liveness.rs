@@ -310,7 +310,9 @@ async fn a_watcher_whose_own_subscription_is_down_takes_nothing_by_connection() 
 async fn a_redis_restart_is_not_taken_for_deaths() {
     common::init_tracing();
     let mut server = common::aof_server();
-    let client = Client::connect(server.url()).await.expect("connect");
+    let client = Client::connect(&common::url_of(&server))
+        .await
+        .expect("connect");
     let mut first = Member::join(&client, "first").await;
     let mut other = Member::join(&client, "other").await;
     enqueue(&client, 4).await;

@@ -2,6 +2,8 @@
 //! redis-server whose certificates the fixture makes with openssl: a private CA, mutual TLS,
 //! and a wrong CA failing verification with a clear error.
 
+use crate::common;
+
 use std::time::Duration;
 
 use queue::broker::{Alive, Broker};
@@ -15,16 +17,15 @@ impl JobType for Ping {
 }
 
 fn tls_server(args: &[&str]) -> RedisServer {
-    RedisServer::start_with(RedisServerOptions {
+    common::server_with(RedisServerOptions {
         tls: true,
         args: args.iter().map(|a| a.to_string()).collect(),
         ..Default::default()
     })
-    .expect("a TLS redis-server (redis-server built with TLS, and openssl)")
 }
 
 fn config(server: &RedisServer, tls: TlsFiles) -> ClientConfig {
-    let mut c = ClientConfig::new(server.url());
+    let mut c = ClientConfig::new(common::url_of(server));
     c.tls = tls;
     c.connect_timeout = Duration::from_secs(5);
     c
@@ -56,7 +57,7 @@ async fn a_private_ca_carries_every_connection_of_the_client() {
     assert_eq!(f.jobs.len(), 1);
     assert_eq!(f.jobs[0].lease.id, e.id);
     // The connections of their own (a worker's liveness subscription) take the same path.
-    let channel = broker.alive_channel(1).unwrap_or_else(|| "x".into());
+    let channel = broker.alive_channel(1).unwrap_or_else(|| "queue:x".into());
     let _alive = Alive::subscribe(&client, &[channel])
         .await
         .expect("a pub/sub connection over TLS");

@@ -285,10 +285,7 @@ async fn per_user_keys_never_cross_users() {
 async fn redis_failure_falls_back_to_the_loader() {
     let mut env = Env::start().await;
     let cache = Cache::new(env.client.clone());
-    drop(std::mem::replace(
-        &mut env.server,
-        queue::testing::RedisServer::start().expect("other"),
-    ));
+    drop(std::mem::replace(&mut env.server, common::server()));
     let v = cache
         .get_or_load(
             &CacheKey::new("p", "1"),

@@ -310,10 +310,7 @@ async fn unreachable_redis_fails_open_or_closed_as_configured() {
         .on_error(OnError::FailClosed)
         .build();
     assert!(open.check("x").await.allowed);
-    drop(std::mem::replace(
-        &mut env.server,
-        queue::testing::RedisServer::start().expect("another server"),
-    ));
+    drop(std::mem::replace(&mut env.server, common::server()));
     let d = open.check("x").await;
     assert!(
         d.allowed && d.note.as_deref() == Some("redis unreachable (fail open)"),

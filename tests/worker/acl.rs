@@ -1,43 +1,21 @@
 //! Target 7 of the hostile-input issue: least privilege. The ACL users of docs/OPERATIONS.md
-//! (producer, worker, operator), created on a real server, run the producer's, the worker's
+//! (producer, worker, operator; `queue::acl` has their rules, word for word), created on a
+//! real server, run the producer's, the worker's
 //! and the operator's work, none with a `@dangerous` command; a producer cannot touch another
-//! namespace. The rules below are the documented ones, word for word.
+//! namespace.
 
 use crate::common;
 
 use std::time::Duration;
 
 use common::Env;
+use queue::acl::{self, Role};
 use queue::{job, Client, ClientConfig, JobError, JobState, NewJob};
 
-/// Commands every role's scripts run inside Redis (a script's commands are checked against
-/// its caller's ACL too), and what every connection sends.
-const COMMON: &str = "-@all +ping +script|load +evalsha +time \
-    +get +set +del +exists +pexpire +pttl +rename \
-    +hget +hset +hmget +hdel +hexists +hgetall +hkeys +hincrby \
-    +zadd +zrem +zcard +zscore +zmscore +zrange +zrangebyscore +zrangebylex +zpopmin \
-    +zremrangebyrank +zremrangebyscore +zremrangebylex \
-    +sadd +srem +rpush +llen +xadd +publish +pubsub|numsub";
-
-/// A producer: enqueues, awaits outcomes.
-const PRODUCER: &str = "+subscribe +unsubscribe";
-
-/// A worker: what a producer does, and the wake-up, the liveness subscription, its record,
-/// maintenance and durability waits.
-const WORKER: &str = "+subscribe +unsubscribe +psubscribe +punsubscribe +blpop +hmset \
-    +smembers +scan +zscan +unlink +wait";
-
-/// An operator (the CLI, the dashboard): reads everything of its namespace, changes jobs.
-/// `INFO` is the one `@dangerous` command it uses (server memory and version in `stats` and
-/// `health`); without it those show no server figures.
-const OPERATOR: &str = "-@all +@read +@write +@scripting +@pubsub +@connection -@dangerous +info";
-
-/// The documented user `name` of namespace `namespace`: its keys and channels, and `rules`.
-async fn create_user(env: &Env, name: &str, namespace: &str, rules: &[&str]) -> String {
-    let scope = format!("~{namespace}:* &{namespace}:*");
-    let mut all = vec![scope.as_str()];
-    all.extend_from_slice(rules);
-    env.user(name, &all).await
+/// The documented user of `role` for namespace `queue`, named after it.
+async fn create_user(env: &Env, role: Role) -> String {
+    let rules = acl::rules(role, "queue").expect("rules");
+    env.user(role.name(), &[rules.as_str()]).await
 }
 
 #[job(name = "acl.double")]
@@ -48,9 +26,9 @@ async fn double(n: u64) -> Result<u64, JobError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_worker_and_operator_run_with_their_documented_users() {
     let env = Env::start().await;
-    let producer = create_user(&env, "producer", "queue", &[COMMON, PRODUCER]).await;
-    let worker = create_user(&env, "worker", "queue", &[COMMON, WORKER]).await;
-    let operator = create_user(&env, "operator", "queue", &[OPERATOR]).await;
+    let producer = create_user(&env, Role::Producer).await;
+    let worker = create_user(&env, Role::Worker).await;
+    let operator = create_user(&env, Role::Operator).await;
 
     // The worker, on its user: heartbeat, liveness subscription, waker, record.
     let worker_client = Client::connect(&worker).await.expect("worker connects");

@@ -64,9 +64,10 @@ fn child_worker() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let admin = std::env::var("QUEUE_CRASH_CHILD_ADMIN_URL").unwrap_or_else(|_| url.clone());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let report = rt.block_on(async move {
-        let raw = redis::Client::open(url.as_str())
+        let raw = redis::Client::open(admin.as_str())
             .expect("url")
             .get_multiplexed_async_connection()
             .await
@@ -100,12 +101,18 @@ fn child_worker() {
     );
 }
 
-fn spawn_worker(url: &str, lease_ms: u64, concurrency: usize) -> Child {
+/// A worker process on `env`'s server: the worker on the suite's URL, its test instrumentation
+/// (run counts, keys outside the namespace) as the administrator.
+fn spawn_worker(env: &Env, lease_ms: u64, concurrency: usize) -> Child {
     let exe = std::env::current_exe().expect("current exe");
     Command::new(exe)
         .arg(common::test_name(module_path!(), "child_worker"))
         .args(["--exact", "--nocapture", "--test-threads=1"])
-        .env("QUEUE_CRASH_CHILD_URL", url)
+        .env("QUEUE_CRASH_CHILD_URL", env.url())
+        .env(
+            "QUEUE_CRASH_CHILD_ADMIN_URL",
+            common::admin_url_of(&env.server),
+        )
         .env("QUEUE_CHILD_LEASE_MS", lease_ms.to_string())
         .env("QUEUE_CHILD_CONCURRENCY", concurrency.to_string())
         .env(
@@ -187,7 +194,7 @@ async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
     let keys = env.client.keys("default").expect("keys");
     let mut raw = env.raw().await;
 
-    let mut workers = Guard((0..4).map(|_| spawn_worker(env.url(), 3000, 8)).collect());
+    let mut workers = Guard((0..4).map(|_| spawn_worker(&env, 3000, 8)).collect());
     let mut in_flight: HashSet<u32> = HashSet::new();
     for k in 1..=kills {
         let target = u64::from(n) * u64::from(k) / (u64::from(kills) + 1);
@@ -267,7 +274,7 @@ async fn sigkill_mid_run_loses_no_job_and_only_in_flight_jobs_run_twice() {
         in_flight.extend(leased);
         victim.kill().expect("SIGKILL");
         victim.wait().expect("reap");
-        workers.0.push(spawn_worker(env.url(), 3000, 8));
+        workers.0.push(spawn_worker(&env, 3000, 8));
     }
 
     eventually(Duration::from_secs(600), "every job to complete", || {
@@ -322,7 +329,7 @@ async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
     let env = Env::start().await;
     let keys = env.client.keys("default").expect("keys");
     let mut raw = env.raw().await;
-    let zombie = spawn_worker(env.url(), 500, 1);
+    let zombie = spawn_worker(&env, 500, 1);
     let mut guard = Guard(vec![]);
     let e = env.client.enqueue::<slow>(&7).await.expect("enqueue");
     eventually(
@@ -344,7 +351,7 @@ async fn a_zombie_worker_cannot_complete_a_job_another_worker_re_ran() {
     )
     .await;
     signal(&zombie, "STOP");
-    guard.0.push(spawn_worker(env.url(), 500, 1));
+    guard.0.push(spawn_worker(&env, 500, 1));
     let out = bounded(
         Duration::from_secs(30),
         "the re-run",
@@ -415,7 +422,7 @@ async fn a_killed_workers_job_runs_again_within_two_seconds() {
         // A fresh server per round: nothing of the last round's workers is left to recover.
         let env = Env::start().await;
         let mut raw = env.raw().await;
-        let mut victim = spawn_worker(env.url(), 0, 1);
+        let mut victim = spawn_worker(&env, 0, 1);
         env.client.enqueue::<long>(&round).await.expect("enqueue");
         eventually(
             Duration::from_secs(20),
@@ -426,7 +433,7 @@ async fn a_killed_workers_job_runs_again_within_two_seconds() {
             },
         )
         .await;
-        let _survivor = Guard(vec![spawn_worker(env.url(), 0, 1)]);
+        let _survivor = Guard(vec![spawn_worker(&env, 0, 1)]);
         let admin = queue::admin::Admin::new(env.client.clone());
         eventually(Duration::from_secs(20), "the survivor to run", || async {
             admin.workers().await.map(|w| w.len()).unwrap_or(0) == 2
@@ -478,7 +485,7 @@ async fn handlers_that_block_the_runtime_keep_their_leases() {
     let mut raw = env.raw().await;
     // The child's runtime has one thread per core; as many blocking jobs as it has threads.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let blocked = spawn_worker(env.url(), 0, threads);
+    let blocked = spawn_worker(&env, 0, threads);
     for i in 0..threads as u32 {
         env.client.enqueue::<blocking>(&i).await.expect("enqueue");
     }
@@ -498,7 +505,7 @@ async fn handlers_that_block_the_runtime_keep_their_leases() {
         },
     )
     .await;
-    let _standby = Guard(vec![spawn_worker(env.url(), 0, 4)]);
+    let _standby = Guard(vec![spawn_worker(&env, 0, 4)]);
     eventually(
         Duration::from_secs(30),
         "every blocking job to finish",
@@ -541,7 +548,7 @@ async fn poison(i: u32) -> Result<(), JobError> {
 async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_as_worker_lost() {
     let env = Env::start().await;
     let e = env.client.enqueue::<poison>(&99).await.expect("enqueue");
-    let mut guard = Guard(vec![spawn_worker(env.url(), 300, 1)]);
+    let mut guard = Guard(vec![spawn_worker(&env, 300, 1)]);
     // Keep one worker alive: each replacement recovers the job from the dead one's lease.
     let outcome = bounded(
         Duration::from_secs(60),
@@ -557,7 +564,7 @@ async fn a_job_that_keeps_killing_its_worker_is_dead_lettered_as_worker_lost() {
                 }
                 if let Some(c) = guard.0.last_mut() {
                     if c.try_wait().expect("try_wait").is_some() {
-                        guard.0.push(spawn_worker(env.url(), 300, 1));
+                        guard.0.push(spawn_worker(&env, 300, 1));
                     }
                 }
             }
@@ -617,7 +624,7 @@ async fn a_poison_job_takes_no_normal_job_down_twice() {
         .await
         .expect("enqueue");
 
-    let mut workers = Guard((0..2).map(|_| spawn_worker(env.url(), 500, 8)).collect());
+    let mut workers = Guard((0..2).map(|_| spawn_worker(&env, 500, 8)).collect());
     let mut kills = 0;
     bounded(
         Duration::from_secs(180),
@@ -633,7 +640,7 @@ async fn a_poison_job_takes_no_normal_job_down_twice() {
                 for c in workers.0.iter_mut() {
                     if c.try_wait().expect("try_wait").is_some() {
                         kills += 1;
-                        *c = spawn_worker(env.url(), 500, 8);
+                        *c = spawn_worker(&env, 500, 8);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -738,7 +745,7 @@ async fn an_idle_worker_beats_once_a_second() {
         admin.workers().await.map(|w| w.len()).unwrap_or(0) == 1
     })
     .await;
-    let mut monitor = redis::Client::open(env.url())
+    let mut monitor = redis::Client::open(common::admin_url_of(&env.server))
         .expect("url")
         .get_async_monitor()
         .await

@@ -146,7 +146,9 @@ async fn a_redis_freeze_longer_than_the_lease_takes_nothing_from_live_workers() 
 async fn redis_restarts_under_load_lose_nothing_and_charge_nothing() {
     common::init_tracing();
     let mut server = common::aof_server();
-    let client = Client::connect(server.url()).await.expect("connect");
+    let client = Client::connect(&common::url_of(&server))
+        .await
+        .expect("connect");
     let total = 600u32;
     let jobs: Vec<NewJob> = (0..total)
         .map(|i| NewJob::of::<quick>(&format!("restart-{i:04}")).expect("job"))

@@ -495,7 +495,7 @@ fn restart(server: &mut RedisServer, how: Restart) {
         Restart::Kill(down) => server.restart_after(down),
         Restart::Shutdown => {
             let pid = server.pid();
-            let mut con = redis::Client::open(server.url())
+            let mut con = redis::Client::open(common::admin_url_of(server))
                 .expect("url")
                 .get_connection_with_timeout(Duration::from_secs(5))
                 .expect("connection for SHUTDOWN");
@@ -809,7 +809,7 @@ async fn redis_restarts_under_load_with_worker_processes_lose_and_charge_nothing
     // Progress between restarts, and a producer the 12 slots keep up with.
     let progress: u64 = if hold_ms >= 100 { 12 } else { 100 };
     let counter = RedisServer::start().expect("counting redis-server");
-    let mut server = RedisServer::start_with(RedisServerOptions {
+    let mut server = common::server_with(RedisServerOptions {
         args: [
             "--appendonly",
             "yes",
@@ -822,10 +822,12 @@ async fn redis_restarts_under_load_with_worker_processes_lose_and_charge_nothing
         .map(String::from)
         .to_vec(),
         ..Default::default()
-    })
-    .expect("redis-server");
-    let url = server.url().to_string();
-    let mut con = raw(&url).await;
+    });
+    // The code under test connects as the suite's user, the test's own seeding and counting as
+    // the administrator (the same URL outside the ACL run).
+    let url = common::url_of(&server);
+    let admin = common::admin_url_of(&server);
+    let mut con = raw(&admin).await;
     fill_for_loading(&mut con, 300_000).await;
 
     let client = Client::connect(&url).await.expect("connect");
@@ -919,7 +921,7 @@ async fn redis_restarts_under_load_with_worker_processes_lose_and_charge_nothing
         let up_ms = now_ms();
         let up = Instant::now();
         let ready_ms = ready_at_ms(&server);
-        con = raw(&url).await;
+        con = raw(&admin).await;
         // Scripts run only once the server is ready: a completion scored from then on is one
         // recorded after the restart.
         let completed = plain_keys.completed();
@@ -1003,7 +1005,7 @@ async fn redis_restarts_under_load_with_worker_processes_lose_and_charge_nothing
     let produced = std::mem::take(&mut *produced.lock().unwrap_or_else(|p| p.into_inner()));
 
     // One job per unique key, before any of them runs.
-    let mut con = raw(&url).await;
+    let mut con = raw(&admin).await;
     let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
         .arg(unique_keys.pending())
         .arg(0)
@@ -1285,7 +1287,8 @@ async fn soak_worker_kills_and_redis_restarts_lose_nothing_and_leak_nothing() {
     };
     let counter = RedisServer::start().expect("counting redis-server");
     let mut server = common::aof_server();
-    let url = server.url().to_string();
+    let url = common::url_of(&server);
+    let admin = common::admin_url_of(&server);
     let client = Client::connect(&url).await.expect("connect");
     let keys = client.keys("soak").expect("keys");
     let mut pool = Pool::new(vec![
@@ -1322,7 +1325,7 @@ async fn soak_worker_kills_and_redis_restarts_lose_nothing_and_leak_nothing() {
         })
         .collect();
     client.enqueue_batch(warm).await.expect("warm-up");
-    let mut con = raw(&url).await;
+    let mut con = raw(&admin).await;
     eventually(Duration::from_secs(60), "the warm-up to drain", || {
         drained(con.clone(), vec![keys.clone()])
     })
@@ -1413,7 +1416,7 @@ async fn soak_worker_kills_and_redis_restarts_lose_nothing_and_leak_nothing() {
         .expect("producer");
     let produced = std::mem::take(&mut *produced.lock().unwrap_or_else(|p| p.into_inner()));
     // Connected after the restarts.
-    let mut con = raw(&url).await;
+    let mut con = raw(&admin).await;
     eventually(Duration::from_secs(120), "every job to finish", || {
         drained(con.clone(), vec![keys.clone()])
     })

@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod acl;
 pub mod bench;
 pub mod cache;
 pub mod cron;

@@ -96,7 +96,7 @@ fn closed_port_url() -> String {
 
 #[test]
 fn enqueue_reads_large_args_from_a_file_or_stdin() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let url = server.url();
     let dir = temp_dir();
     // 200 KB of arguments: over what one command-line argument may hold on Linux (128 KiB).
@@ -151,7 +151,7 @@ fn enqueue_reads_large_args_from_a_file_or_stdin() {
 
 #[test]
 fn unreadable_or_invalid_args_files_are_named_in_the_error() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let url = server.url();
     let dir = temp_dir();
     let missing = dir.join("missing.json");
@@ -234,7 +234,7 @@ fn json_errors_are_one_json_document_with_the_kind() {
     }
 
     // Not found: a job and a queue.
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let url = server.url();
     let v = json_error(
         &queue_at(
@@ -278,7 +278,7 @@ fn json_errors_are_one_json_document_with_the_kind() {
     assert!(out.stdout.is_empty());
 
     // Out of memory: a full Redis that refuses writes rather than evict jobs.
-    let full = RedisServer::start_with(RedisServerOptions {
+    let full = crate::server_with(RedisServerOptions {
         args: vec![
             "--maxmemory".into(),
             "1mb".into(),
@@ -286,9 +286,8 @@ fn json_errors_are_one_json_document_with_the_kind() {
             "noeviction".into(),
         ],
         ..Default::default()
-    })
-    .expect("redis");
-    let mut con = redis::Client::open(full.url())
+    });
+    let mut con = redis::Client::open(full.admin_url())
         .expect("url")
         .get_connection()
         .expect("connection");
@@ -343,7 +342,7 @@ fn json_errors_are_one_json_document_with_the_kind() {
 
 #[test]
 fn a_server_that_may_evict_is_refused_unless_allowed() {
-    let lossy = RedisServer::start_with(RedisServerOptions {
+    let lossy = crate::server_with(RedisServerOptions {
         args: vec![
             "--maxmemory".into(),
             "100mb".into(),
@@ -351,8 +350,7 @@ fn a_server_that_may_evict_is_refused_unless_allowed() {
             "allkeys-lru".into(),
         ],
         ..Default::default()
-    })
-    .expect("redis");
+    });
     let v = json_error(&queue_at(lossy.url(), &["stats", "--json"]), 1);
     assert_eq!(v["error"]["kind"], "config", "{v}");
     assert!(
@@ -424,7 +422,7 @@ fn errors_never_show_the_password() {
 
 #[tokio::test]
 async fn names_with_control_characters_cannot_forge_lines() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let url = server.url();
     let client = queue::Client::connect(url).await.expect("client");
     let admin = queue::admin::Admin::new(client.clone());

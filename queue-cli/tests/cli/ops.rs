@@ -6,10 +6,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use queue::testing::RedisServer;
+
+use crate::Server;
 use queue::{job, Client, JobError, JobState, WorkerBuilder};
 use serde::{Deserialize, Serialize};
 
-fn queue(server: &RedisServer, args: &[&str]) -> Output {
+fn queue(server: &Server, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_queue"))
         .args(args)
         .env("REDIS_URL", server.url())
@@ -19,7 +21,7 @@ fn queue(server: &RedisServer, args: &[&str]) -> Output {
         .expect("run queue")
 }
 
-fn ok(server: &RedisServer, args: &[&str]) -> String {
+fn ok(server: &Server, args: &[&str]) -> String {
     let out = queue(server, args);
     assert!(
         out.status.success(),
@@ -29,7 +31,7 @@ fn ok(server: &RedisServer, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-fn fails(server: &RedisServer, args: &[&str]) -> String {
+fn fails(server: &Server, args: &[&str]) -> String {
     let out = queue(server, args);
     assert!(
         !out.status.success(),
@@ -91,7 +93,7 @@ async fn run_worker_until<F: std::future::Future<Output = ()>>(
 
 #[tokio::test]
 async fn enqueue_from_json_runs_in_a_rust_worker_and_shows_everywhere() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let out = ok(
         &server,
         &[
@@ -153,7 +155,7 @@ async fn enqueue_from_json_runs_in_a_rust_worker_and_shows_everywhere() {
 
 #[tokio::test]
 async fn enqueue_options_and_duplicates() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let a = json(&ok(
         &server,
         &[
@@ -220,7 +222,7 @@ async fn enqueue_options_and_duplicates() {
 
 #[tokio::test]
 async fn dead_jobs_can_be_listed_retried_and_deleted_in_bulk() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let client = Client::connect(server.url()).await.expect("client");
     let jobs = (0..30u32)
         .map(|i| {
@@ -321,7 +323,7 @@ async fn dead_jobs_can_be_listed_retried_and_deleted_in_bulk() {
 
 #[tokio::test]
 async fn queue_pause_resume_purge_and_rm() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let client = Client::connect(server.url()).await.expect("client");
     ok(&server, &["enqueue", "a.b", "-q", "ops"]);
     ok(&server, &["enqueue", "a.b", "-q", "ops", "--delay", "1h"]);
@@ -361,7 +363,7 @@ async fn queue_pause_resume_purge_and_rm() {
     .contains("cannot be purged"));
     ok(&server, &["queue", "rm", "ops", "--force", "--yes"]);
     assert!(!ok(&server, &["queues"]).contains("ops"));
-    let mut con = redis::Client::open(server.url())
+    let mut con = redis::Client::open(server.admin_url())
         .expect("url")
         .get_connection()
         .expect("con");
@@ -374,7 +376,7 @@ async fn queue_pause_resume_purge_and_rm() {
 
 #[tokio::test]
 async fn workers_are_listed_from_their_heartbeats() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let client = Client::connect(server.url()).await.expect("client");
     let url = server.url().to_string();
     run_worker_until(&client, "mail", async {
@@ -408,7 +410,7 @@ async fn workers_are_listed_from_their_heartbeats() {
 
 #[tokio::test]
 async fn health_reports_each_breach_and_exits_non_zero() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     ok(&server, &["enqueue", "a.b", "-q", "h"]);
     let healthy = ok(&server, &["health"]);
     assert!(
@@ -443,7 +445,7 @@ async fn health_reports_each_breach_and_exits_non_zero() {
     .contains("invalid health config"));
 
     // Redis with an eviction policy that can drop jobs.
-    let lossy = RedisServer::start_with(queue::testing::RedisServerOptions {
+    let lossy = crate::server_with(queue::testing::RedisServerOptions {
         args: vec![
             "--maxmemory".into(),
             "100mb".into(),
@@ -451,8 +453,7 @@ async fn health_reports_each_breach_and_exits_non_zero() {
             "allkeys-lru".into(),
         ],
         ..Default::default()
-    })
-    .expect("redis");
+    });
     let out = queue(&lossy, &["health"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("allkeys-lru can evict queued jobs"));
@@ -466,7 +467,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn clear_errors_for_every_failure() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     ok(&server, &["enqueue", "a.b", "-q", "known"]);
     let err = fails(&server, &["jobs", "nope"]);
     assert_eq!(
@@ -548,7 +549,7 @@ fn completions_and_plain_output_without_a_terminal() {
         .expect("run");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("_queue()"));
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let text = ok(&server, &["stats"]);
     assert!(
         !text.contains('\x1b'),
@@ -559,7 +560,7 @@ fn completions_and_plain_output_without_a_terminal() {
 
 #[tokio::test]
 async fn a_worker_that_stopped_beating_is_shown_dead() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let client = Client::connect(server.url()).await.expect("client");
     let admin = queue::admin::Admin::new(client.clone());
     let w = queue::admin::WorkerInfo {
@@ -576,7 +577,7 @@ async fn a_worker_that_stopped_beating_is_shown_dead() {
     admin.beat(&w).await.expect("beat");
     // Its last heartbeat was a minute ago: three missed beats make it dead.
     let ns = client.namespace_keys().expect("ns");
-    let mut con = redis::Client::open(server.url())
+    let mut con = redis::Client::open(server.admin_url())
         .expect("url")
         .get_connection()
         .expect("con");
@@ -600,7 +601,7 @@ async fn a_worker_that_stopped_beating_is_shown_dead() {
 #[test]
 fn stats_watch_refreshes_until_interrupted() {
     use std::io::{BufRead, BufReader};
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let mut child = Command::new(env!("CARGO_BIN_EXE_queue"))
         .args([
             "stats",
@@ -626,7 +627,7 @@ fn stats_watch_refreshes_until_interrupted() {
 
 #[tokio::test]
 async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     let client = Client::connect(server.url()).await.expect("client");
     let s = queue::cron::Schedule::of::<email>(
         "welcome-digest",
@@ -687,7 +688,7 @@ async fn cron_schedules_can_be_listed_paused_resumed_and_triggered() {
 
 #[tokio::test]
 async fn events_are_shown_with_their_gaps() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     assert_eq!(
         ok(&server, &["events", "audit", "--enable"]).trim(),
         "lifecycle events of audit are on"
@@ -721,7 +722,7 @@ async fn events_are_shown_with_their_gaps() {
     );
 
     // Entries 2 and 3 vanish from the log: the reader is told how many it missed.
-    let mut con = redis::Client::open(server.url())
+    let mut con = redis::Client::open(server.admin_url())
         .expect("url")
         .get_connection()
         .expect("con");
@@ -753,7 +754,7 @@ async fn events_are_shown_with_their_gaps() {
 
 #[tokio::test]
 async fn ratelimit_stats_show_allowed_and_rejected_per_limit() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     assert!(ok(&server, &["ratelimit", "stats"]).contains("no rate-limit metrics yet"));
     let client = Client::connect(server.url()).await.expect("client");
     let limiter = queue::rate_limit::RateLimiter::new(
@@ -780,7 +781,7 @@ async fn ratelimit_stats_show_allowed_and_rejected_per_limit() {
 
 #[tokio::test]
 async fn cache_stats_show_hits_misses_and_loads_per_policy() {
-    let server = RedisServer::start().expect("redis");
+    let server = crate::server();
     assert!(ok(&server, &["cache", "stats"]).contains("no cache metrics yet"));
     let client = Client::connect(server.url()).await.expect("client");
     let cache = queue::cache::Cache::new(client);
@@ -806,4 +807,87 @@ async fn cache_stats_show_hits_misses_and_loads_per_policy() {
     );
     assert_eq!(rows[0]["hit_ratio"], 0.75);
     assert!(ok(&server, &["cache", "stats"]).contains("75.0%"));
+}
+
+/// Least privilege: every operator command runs as the operator user `queue acl` prints (no
+/// `@dangerous` command but `INFO`), and that user is refused another namespace.
+#[test]
+fn every_operator_command_runs_as_the_documented_operator_user() {
+    let server = crate::server();
+    let mut admin = redis::Client::open(server.admin_url())
+        .expect("url")
+        .get_connection()
+        .expect("admin");
+    let printed = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["acl", "--role", "operator", "--json"])
+        .output()
+        .expect("queue acl");
+    let rules = json(&String::from_utf8(printed.stdout).expect("utf-8"))[0]["rules"]
+        .as_str()
+        .expect("rules")
+        .to_string();
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg(&["SETUSER", "operator", "reset", "on", ">op-pw"]);
+    setuser.arg(rules.split_whitespace().collect::<Vec<_>>());
+    setuser.query::<()>(&mut admin).expect("ACL SETUSER");
+    let url = queue::testing::with_credentials(server.inner_url(), "operator", "op-pw");
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_queue"))
+            .args(args)
+            .env("REDIS_URL", &url)
+            .env_remove("QUEUE_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run queue")
+    };
+    let ok_as = |args: &[&str]| -> String {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "queue {args:?} as operator: {err}{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!err.contains("NOPERM"), "queue {args:?}: {err}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let id = json(&ok_as(&["enqueue", "cli.email", "-q", "mail", "--json"]))["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let stats = json(&ok_as(&["stats", "--json"]));
+    assert!(
+        stats["redis"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "INFO is the operator's: {stats}"
+    );
+    for args in [
+        &["queues"][..],
+        &["jobs", "mail"],
+        &["job", "show", &id],
+        &["queue", "inspect", "mail"],
+        &["queue", "pause", "mail"],
+        &["queue", "resume", "mail"],
+        &["workers"],
+        &["events", "mail", "--enable"],
+        &["events", "mail"],
+        &["cron", "ls"],
+        &["cache", "stats"],
+        &["ratelimit", "stats"],
+        &["job", "retry-all", "mail", "--dry-run"],
+        &["job", "delete", &id, "--yes"],
+        &["enqueue", "cli.email", "-q", "mail"],
+        &["queue", "purge", "mail", "--yes"],
+    ] {
+        ok_as(args);
+    }
+    let health = run(&["health", "--json"]);
+    let report = json(&String::from_utf8(health.stdout).expect("utf-8"));
+    assert!(report.get("error").is_none(), "{report}");
+    // Another namespace's keys are not the operator's.
+    let out = run(&["stats", "--namespace", "other", "--json"]);
+    assert!(!out.status.success());
+    let err = json(&String::from_utf8(out.stdout).expect("utf-8"));
+    assert_eq!(err["error"]["kind"], "permission", "{err}");
 }

@@ -18,6 +18,7 @@ pub struct RedisServer {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     tls: Option<crate::TlsFiles>,
+    password: Option<String>,
 }
 
 /// How to start a [`RedisServer`].
@@ -34,6 +35,25 @@ pub struct RedisServerOptions {
     /// server accepts clients with or without a certificate. [`RedisServer::tls_files`] names
     /// them for a client.
     pub tls: bool,
+    /// A password for the `default` user (`--requirepass`): [`RedisServer::url`] then names a
+    /// server that refuses strangers, [`RedisServer::admin_url`] one that lets its
+    /// administrator in, and the start and restart waits log in to see the server ready (a
+    /// server refuses a stranger before it has loaded its data).
+    pub password: Option<String>,
+}
+
+impl RedisServerOptions {
+    /// Adds the ACL user `name` with `password` and `rules` (`ACL SETUSER` rule words) as
+    /// start-up arguments, so the user survives the server's restarts.
+    pub fn user(mut self, name: &str, password: &str, rules: &str) -> RedisServerOptions {
+        self.args.extend(
+            ["--user", name, "reset", "on", &format!(">{password}")]
+                .into_iter()
+                .map(String::from),
+        );
+        self.args.extend(rules.split_whitespace().map(String::from));
+        self
+    }
 }
 
 /// The longest a restarted server may take to answer PING (see [`RedisServer::restart_after`]).
@@ -158,6 +178,10 @@ impl RedisServer {
         args.push(dir.path().into());
         args.push("--logfile".into());
         args.push(dir.path().join("redis.log").into());
+        if let Some(password) = &opts.password {
+            args.push("--requirepass".into());
+            args.push(password.into());
+        }
         args.extend(opts.args.iter().map(Into::into));
         let child = spawn(&program, &args)?;
         // From here on, Drop kills the child whatever happens.
@@ -169,6 +193,7 @@ impl RedisServer {
             program,
             args,
             tls,
+            password: opts.password.clone(),
         };
         server
             .wait_ready(Duration::from_secs(10))
@@ -178,10 +203,11 @@ impl RedisServer {
 
     fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), String> {
         let deadline = Instant::now() + within;
+        let url = self.admin_url();
         let client = match &self.tls {
-            None => redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?,
+            None => redis::Client::open(url.as_str()).map_err(|e| e.to_string())?,
             Some(files) => {
-                let mut config = crate::ClientConfig::new(self.url.clone());
+                let mut config = crate::ClientConfig::new(url);
                 // With the client's certificate: a server may require one.
                 config.tls = files.clone();
                 crate::engine::client::open_redis(&config).map_err(|e| e.to_string())?
@@ -194,8 +220,8 @@ impl RedisServer {
             if let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) {
                 match redis::cmd("PING").query::<String>(&mut con) {
                     Ok(_) => return Ok(()),
-                    // A server started with `--requirepass` answers, just not to strangers: it
-                    // is up.
+                    // A server started with `--requirepass` among its arguments (not with
+                    // `password`) answers, just not to strangers: it is up.
                     Err(e) if crate::ErrorKind::of_redis(&e) == crate::ErrorKind::Auth => {
                         return Ok(())
                     }
@@ -248,9 +274,18 @@ impl RedisServer {
         self.tls.as_ref()
     }
 
-    /// The URL to connect to.
+    /// The URL to connect to (without credentials).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL as the `default` user with [`RedisServerOptions::password`] (the plain URL
+    /// when it has none).
+    pub fn admin_url(&self) -> String {
+        match &self.password {
+            Some(password) => with_credentials(&self.url, "default", password),
+            None => self.url.clone(),
+        }
     }
 
     /// The TCP port, if not on a unix socket.
@@ -273,6 +308,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `url` (`redis://`, `rediss://` or `redis+unix://`) with a user name and a password.
+pub fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    if url.starts_with("redis+unix://") {
+        format!("{url}?user={user}&pass={password}")
+    } else {
+        url.replacen("://", &format!("://{user}:{password}@"), 1)
     }
 }
 

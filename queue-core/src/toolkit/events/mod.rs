@@ -101,6 +101,11 @@ impl EventBus {
     /// and says so in the log; events published meanwhile are lost (use the lifecycle stream
     /// where that matters).
     ///
+    /// A pattern without glob characters is subscribed as an exact channel (`SUBSCRIBE`), one
+    /// with them as a pattern (`PSUBSCRIBE`). The difference shows under ACLs: Redis checks a
+    /// pattern against the user's channel rules literally, so subscribing to `orders.*` needs
+    /// `&<namespace>:events:orders.*` where an exact channel is covered by `&<namespace>:*`.
+    ///
     /// # Errors
     ///
     /// [`Error::Unreachable`] if the first connection fails.
@@ -113,7 +118,11 @@ impl EventBus {
         pattern: &str,
     ) -> Result<Subscription<Event<T>>> {
         let prefix = self.keys().event_channel("");
-        let full = self.keys().event_pattern(pattern);
+        let topic = if pattern.contains(['*', '?', '[', '\\']) {
+            Topic::Pattern(self.keys().event_pattern(pattern))
+        } else {
+            Topic::Channel(self.keys().event_channel(pattern))
+        };
         let decode = move |channel: String, bytes: &[u8]| -> Result<Event<T>> {
             let w: Wire<T> = decode_value(bytes, "event")?;
             Ok(Event {
@@ -125,14 +134,30 @@ impl EventBus {
                 payload: w.p,
             })
         };
-        subscribe_raw(&self.client, full, decode).await
+        subscribe_raw(&self.client, topic, decode).await
     }
 }
 
-/// Runs a pattern subscription in a background task that reconnects on its own.
+/// What a subscription listens to. A name without glob characters is one channel, taken with
+/// SUBSCRIBE: an ACL's `&<namespace>:*` covers it, while Redis checks a PSUBSCRIBE pattern
+/// against the user's channel rules literally (the rule must be that very pattern).
+enum Topic {
+    Channel(String),
+    Pattern(String),
+}
+
+impl Topic {
+    fn name(&self) -> &str {
+        match self {
+            Topic::Channel(c) | Topic::Pattern(c) => c,
+        }
+    }
+}
+
+/// Runs a subscription in a background task that reconnects on its own.
 async fn subscribe_raw<T: Send + 'static>(
     client: &Client,
-    pattern: String,
+    topic: Topic,
     decode: impl Fn(String, &[u8]) -> Result<T> + Send + 'static,
 ) -> Result<Subscription<T>> {
     let (tx, rx) = mpsc::channel(1024);
@@ -141,13 +166,17 @@ async fn subscribe_raw<T: Send + 'static>(
     let redis = client.redis_client().clone();
     let url = crate::error::redact(client.url());
     let task = tokio::spawn(async move {
+        let pattern = topic.name().to_string();
         let mut ready = Some(ready_tx);
         let mut lost_at: Option<std::time::Instant> = None;
         let mut delay = Duration::from_millis(50);
         loop {
             let connected = async {
                 let mut ps = redis.get_async_pubsub().await?;
-                ps.psubscribe(&pattern).await?;
+                match &topic {
+                    Topic::Channel(c) => ps.subscribe(c).await?,
+                    Topic::Pattern(p) => ps.psubscribe(p).await?,
+                }
                 Ok::<_, redis::RedisError>(ps)
             }
             .await;
@@ -403,7 +432,7 @@ impl Lifecycle {
     /// Cancel safe.
     pub async fn subscribe(&self, queue: &str) -> Result<Subscription<LifecycleEvent>> {
         let channel = self.client.keys(queue)?.events();
-        subscribe_raw(&self.client, channel, |_, bytes| {
+        subscribe_raw(&self.client, Topic::Channel(channel), |_, bytes| {
             decode_value::<LifecycleEvent>(bytes, "lifecycle event")
         })
         .await
