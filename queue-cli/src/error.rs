@@ -151,6 +151,9 @@ fn explain(e: &anyhow::Error, show: impl Fn(&str, bool) -> String) -> String {
         Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Permission => Some(
             format!("Redis refused the command for this user ({source}); the ACL user needs the commands and keys of the queue"),
         ),
+        Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Tls => Some(
+            format!("the TLS handshake with Redis failed ({source}); the server's certificate must chain to QUEUE_TLS_CA_FILE (or the system's roots), and a server that asks for a client certificate needs QUEUE_TLS_CERT_FILE and QUEUE_TLS_KEY_FILE"),
+        ),
         Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::OutOfMemory => Some(
             format!("Redis is out of memory and refuses writes ({source}); raise maxmemory or free memory"),
         ),

@@ -137,6 +137,10 @@ pub enum ErrorKind {
     Auth,
     /// The user may not run this command or touch this key (`NOPERM`).
     Permission,
+    /// The TLS handshake failed: the server's certificate does not verify against the CA (or
+    /// names another host), or the server refused the client's certificate. A retry meets the
+    /// same certificates.
+    Tls,
     /// One of our scripts refused the call (a broken invariant, reported with code `QUEUE`).
     Script,
     /// Any other error reply of the server.
@@ -195,6 +199,9 @@ impl ErrorKind {
         if e.is_timeout() {
             return ErrorKind::Timeout;
         }
+        if is_tls_failure(e) {
+            return ErrorKind::Tls;
+        }
         if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             return ErrorKind::Connection;
         }
@@ -244,6 +251,35 @@ impl ErrorKind {
     }
 }
 
+/// Whether a rustls error is behind `e`: redis-rs reports a failed handshake as an I/O error
+/// (behind an `Arc`) whose payload is the rustls error, and neither an `Arc` nor an `io::Error`
+/// shows its payload through `source()`, hence the unwrapping.
+fn is_tls_failure(e: &redis::RedisError) -> bool {
+    fn is_tls(c: &(dyn std::error::Error + 'static)) -> bool {
+        if c.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(arc) = c.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>() {
+            return is_tls(arc.as_ref());
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            return is_tls(inner);
+        }
+        false
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if is_tls(c) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
@@ -283,6 +319,12 @@ impl Error {
             ErrorKind::Connection | ErrorKind::Timeout => Error::Unreachable {
                 url: redact(url),
                 kind,
+                source: Box::new(e),
+            },
+            // Which server's certificates: the context of a command says nothing about them.
+            ErrorKind::Tls => Error::Redis {
+                kind,
+                context: format!("TLS handshake with {}", redact(url)),
                 source: Box::new(e),
             },
             _ => Error::Redis {

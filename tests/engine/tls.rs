@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use queue::broker::{Alive, Broker};
 use queue::testing::{RedisServer, RedisServerOptions};
-use queue::{Client, ClientConfig, JobType, NewJob, TlsFiles};
+use queue::{Client, ClientConfig, ErrorKind, JobType, NewJob, TlsFiles};
 
 struct Ping;
 impl JobType for Ping {
@@ -73,7 +73,8 @@ async fn mutual_tls_needs_the_client_certificate() {
     let err = Client::connect_with(config(&server, ca_only(&server)))
         .await
         .expect_err("refused without a client certificate");
-    assert!(!err.to_string().is_empty());
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
     // A certificate without its key is a configuration error, before any connection.
     let half = TlsFiles {
         key_file: None,
@@ -94,6 +95,9 @@ async fn a_wrong_ca_fails_verification_with_a_clear_error() {
         .expect_err("another CA's server");
     let message = format!("{err}").to_lowercase();
     assert!(message.contains("certificate"), "{message}");
+    // Another connection attempt meets the same certificate: not worth retrying.
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(!err.is_retryable());
     // The system's roots do not know a private CA either.
     let err = Client::connect_with(config(&server, TlsFiles::default()))
         .await
@@ -102,6 +106,25 @@ async fn a_wrong_ca_fails_verification_with_a_clear_error() {
         format!("{err}").to_lowercase().contains("certificate"),
         "{err}"
     );
+    // A CA file that holds no certificate is a configuration error that names it.
+    let dir = std::env::temp_dir().join(format!("queue-tls-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let empty = dir.join("ca.pem");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let files = TlsFiles {
+        ca_file: Some(empty.clone()),
+        ..TlsFiles::default()
+    };
+    let err = Client::connect_with(config(&server, files))
+        .await
+        .expect_err("a CA file without a certificate");
+    assert!(matches!(err, queue::Error::Config(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&*empty.to_string_lossy()), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
     // TLS files with a plain URL are a mistake, said as such.
     let plain = server.url().replacen("rediss://", "redis://", 1);
     let mut c = config(&server, ca_only(&server));

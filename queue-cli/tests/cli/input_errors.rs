@@ -480,3 +480,30 @@ async fn names_with_control_characters_cannot_forge_lines() {
         "{v}"
     );
 }
+
+/// A schedule definition that does not decode (anyone with write access can put one there) is
+/// skipped with a warning, and the warning carries no colour codes into a pipe.
+#[test]
+fn a_malformed_schedule_definition_does_not_break_cron_ls() {
+    let server = crate::server();
+    let mut admin = redis::Client::open(server.admin_url())
+        .expect("url")
+        .get_connection()
+        .expect("admin");
+    redis::cmd("HSET")
+        .arg("queue:schedules")
+        .arg("bogus")
+        .arg("not json")
+        .query::<()>(&mut admin)
+        .expect("seed");
+    let cmd = ["cron", "ls", "--json"];
+    let out = queue_at(server.url(), &cmd);
+    assert_eq!(json(&stdout_of(&out, &cmd)), serde_json::json!([]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("skipping a schedule definition"), "{err}");
+    assert!(err.contains("\"bogus\""), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI codes into a pipe: {err:?}"
+    );
+}

@@ -1089,7 +1089,24 @@ pub(crate) fn open_redis(config: &ClientConfig) -> Result<redis::Client> {
         })
     };
     let root_cert = match &config.tls.ca_file {
-        Some(p) => Some(read("CA file", p)?),
+        Some(p) => {
+            let pem = read("CA file", p)?;
+            // redis-rs skips what is not a certificate, so a wrong file would fail later as an
+            // unknown issuer, naming neither the file nor the mistake.
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    Error::Config(format!("the TLS CA file {} is not PEM: {e}", p.display()))
+                })?;
+            if certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "the TLS CA file {} holds no PEM certificate",
+                    p.display()
+                )));
+            }
+            Some(pem)
+        }
         None => None,
     };
     let client_tls = match (&config.tls.cert_file, &config.tls.key_file) {

@@ -691,11 +691,12 @@ impl Cron {
         })
     }
 
-    /// Every registered schedule with its last and next run.
+    /// Every registered schedule with its last and next run. A definition that does not decode,
+    /// or names an invalid queue, is skipped with a warning.
     ///
     /// # Errors
     ///
-    /// [`Error::Unreachable`], [`Error::Redis`], [`Error::Decode`].
+    /// [`Error::Unreachable`], [`Error::Redis`].
     ///
     /// # Cancel safety
     ///
@@ -710,10 +711,23 @@ impl Cron {
             .map_err(self.err())?;
         let now = Utc::now();
         let mut out = Vec::new();
-        for json in defs.values() {
-            let def: ScheduleDef =
-                serde_json::from_str(json).map_err(|e| Error::decode("schedule definition", e))?;
-            let k = self.client.keys(&def.queue)?;
+        for (name, json) in &defs {
+            // Anyone with write access can put anything in the hash: one bad entry must not
+            // hide the others from an operator (`get` still reports it as an error).
+            let def = match serde_json::from_str::<ScheduleDef>(json) {
+                Ok(def) => def,
+                Err(e) => {
+                    tracing::warn!(schedule = ?name, error = %e, "skipping a schedule definition that does not decode");
+                    continue;
+                }
+            };
+            let k = match self.client.keys(&def.queue) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(schedule = ?name, error = %e, "skipping a schedule definition with an invalid queue");
+                    continue;
+                }
+            };
             let (last, paused): (Option<i64>, bool) = redis::pipe()
                 .hget(k.cron(), format!("last:{}", def.name))
                 .hexists(k.cron(), format!("paused:{}", def.name))
