@@ -104,6 +104,8 @@ enum Command {
     Stats(cmd::stats::Args),
     /// List queues with their counts
     Queues,
+    /// A queue's metrics history: completed, failed, retried, dead, wait and run-time percentiles
+    History(cmd::history::Args),
     /// Inspect, pause, resume, purge or remove one queue
     #[command(subcommand)]
     Queue(cmd::queue::Command),
@@ -176,6 +178,7 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Stats(a) => cmd::stats::run(&g, out, a).await,
             Command::Queues => cmd::queue::list(&g, out).await,
+            Command::History(a) => cmd::history::run(&g, out, a).await,
             Command::Queue(c) => cmd::queue::run(&g, out, c).await,
             Command::Jobs(a) => cmd::jobs::run(&g, out, a).await,
             Command::Job(c) => cmd::job::run(&g, out, c).await,

@@ -77,6 +77,11 @@ impl QueueKeys {
     pub fn throughput(&self) -> String {
         self.key("throughput")
     }
+    /// Hash of one minute's metrics history (`engine/history.rs` has its fields); `minute` is
+    /// Unix milliseconds / 60,000. Expires on its own, so only the last 73 hours exist.
+    pub fn metrics(&self, minute: i64) -> String {
+        self.key(&format!("metrics:{minute}"))
+    }
     /// Capped stream of lifecycle events (when enabled); also the name of their pub/sub
     /// channel.
     pub fn events(&self) -> String {
@@ -190,6 +195,11 @@ impl QueueKeys {
     /// name is glob-escaped: a queue named `*` matches only its own keys).
     pub fn unique_pattern(&self) -> String {
         format!("{}:unique:*", glob_escape(&self.prefix))
+    }
+
+    /// SCAN pattern matching every metrics hash of this queue and of no other.
+    pub fn metrics_pattern(&self) -> String {
+        format!("{}:metrics:*", glob_escape(&self.prefix))
     }
 }
 
@@ -491,6 +501,7 @@ mod tests {
         // A queue named `*` scans only its own idempotency keys.
         let star = QueueKeys::new("queue", "*").expect("valid");
         assert_eq!(star.unique_pattern(), "queue:{\\*}:unique:*");
+        assert_eq!(star.metrics_pattern(), "queue:{\\*}:metrics:*");
     }
 
     /// The hash tag Redis Cluster hashes a key by: the bytes between the first `{` and the
@@ -524,6 +535,7 @@ mod tests {
             let tag = hash_tag(&q.pending()).to_string();
             assert_eq!(tag, queue);
             let mut all: Vec<String> = q.all_fixed();
+            all.push(q.metrics(29_000_000));
             for t in &tricky {
                 all.push(q.unique(t));
                 all.push(q.alive_channel(t, 1));

@@ -38,6 +38,10 @@ pub use script::Durability;
 /// Operating queues: counts and stats, finding, retrying and deleting jobs, worker records.
 pub mod admin {
     pub use crate::engine::admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
+    pub use crate::engine::history::{
+        bucket_of, minute_of, Counts, Histogram, Minute, BUCKETS, BUCKETS_MS,
+        RETENTION as HISTORY_RETENTION,
+    };
     pub use crate::error::redact;
 }
 
@@ -49,6 +53,7 @@ pub mod broker {
         Alive, Amnesty, Beat, Broker, Cause, Completion, FetchPolicy, Fetched, Lease, Leased,
         Presence, Reclaimed, Settle, Waker, Watch,
     };
+    pub use crate::engine::history::Timing;
 }
 
 /// The wire format (docs/PROTOCOL.md): the envelope, its MessagePack encoding, key names.

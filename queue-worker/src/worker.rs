@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::admin::{Admin, WorkerInfo};
-use queue_core::broker::{Broker, Cause, Completion, FetchPolicy, Lease, Leased, Settle, Waker};
+use queue_core::broker::{
+    Broker, Cause, Completion, FetchPolicy, Lease, Leased, Settle, Timing, Waker,
+};
 use queue_core::wire::{Job, MAX_BATCH};
 use queue_core::{Action, Client, JobContext, JobId};
 use rand::Rng;
@@ -690,6 +692,7 @@ async fn run_job(
     };
     let Some(registration) = rt.registry.get(&job.name) else {
         drop(permit);
+        let wait_ms = waited(&job);
         let message = format!(
             "no handler for job {:?} in this worker (it knows: {})",
             job.name,
@@ -704,6 +707,10 @@ async fn run_job(
             &message,
             Action::Retry,
             Cause::Handler,
+            Timing {
+                wait_ms,
+                run_ms: None,
+            },
         )
         .await;
         return;
@@ -711,6 +718,7 @@ async fn run_job(
     // The arguments move into the request (no copy); the envelope is shared read-only.
     let mut job = job;
     resolve(&rt, &mut job);
+    let wait_ms = waited(&job);
     let args = std::mem::take(&mut job.args);
     let job = Arc::new(job);
     let ctx = JobContext {
@@ -726,7 +734,12 @@ async fn run_job(
         job: job.clone(),
         args,
     };
+    let started = std::time::Instant::now();
     let res = Next::new(&rt.chain, registration.handler).run(req).await;
+    let timing = Timing {
+        wait_ms,
+        run_ms: Some(started.elapsed().as_millis() as u64),
+    };
     // The slot frees before the result is recorded: completions are acknowledged in batches by
     // the acker, and the lease stays held (and heartbeated) until then.
     drop(permit);
@@ -754,6 +767,7 @@ async fn run_job(
                 &message,
                 Action::DeadLetter,
                 Cause::Handler,
+                timing,
             )
             .await;
         }
@@ -762,6 +776,8 @@ async fn run_job(
                 lease,
                 result,
                 unique_key: job.unique_key.clone(),
+                name: job.name.clone(),
+                timing,
             };
             if ack_tx
                 .send(Ack {
@@ -789,10 +805,22 @@ async fn run_job(
                 e.message(),
                 e.action(),
                 Cause::Handler,
+                timing,
             )
             .await;
         }
     }
+}
+
+/// How long a first attempt waited from when it was due (its enqueue, or its run-at) to now;
+/// `None` for a later attempt, whose due time the envelope does not hold. Producer and worker
+/// clocks differ by their skew.
+fn waited(job: &Job) -> Option<u64> {
+    if job.failed > 0 {
+        return None;
+    }
+    let due = job.run_at_ms.unwrap_or(job.created_ms).max(job.created_ms);
+    Some((chrono_now_ms() - due).max(0) as u64)
 }
 
 /// A job whose envelope does not decode is dead-lettered under its own id, with a readable
@@ -820,7 +848,17 @@ async fn settle_undecodable(rt: &Runtime, qi: usize, lease: Lease, error: queue_
         chrono_now_ms(),
         &message,
     );
-    apply(rt, qi, &lease, &stand_in, &Settle::Dead, Cause::Handler).await;
+    let timing = Timing::default();
+    apply(
+        rt,
+        qi,
+        &lease,
+        &stand_in,
+        &Settle::Dead,
+        Cause::Handler,
+        timing,
+    )
+    .await;
 }
 
 /// Fills the options a leased job's producer left unset from its handler's `#[job]`
@@ -843,6 +881,7 @@ async fn settle_failure(
     message: &str,
     action: Action,
     cause: Cause,
+    timing: Timing,
 ) {
     resolve(rt, &mut job);
     let now = chrono_now_ms();
@@ -851,17 +890,25 @@ async fn settle_failure(
         job.record_failure(kind, message, now);
     }
     let settle = Settle::decide(&job, &action, now, rand::rng().random::<f64>());
-    apply(rt, qi, lease, &job, &settle, cause).await;
+    apply(rt, qi, lease, &job, &settle, cause, timing).await;
 }
 
 /// Applies a failure's fate, retrying while Redis is unreachable (bounded); if it never gets
 /// through, the lease expires and the job is recovered, so nothing is lost.
-async fn apply(rt: &Runtime, qi: usize, lease: &Lease, job: &Job, settle: &Settle, cause: Cause) {
+async fn apply(
+    rt: &Runtime,
+    qi: usize,
+    lease: &Lease,
+    job: &Job,
+    settle: &Settle,
+    cause: Cause,
+    timing: Timing,
+) {
     let q = &rt.queues[qi];
     q.settling(lease.key());
     let recorded = retrying("recording a failure", || {
         q.broker
-            .fail(lease, job, settle, cause, &rt.config.retention)
+            .fail(lease, job, settle, cause, timing, &rt.config.retention)
     })
     .await;
     match recorded {
@@ -1057,6 +1104,8 @@ async fn recover_loop(rt: Arc<Runtime>, mut found: mpsc::UnboundedReceiver<heart
                     &message,
                     Action::RetryAfter(Duration::ZERO),
                     Cause::WorkerLost,
+                    // It ran elsewhere, for how long nobody knows.
+                    Timing::default(),
                 )
                 .await;
                 rt.queues[qi].recovered_hint.store(true, Ordering::Relaxed);

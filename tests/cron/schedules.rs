@@ -250,6 +250,8 @@ async fn maintenance_trims_idle_queues_and_runs_registered_tasks() {
         .map(|l| queue::broker::Completion {
             lease: l.lease.clone(),
             result: vec![0xc0],
+            name: String::new(),
+            timing: Default::default(),
             unique_key: None,
         })
         .collect();

@@ -155,6 +155,8 @@ async fn a_worker_behind_200ms_of_latency_loses_nothing() {
             .map(|l| queue::broker::Completion {
                 lease: l.lease,
                 result: Vec::new(),
+                name: String::new(),
+                timing: Default::default(),
                 unique_key: None,
             })
             .collect();

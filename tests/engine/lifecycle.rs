@@ -89,6 +89,8 @@ async fn a_completed_lease_cannot_be_completed_again_and_a_reclaimed_one_is_fenc
     let done = |l: &queue::broker::Lease| Completion {
         lease: l.clone(),
         result: vec![0xc0],
+        name: String::new(),
+        timing: Default::default(),
         unique_key: None,
     };
     // The zombie (old token) is refused; the new owner succeeds exactly once.
@@ -222,6 +224,7 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
                 at_ms: queue_now() + 60_000
             },
             Cause::Handler,
+            Default::default(),
             &retention
         )
         .await
@@ -255,7 +258,14 @@ async fn failure_retries_later_then_dead_letters_with_the_error_kept_and_replays
         Settle::Dead
     );
     assert!(broker
-        .fail(&leased.lease, &j, &Settle::Dead, Cause::Handler, &retention)
+        .fail(
+            &leased.lease,
+            &j,
+            &Settle::Dead,
+            Cause::Handler,
+            Default::default(),
+            &retention
+        )
         .await
         .expect("fail"));
 
@@ -312,6 +322,8 @@ async fn retention_bounds_completed_jobs_by_count() {
         .map(|l| Completion {
             lease: l.lease.clone(),
             result: vec![0xc0],
+            name: String::new(),
+            timing: Default::default(),
             unique_key: None,
         })
         .collect();
@@ -338,6 +350,8 @@ async fn retention_bounds_completed_jobs_by_count() {
     let done = [Completion {
         lease: f.jobs[0].lease.clone(),
         result: vec![0xc0],
+        name: String::new(),
+        timing: Default::default(),
         unique_key: None,
     }];
     broker
@@ -375,6 +389,8 @@ async fn retention_bounds_completed_jobs_by_age() {
                 .map(|l| Completion {
                     lease: l.lease.clone(),
                     result: vec![0xc0],
+                    name: String::new(),
+                    timing: Default::default(),
                     unique_key: None,
                 })
                 .collect();
@@ -417,6 +433,8 @@ async fn completion_releases_the_unique_key() {
     let done = [Completion {
         lease: f.jobs[0].lease.clone(),
         result: vec![0xc0],
+        name: String::new(),
+        timing: Default::default(),
         unique_key: Some("u".into()),
     }];
     broker

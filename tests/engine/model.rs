@@ -783,6 +783,8 @@ impl Case {
                 unique_key: h.job.unique_key.clone(),
                 lease: h.lease,
                 result: vec![0xc0],
+                name: h.job.name.clone(),
+                timing: Default::default(),
             });
         }
         let ok = self
@@ -846,7 +848,14 @@ impl Case {
         prop_assert_eq!(&settle, &want, "Settle::decide for {:?}", fate);
         let ok = self
             .broker
-            .fail(&h.lease, &job, &settle, Cause::Handler, &self.retention)
+            .fail(
+                &h.lease,
+                &job,
+                &settle,
+                Cause::Handler,
+                Default::default(),
+                &self.retention,
+            )
             .await
             .ctx("fail")?;
         prop_assert!(ok, "a held lease settles");
@@ -1133,7 +1142,14 @@ impl Case {
         prop_assert_eq!(&settle, &want, "Settle::decide for a lost attempt");
         let ok = self
             .broker
-            .fail(&h.lease, &job, &settle, Cause::WorkerLost, &self.retention)
+            .fail(
+                &h.lease,
+                &job,
+                &settle,
+                Cause::WorkerLost,
+                Default::default(),
+                &self.retention,
+            )
             .await
             .ctx("fail (worker lost)")?;
         prop_assert!(ok, "the reclaimer's lease settles");
@@ -1171,26 +1187,42 @@ impl Case {
                     unique_key: job.unique_key.clone(),
                     lease: lease.clone(),
                     result: vec![0xc0],
+                    name: job.name.clone(),
+                    timing: Default::default(),
                 }];
                 b.complete(&done, r).await.ctx("complete")? == vec![false]
             }
             Zombie::Retry => {
                 let s = Settle::Retry { at_ms: now_ms };
-                !b.fail(&lease, &failed, &s, Cause::Handler, r)
+                !b.fail(&lease, &failed, &s, Cause::Handler, Default::default(), r)
                     .await
                     .ctx("fail")?
             }
             Zombie::Dead => !b
-                .fail(&lease, &failed, &Settle::Dead, Cause::Handler, r)
+                .fail(
+                    &lease,
+                    &failed,
+                    &Settle::Dead,
+                    Cause::Handler,
+                    Default::default(),
+                    r,
+                )
                 .await
                 .ctx("fail")?,
             Zombie::Discard => !b
-                .fail(&lease, &failed, &Settle::Discard, Cause::Handler, r)
+                .fail(
+                    &lease,
+                    &failed,
+                    &Settle::Discard,
+                    Cause::Handler,
+                    Default::default(),
+                    r,
+                )
                 .await
                 .ctx("fail")?,
             Zombie::Snooze => {
                 let s = Settle::Snooze { at_ms: now_ms };
-                !b.fail(&lease, &job, &s, Cause::Handler, r)
+                !b.fail(&lease, &job, &s, Cause::Handler, Default::default(), r)
                     .await
                     .ctx("fail")?
             }
@@ -1543,12 +1575,54 @@ impl Case {
             ),
             "counts"
         );
+
+        // The metrics history counts what the stats counters count, lost leases and garbage
+        // included. The model's clock is not the scripts': every minute of the queue is added.
+        let minutes: Vec<String> = redis::cmd("KEYS")
+            .arg(self.keys.metrics_pattern())
+            .query_async(&mut self.raw)
+            .await
+            .ctx("metrics keys")?;
+        let mut history: HashMap<String, i64> = HashMap::new();
+        for key in &minutes {
+            let fields: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut self.raw)
+                .await
+                .ctx("metrics")?;
+            for (field, n) in fields {
+                let metric = field.split_once('|').map_or(field.as_str(), |(m, _)| m);
+                *history.entry(metric.to_string()).or_default() += n;
+            }
+        }
+        let stats: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.keys.stats())
+            .query_async(&mut self.raw)
+            .await
+            .ctx("stats")?;
+        let stat = |f: &str| stats.get(f).copied().unwrap_or(0);
+        let hist = |f: &str| history.get(f).copied().unwrap_or(0);
+        prop_assert_eq!(
+            (hist("c"), hist("f"), hist("r"), hist("d")),
+            (
+                stat("completed"),
+                stat("failed") + stat("recovered"),
+                stat("retried"),
+                stat("dead")
+            ),
+            "history (completed, failed, retried, dead) against the stats counters"
+        );
         Ok(())
     }
 
     /// Deletes every key of the case's queue (a passing case leaves nothing behind).
     async fn cleanup(&mut self) -> R {
-        let mut keys = self.keys.all_fixed();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(self.keys.metrics_pattern())
+            .query_async(&mut self.raw)
+            .await
+            .ctx("metrics keys")?;
+        keys.extend(self.keys.all_fixed());
         keys.extend((0..UNIQUE_KEYS).map(|u| self.keys.unique(&unique_name(u))));
         let _: i64 = redis::cmd("DEL")
             .arg(&keys)
@@ -1612,6 +1686,7 @@ async fn probe(env: &Env, mut raw: redis::aio::MultiplexedConnection) -> LostGoT
             &job,
             &settle,
             Cause::WorkerLost,
+            Default::default(),
             &Retention::default()
         )
         .await

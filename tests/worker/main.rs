@@ -10,6 +10,7 @@ mod common;
 mod acl;
 mod crash;
 mod faults;
+mod history;
 mod registry;
 mod restarts;
 mod runtime;

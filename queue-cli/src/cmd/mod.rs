@@ -7,6 +7,7 @@ pub mod cron;
 pub mod enqueue;
 pub mod events;
 pub mod health;
+pub mod history;
 pub mod job;
 pub mod jobs;
 pub mod queue;

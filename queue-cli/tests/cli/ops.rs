@@ -867,6 +867,7 @@ fn every_operator_command_runs_as_the_documented_operator_user() {
         &["jobs", "mail"],
         &["job", "show", &id],
         &["queue", "inspect", "mail"],
+        &["history", "mail"],
         &["queue", "pause", "mail"],
         &["queue", "resume", "mail"],
         &["workers"],
@@ -890,4 +891,89 @@ fn every_operator_command_runs_as_the_documented_operator_user() {
     assert!(!out.status.success());
     let err = json(&String::from_utf8(out.stdout).expect("utf-8"));
     assert_eq!(err["error"]["kind"], "permission", "{err}");
+}
+
+/// `queue history` reads the per-minute hashes of docs/PROTOCOL.md ("Metrics history"), adds
+/// them up in steps and by name, and computes percentiles from the buckets.
+#[test]
+fn history_adds_up_minutes_in_steps() {
+    let server = crate::server();
+    ok(&server, &["enqueue", "cli.email", "-q", "hist"]);
+    let mut admin = redis::Client::open(server.admin_url())
+        .expect("url")
+        .get_connection()
+        .expect("admin");
+    let minute = chrono::Utc::now().timestamp_millis() / 60_000;
+    // Two minutes ago and now: a name with a `|` in it stays one name.
+    for (m, fields) in [
+        (
+            minute - 2,
+            vec![("c|a", 3), ("f|a", 1), ("r|a", 1), ("t3|a", 4)],
+        ),
+        (
+            minute,
+            vec![("c|a", 1), ("c|b|x", 5), ("d|b|x", 2), ("w15|b|x", 5)],
+        ),
+    ] {
+        for (f, n) in fields {
+            redis::cmd("HINCRBY")
+                .arg(format!("queue:{{hist}}:metrics:{m}"))
+                .arg(f)
+                .arg(n)
+                .query::<()>(&mut admin)
+                .expect("seed");
+        }
+    }
+    let report = json(&ok(
+        &server,
+        &[
+            "history", "hist", "--since", "10m", "--step", "5m", "--json",
+        ],
+    ));
+    assert_eq!(report["step_ms"], 300_000);
+    assert_eq!(report["names"]["a"]["completed"], 4, "{report}");
+    assert_eq!(report["names"]["b|x"]["dead"], 2, "{report}");
+    let steps = report["steps"].as_array().expect("steps");
+    let total = |field: &str| {
+        steps
+            .iter()
+            .map(|s| s[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (
+            total("completed"),
+            total("failed"),
+            total("retried"),
+            total("dead")
+        ),
+        (9, 1, 1, 2)
+    );
+    // Every run took (5, 10] ms: the median interpolates to the middle of the bucket.
+    assert!(steps.iter().any(|s| s["run_p50_ms"] == 7.5), "{report}");
+    // Waits past the last bound answer with it.
+    assert!(
+        steps.iter().any(|s| s["wait_p99_ms"] == 60_000.0),
+        "{report}"
+    );
+    let only = json(&ok(
+        &server,
+        &["history", "hist", "--since", "10m", "--name", "a", "--json"],
+    ));
+    let completed: u64 = only["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["completed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(completed, 4);
+    let table = ok(&server, &["history", "hist", "--since", "10m"]);
+    assert!(
+        table.contains("COMPLETED") && table.contains("b|x"),
+        "{table}"
+    );
+    let err = fails(&server, &["history", "hist", "--step", "90s"]);
+    assert!(err.contains("whole number of minutes"), "{err}");
+    let err = fails(&server, &["history", "nope"]);
+    assert!(err.contains("no such queue"), "{err}");
 }

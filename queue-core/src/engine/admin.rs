@@ -1,13 +1,14 @@
 //! Operator access: what the `queue` CLI shows and does. Reads are O(1) or O(log n + page) per
 //! queue (no KEYS, no scan of all jobs); writes go through one script per state change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::engine::client::{now_ms, Client, QueueCounts, MAX_BATCH};
 use crate::engine::codec::{self, Outcome};
+use crate::engine::history::{self, Minute};
 use crate::engine::job::{Job, JobId, JobState};
 use crate::engine::scripts::scripts;
 use crate::error::{Error, Result};
@@ -263,6 +264,46 @@ impl Admin {
                 known.join(", ")
             }
         )))
+    }
+
+    /// A queue's metrics history, minute by minute, from `from_ms` to `to_ms` (Unix ms, both
+    /// included, clamped to the last [`HISTORY_RETENTION`](crate::admin::HISTORY_RETENTION)): one entry per minute, empty
+    /// minutes included, oldest first. One pipelined `HGETALL` per minute (4,380 for the
+    /// whole history).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn history(&self, queue: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Minute>> {
+        let k = self.client.keys(queue)?;
+        let last = history::minute_of(to_ms.min(now_ms()));
+        let oldest = last - (history::RETENTION.as_secs() as i64 / 60) + 1;
+        let first = history::minute_of(from_ms).max(oldest);
+        if first > last {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let mut con = self.client.con();
+        // Pipelines of a few hundred keep each reply small and the server responsive.
+        let minutes: Vec<i64> = (first..=last).collect();
+        for chunk in minutes.chunks(512) {
+            let mut pipe = redis::pipe();
+            for m in chunk {
+                pipe.hgetall(k.metrics(*m));
+            }
+            let hashes: Vec<BTreeMap<String, i64>> = pipe
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            for (m, fields) in chunk.iter().zip(hashes) {
+                out.push(Minute::decode(*m, fields));
+            }
+        }
+        Ok(out)
     }
 
     /// Counts, throughput and the oldest pending job of a queue: a fixed number of O(1) and
@@ -760,20 +801,23 @@ impl Admin {
         let k = self.client.keys(queue)?;
         let ns = self.client.namespace_keys()?;
         let mut con = self.client.con();
-        // Idempotency keys are the only keys of a queue with open-ended names; SCAN finds them
-        // without blocking the server (this is an operator action, not a hot path).
-        let mut scan = Scan::keys(k.unique_pattern());
-        while let Some(keys) = scan
-            .next::<String, _>(&mut con)
-            .await
-            .map_err(rerr(&self.client))?
-        {
-            if !keys.is_empty() {
-                redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async::<()>(&mut con)
-                    .await
-                    .map_err(rerr(&self.client))?;
+        // Idempotency keys and the minutes of the metrics history are the keys of a queue with
+        // open-ended names; SCAN finds them without blocking the server (this is an operator
+        // action, not a hot path).
+        for pattern in [k.unique_pattern(), k.metrics_pattern()] {
+            let mut scan = Scan::keys(pattern);
+            while let Some(keys) = scan
+                .next::<String, _>(&mut con)
+                .await
+                .map_err(rerr(&self.client))?
+            {
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async::<()>(&mut con)
+                        .await
+                        .map_err(rerr(&self.client))?;
+                }
             }
         }
         redis::pipe()

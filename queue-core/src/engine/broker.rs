@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::engine::client::{now_ms, Client, MAX_BATCH};
 use crate::engine::codec::{self, Outcome};
+use crate::engine::history::{self, Histogram, Increments, Timing};
 use crate::engine::job::{millis, Job, JobId, JobState};
 use crate::engine::registry::Action;
 use crate::engine::scripts::scripts;
@@ -353,6 +354,19 @@ pub struct Completion {
     pub result: Vec<u8>,
     /// The job's unique key, released on completion.
     pub unique_key: Option<String>,
+    /// The job's name, under which the metrics history counts it (empty: not counted).
+    pub name: String,
+    /// How long the attempt waited and ran, for the history's histograms.
+    pub timing: Timing,
+}
+
+/// Appends a script's metrics block (see `check_metrics` in the prelude): the minute hash's
+/// lifetime, the number of pairs, the pairs.
+fn metrics_block(call: &mut crate::script::Call<'_>, metrics: &Increments) {
+    call.arg(millis(history::RETENTION)).arg(metrics.len());
+    for (field, n) in metrics.args() {
+        call.arg(field).arg(n);
+    }
 }
 
 /// The worker-side operations of one queue.
@@ -541,13 +555,15 @@ impl Broker {
             .key(k.dead_jobs())
             .key(k.stats())
             .key(k.recovered())
-            .key(k.owners());
+            .key(k.owners())
+            .key(k.metrics(history::minute_of(now_ms())));
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
             .arg(self.receipt.as_deref().unwrap_or(""))
             .arg(policy.recovered.min(MAX_BATCH))
             .arg(if policy.report_expired { "1" } else { "0" })
-            .arg(self.owner.as_deref().unwrap_or(""));
+            .arg(self.owner.as_deref().unwrap_or(""))
+            .arg(millis(history::RETENTION));
         let reply: Vec<redis::Value> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -621,6 +637,7 @@ impl Broker {
         }
         let k = &self.keys;
         let mut call = scripts().complete.call();
+        let now = now_ms();
         call.key(k.active())
             .key(k.inflight())
             .key(k.completed())
@@ -629,7 +646,8 @@ impl Broker {
             .key(k.waiters())
             .key(k.throughput())
             .key(k.meta())
-            .key(k.events());
+            .key(k.events())
+            .key(k.metrics(history::minute_of(now)));
         let mut uniques: Vec<&str> = Vec::new();
         for c in done {
             if let Some(u) = &c.unique_key {
@@ -643,7 +661,10 @@ impl Broker {
             .arg(retention.completed_count)
             .arg(millis(retention.completed_age))
             .arg(k.done_channel());
-        let now = now_ms();
+        // The script counts the recorded completions by name (a lost lease is not one); the
+        // histograms count every attempt that ran, and are merged here, per name.
+        let mut names: Vec<&str> = Vec::new();
+        let mut histograms: Vec<(Histogram, Histogram)> = Vec::new();
         for c in done {
             let outcome = Outcome {
                 id: c.lease.id.clone(),
@@ -658,8 +679,39 @@ impl Broker {
                 .as_deref()
                 .and_then(|u| uniques.iter().position(|x| *x == u))
                 .map_or(0, |p| p + 1);
-            call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
+            let group = if c.name.is_empty() {
+                0
+            } else {
+                let g = match names.iter().position(|n| *n == c.name) {
+                    Some(p) => p,
+                    None => {
+                        names.push(&c.name);
+                        histograms.push(Default::default());
+                        names.len() - 1
+                    }
+                };
+                let (wait, run) = &mut histograms[g];
+                if let Some(w) = c.timing.wait_ms {
+                    wait.record(w);
+                }
+                if let Some(r) = c.timing.run_ms {
+                    run.record(r);
+                }
+                g + 1
+            };
+            call.arg(c.lease.key())
+                .arg(outcome.encode()?)
+                .arg(idx)
+                .arg(group);
         }
+        call.arg(names.len());
+        let mut metrics = Increments::default();
+        for (n, (wait, run)) in names.iter().zip(&histograms) {
+            call.arg(*n);
+            metrics.histogram('w', n, wait);
+            metrics.histogram('t', n, run);
+        }
+        metrics_block(&mut call, &metrics);
         let reply: Vec<i64> = call
             .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
             .await?;
@@ -682,10 +734,20 @@ impl Broker {
         job: &Job,
         settle: &Settle,
         cause: Cause,
+        timing: Timing,
         retention: &Retention,
     ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
+        let metrics_key = k.metrics(history::minute_of(now_ms()));
+        let mut metrics = Increments::default();
+        metrics.add("f", &job.name, 1);
+        metrics.timing(&job.name, timing);
+        match settle {
+            Settle::Retry { .. } => metrics.add("r", &job.name, 1),
+            Settle::Dead => metrics.add("d", &job.name, 1),
+            Settle::Snooze { .. } | Settle::Discard => {}
+        }
         let error = || job.last_error().map(|f| f.summary()).unwrap_or_default();
         // A finished job's outcome, for waiters (and kept, for a discarded one).
         let outcome = |state: JobState| {
@@ -712,12 +774,14 @@ impl Broker {
                     .key(k.throughput())
                     .key(k.meta())
                     .key(k.events())
-                    .key(k.recovered());
+                    .key(k.recovered())
+                    .key(metrics_key.clone());
                 call.arg(lease.key())
                     .arg(member.as_slice())
                     .arg(*at_ms)
                     .arg(cause.counter())
                     .arg(error());
+                metrics_block(&mut call, &metrics);
                 call
             }
             Settle::Snooze { at_ms } => {
@@ -766,7 +830,8 @@ impl Broker {
                     .key(k.waiters())
                     .key(k.throughput())
                     .key(k.meta())
-                    .key(k.events());
+                    .key(k.events())
+                    .key(metrics_key.clone());
                 if let Some(u) = &job.unique_key {
                     call.key(k.unique(u));
                 }
@@ -778,6 +843,7 @@ impl Broker {
                     .arg(k.done_channel())
                     .arg(outcome(state)?)
                     .arg(error());
+                metrics_block(&mut call, &metrics);
                 call
             }
         };

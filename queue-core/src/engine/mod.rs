@@ -5,6 +5,7 @@
 //! - [`broker`]: the worker side (fetch, complete, fail, reclaim, extend, requeue, wake-up);
 //! - [`admin`]: the operator side (stats, find, retry, delete, purge, worker records);
 //! - [`cron`]: schedules, fired through the same enqueue path as any job;
+//! - [`history`]: the per-minute metrics history the settling scripts write;
 //! - [`registry`]: `#[job]` registration (inventory) and the handler contract;
 //! - [`scripts`]: one Lua script per state change, in `scripts/`.
 
@@ -13,6 +14,7 @@ pub(crate) mod broker;
 pub(crate) mod client;
 pub(crate) mod codec;
 pub(crate) mod cron;
+pub(crate) mod history;
 pub(crate) mod job;
 pub(crate) mod registry;
 pub(crate) mod scripts;

@@ -13,6 +13,7 @@
 -- KEYS[11] stats hash
 -- KEYS[12] recovered sorted set
 -- KEYS[13] owners sorted set (lease tokens per worker)
+-- KEYS[14] the metrics hash of the current minute (optional)
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
@@ -24,6 +25,8 @@
 --          token is recorded under it in the owners set, so that if the caller's liveness
 --          channel empties (its process died), other workers find these leases at once
 --          (`beat`) instead of waiting for them to expire
+-- ARGV[7]  the metrics hash's lifetime in ms (with KEYS[14]): members dead-lettered here are
+--          counted as `d|` (the empty job name, which no enqueue accepts: their name is unknown)
 --
 -- Recovered jobs (taken back from a lost worker) are leased first, but at most ARGV[4] of them:
 -- a worker process asks for one only while it holds none, so a job that kills its worker
@@ -149,6 +152,12 @@ for i = 1, #popped, 2 do
 end
 if #bad > 0 then
   redis.call('HINCRBY', KEYS[11], 'dead', #bad)
+  local ttl = tonumber(ARGV[7])
+  if KEYS[14] and ttl and ttl >= 1 then
+    if redis.call('HINCRBY', KEYS[14], 'd|', #bad) == #bad then
+      redis.call('PEXPIRE', KEYS[14], ttl)
+    end
+  end
   if #bad > #too_large then
     redis.call('HINCRBY', KEYS[11], 'garbage', #bad - #too_large)
   end
