@@ -150,45 +150,6 @@ local function emit(meta, stream, kind, ids, now, err)
   redis.call('PUBLISH', stream, cmsgpack.pack(event))
 end
 
--- A script's metrics block (engine/history.rs), always its last ARGV: at ARGV[from] the
--- minute hash's lifetime in ms, at ARGV[from + 1] the number m of pairs, then m field and
--- increment pairs. Returns an error reply when malformed, or nil; scripts check it before
--- their first write.
-local function check_metrics(from)
-  local ttl, m = tonumber(ARGV[from]), tonumber(ARGV[from + 1])
-  if not ttl or ttl < 1 or not m or m < 0 or #ARGV ~= from + 1 + 2 * m then
-    return fail('malformed metrics block at ARGV[' .. from .. ']')
-  end
-  for j = 1, m do
-    local by = tonumber(ARGV[from + 2 * j + 1])
-    if not by or by ~= math.floor(by) or #ARGV[from + 2 * j] > 1024 then
-      return fail('metrics pair ' .. j .. ' is not a field and an integer')
-    end
-  end
-  return nil
-end
-
--- Adds the metrics block at ARGV[from] and the `extra` field/increment pairs (computed by the
--- script) to the minute hash `key`. The hash's lifetime restarts whenever a field is new,
--- about once a minute per field, so it lives until ttl after its minute's last writer.
-local function add_metrics(key, from, extra)
-  local fresh = false
-  local function add(field, by)
-    if redis.call('HINCRBY', key, field, by) == by then
-      fresh = true
-    end
-  end
-  for j = 1, tonumber(ARGV[from + 1]) do
-    add(ARGV[from + 2 * j], tonumber(ARGV[from + 2 * j + 1]))
-  end
-  for j = 1, #extra, 2 do
-    add(extra[j], extra[j + 1])
-  end
-  if fresh then
-    redis.call('PEXPIRE', key, ARGV[from])
-  end
-end
-
 -- Counts `n` events of `kind` ('c' completed, 'f' failed attempt) in the throughput ring: 360
 -- ten-second slots, each tagged with its bucket number and reset when the ring comes round.
 local function count(key, kind, n, now)

@@ -1576,8 +1576,10 @@ impl Case {
             "counts"
         );
 
-        // The metrics history counts what the stats counters count, lost leases and garbage
-        // included. The model's clock is not the scripts': every minute of the queue is added.
+        // The metrics history counts what the stats counters count, once the broker has sent
+        // what it counted (a worker's heartbeat does): lost leases are not counted, and fetch
+        // counts the garbage it dead-letters. Every minute of the queue is added up.
+        self.broker.flush_metrics().await.ctx("flush metrics")?;
         let minutes: Vec<String> = redis::cmd("KEYS")
             .arg(self.keys.metrics_pattern())
             .query_async(&mut self.raw)

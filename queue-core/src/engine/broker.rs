@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::engine::client::{now_ms, Client, MAX_BATCH};
 use crate::engine::codec::{self, Outcome};
-use crate::engine::history::{self, Histogram, Increments, Timing};
+use crate::engine::history::{self, Recorder, Settled, Timing};
 use crate::engine::job::{millis, Job, JobId, JobState};
 use crate::engine::registry::Action;
 use crate::engine::scripts::scripts;
@@ -360,15 +360,6 @@ pub struct Completion {
     pub timing: Timing,
 }
 
-/// Appends a script's metrics block (see `check_metrics` in the prelude): the minute hash's
-/// lifetime, the number of pairs, the pairs.
-fn metrics_block(call: &mut crate::script::Call<'_>, metrics: &Increments) {
-    call.arg(millis(history::RETENTION)).arg(metrics.len());
-    for (field, n) in metrics.args() {
-        call.arg(field).arg(n);
-    }
-}
-
 /// The worker-side operations of one queue.
 #[derive(Debug, Clone)]
 pub struct Broker {
@@ -380,6 +371,8 @@ pub struct Broker {
     worker: Option<String>,
     /// Its owner prefix `<len>:<worker>:` in the watchers hash and the owners set.
     owner: Option<String>,
+    /// The settled attempts not yet sent to the metrics history.
+    recorder: Recorder,
 }
 
 impl Broker {
@@ -396,6 +389,7 @@ impl Broker {
             receipt: None,
             worker: None,
             owner: None,
+            recorder: Recorder::default(),
         })
     }
 
@@ -637,7 +631,6 @@ impl Broker {
         }
         let k = &self.keys;
         let mut call = scripts().complete.call();
-        let now = now_ms();
         call.key(k.active())
             .key(k.inflight())
             .key(k.completed())
@@ -646,8 +639,7 @@ impl Broker {
             .key(k.waiters())
             .key(k.throughput())
             .key(k.meta())
-            .key(k.events())
-            .key(k.metrics(history::minute_of(now)));
+            .key(k.events());
         let mut uniques: Vec<&str> = Vec::new();
         for c in done {
             if let Some(u) = &c.unique_key {
@@ -661,10 +653,7 @@ impl Broker {
             .arg(retention.completed_count)
             .arg(millis(retention.completed_age))
             .arg(k.done_channel());
-        // The script counts the recorded completions by name (a lost lease is not one); the
-        // histograms count every attempt that ran, and are merged here, per name.
-        let mut names: Vec<&str> = Vec::new();
-        let mut histograms: Vec<(Histogram, Histogram)> = Vec::new();
+        let now = now_ms();
         for c in done {
             let outcome = Outcome {
                 id: c.lease.id.clone(),
@@ -679,43 +668,30 @@ impl Broker {
                 .as_deref()
                 .and_then(|u| uniques.iter().position(|x| *x == u))
                 .map_or(0, |p| p + 1);
-            let group = if c.name.is_empty() {
-                0
-            } else {
-                let g = match names.iter().position(|n| *n == c.name) {
-                    Some(p) => p,
-                    None => {
-                        names.push(&c.name);
-                        histograms.push(Default::default());
-                        names.len() - 1
-                    }
-                };
-                let (wait, run) = &mut histograms[g];
-                if let Some(w) = c.timing.wait_ms {
-                    wait.record(w);
-                }
-                if let Some(r) = c.timing.run_ms {
-                    run.record(r);
-                }
-                g + 1
-            };
-            call.arg(c.lease.key())
-                .arg(outcome.encode()?)
-                .arg(idx)
-                .arg(group);
+            call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
         }
-        call.arg(names.len());
-        let mut metrics = Increments::default();
-        for (n, (wait, run)) in names.iter().zip(&histograms) {
-            call.arg(*n);
-            metrics.histogram('w', n, wait);
-            metrics.histogram('t', n, run);
-        }
-        metrics_block(&mut call, &metrics);
         let reply: Vec<i64> = call
             .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
-            .await?;
+            .await
+            .inspect_err(|e| {
+                // Applied on the primary: recorded, only less durably.
+                if matches!(e, Error::NotDurable { .. }) {
+                    for c in done {
+                        self.count(now, &c.name, Settled::Completed, c.timing);
+                    }
+                }
+            })?;
+        for (c, _) in done.iter().zip(&reply).filter(|(_, r)| **r == 1) {
+            self.count(now, &c.name, Settled::Completed, c.timing);
+        }
         Ok(reply.into_iter().map(|r| r == 1).collect())
+    }
+
+    /// Counts a settled attempt for the metrics history (sent by [`Broker::flush_metrics`]).
+    fn count(&self, now: i64, name: &str, what: Settled, timing: Timing) {
+        if !name.is_empty() {
+            self.recorder.settled(now, name, what, timing);
+        }
     }
 
     /// Applies a failed attempt's fate. `job` must already carry the failure (see
@@ -739,15 +715,18 @@ impl Broker {
     ) -> Result<bool> {
         let k = &self.keys;
         let member = codec::encode_member(job)?;
-        let metrics_key = k.metrics(history::minute_of(now_ms()));
-        let mut metrics = Increments::default();
-        metrics.add("f", &job.name, 1);
-        metrics.timing(&job.name, timing);
-        match settle {
-            Settle::Retry { .. } => metrics.add("r", &job.name, 1),
-            Settle::Dead => metrics.add("d", &job.name, 1),
-            Settle::Snooze { .. } | Settle::Discard => {}
-        }
+        let settled = match settle {
+            Settle::Retry { .. } => Some(Settled::Retried),
+            Settle::Dead => Some(Settled::Dead),
+            Settle::Discard => Some(Settled::Discarded),
+            // Not an attempt.
+            Settle::Snooze { .. } => None,
+        };
+        let count = || {
+            if let Some(what) = settled {
+                self.count(now_ms(), &job.name, what, timing);
+            }
+        };
         let error = || job.last_error().map(|f| f.summary()).unwrap_or_default();
         // A finished job's outcome, for waiters (and kept, for a discarded one).
         let outcome = |state: JobState| {
@@ -774,14 +753,12 @@ impl Broker {
                     .key(k.throughput())
                     .key(k.meta())
                     .key(k.events())
-                    .key(k.recovered())
-                    .key(metrics_key.clone());
+                    .key(k.recovered());
                 call.arg(lease.key())
                     .arg(member.as_slice())
                     .arg(*at_ms)
                     .arg(cause.counter())
                     .arg(error());
-                metrics_block(&mut call, &metrics);
                 call
             }
             Settle::Snooze { at_ms } => {
@@ -830,8 +807,7 @@ impl Broker {
                     .key(k.waiters())
                     .key(k.throughput())
                     .key(k.meta())
-                    .key(k.events())
-                    .key(metrics_key.clone());
+                    .key(k.events());
                 if let Some(u) = &job.unique_key {
                     call.key(k.unique(u));
                 }
@@ -843,14 +819,80 @@ impl Broker {
                     .arg(k.done_channel())
                     .arg(outcome(state)?)
                     .arg(error());
-                metrics_block(&mut call, &metrics);
                 call
             }
         };
         let applied: i64 = call
             .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
-            .await?;
+            .await
+            .inspect_err(|e| {
+                if matches!(e, Error::NotDurable { .. }) {
+                    count();
+                }
+            })?;
+        if applied == 1 {
+            count();
+        }
         Ok(applied == 1)
+    }
+
+    /// The recorder of this broker's settled attempts. Clones of a broker share it.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// Counts into `recorder` instead (the heartbeat's brokers share the fetch loop's, so
+    /// the heartbeat sends what the fetch loop settled).
+    pub fn with_recorder(mut self, recorder: Recorder) -> Broker {
+        self.recorder = recorder;
+        self
+    }
+
+    /// Sends the attempts counted since the last call to the metrics history: one
+    /// `record.lua` call per minute counted (usually one). A worker's heartbeat calls it once
+    /// a beat; what fails to go is kept for the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a dropped call loses the counts it was sending.
+    pub async fn flush_metrics(&self) -> Result<()> {
+        // At most 36 fields a job name, so 250 names stay under the script's 10,000 pairs.
+        let mut groups: Vec<(i64, history::Names)> = Vec::new();
+        for (minute, mut names) in self.recorder.take() {
+            while names.len() > 250 {
+                let Some(split) = names.keys().nth(250).cloned() else {
+                    break;
+                };
+                let rest = names.split_off(&split);
+                groups.push((minute, names));
+                names = rest;
+            }
+            groups.push((minute, names));
+        }
+        let mut groups = groups.into_iter();
+        while let Some((minute, names)) = groups.next() {
+            let fields = history::fields(&names);
+            let mut call = scripts().record.call();
+            call.key(self.keys.metrics(minute))
+                .arg(millis(history::RETENTION))
+                .arg(fields.len());
+            for (field, n) in &fields {
+                call.arg(field.as_str()).arg(*n);
+            }
+            let sent: Result<i64> = call.invoke(&mut self.client.con(), self.client.url()).await;
+            if let Err(e) = sent {
+                self.recorder.restore(minute, names);
+                for (m, rest) in groups {
+                    self.recorder.restore(m, rest);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// A worker's heartbeat in this queue: extends the leases in `held` (the ones this worker

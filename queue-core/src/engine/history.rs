@@ -2,9 +2,12 @@
 //! failed, were retried and went dead, and histograms of the wait (enqueue to start) and the
 //! run time in fixed buckets.
 //!
-//! Written by the scripts that settle attempts (complete, retry, dead, discard), in the same
-//! call, so it costs no round trip; read by [`Admin::history`](crate::admin::Admin::history),
-//! `queue history`, the dashboard and the Prometheus exporter.
+//! Each worker counts the attempts it settled (what the settling scripts recorded) in memory
+//! ([`Recorder`]) and its heartbeat sends them once a second (`scripts/record.lua`), so the
+//! history costs the hot path no command at all. A worker killed with SIGKILL loses at most
+//! its last second of counts; the `stats` counters stay exact. Read by
+//! [`Admin::history`](crate::admin::Admin::history), `queue history`, the dashboard and the
+//! Prometheus exporter.
 //!
 //! Layout (docs/PROTOCOL.md): one hash per queue and minute, `<ns>:{<queue>}:metrics:<minute>`
 //! (`<minute>` = Unix milliseconds / 60,000 on the worker's clock), expiring [`RETENTION`]
@@ -15,6 +18,7 @@
 //! exist: a queue with one job name and steady traffic holds about ten fields a minute.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -52,44 +56,103 @@ pub struct Timing {
     pub run_ms: Option<u64>,
 }
 
-/// Field-increment pairs for one script call, merged by field.
-#[derive(Debug, Default)]
-pub(crate) struct Increments {
-    fields: BTreeMap<String, i64>,
-}
-
-impl Increments {
-    /// Counts one of `metric` for `name`.
-    pub(crate) fn add(&mut self, metric: &str, name: &str, n: i64) {
-        *self.fields.entry(format!("{metric}|{name}")).or_default() += n;
-    }
-
-    /// Counts an attempt's wait and run time in their histograms.
-    pub(crate) fn timing(&mut self, name: &str, t: Timing) {
-        if let Some(w) = t.wait_ms {
-            self.add(&format!("w{}", bucket_of(w)), name, 1);
-        }
-        if let Some(r) = t.run_ms {
-            self.add(&format!("t{}", bucket_of(r)), name, 1);
-        }
-    }
-
-    /// Adds a histogram's non-zero buckets as `<prefix><i>` of `name`.
-    pub(crate) fn histogram(&mut self, prefix: char, name: &str, h: &Histogram) {
-        for (i, &n) in h.buckets.iter().enumerate() {
+/// What one minute's counts are as fields of its hash: `<metric>|<name>` and a count, the
+/// non-zero ones only.
+pub(crate) fn fields(names: &BTreeMap<String, Counts>) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (name, c) in names {
+        for (metric, n) in [
+            ("c", c.completed),
+            ("f", c.failed),
+            ("r", c.retried),
+            ("d", c.dead),
+        ] {
             if n > 0 {
-                self.add(&format!("{prefix}{i}"), name, n as i64);
+                out.push((format!("{metric}|{name}"), n));
+            }
+        }
+        for (prefix, h) in [('w', &c.wait), ('t', &c.run)] {
+            for (i, &n) in h.buckets.iter().enumerate().filter(|(_, n)| **n > 0) {
+                out.push((format!("{prefix}{i}|{name}"), n));
             }
         }
     }
+    out
+}
 
-    /// The pairs, for ARGV: how many, then field and increment each.
-    pub(crate) fn args(&self) -> impl Iterator<Item = (&str, i64)> {
-        self.fields.iter().map(|(f, n)| (f.as_str(), *n))
+/// What a settled attempt was, for the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Completed,
+    Retried,
+    Dead,
+    /// Failed for good without a dead letter.
+    Discarded,
+}
+
+/// The counts of one minute, by job name.
+pub(crate) type Names = BTreeMap<String, Counts>;
+
+/// A worker's counts not yet sent, by minute: filled as attempts settle, emptied by each
+/// heartbeat ([`Broker::flush_metrics`](crate::broker::Broker::flush_metrics)). Clones share
+/// the counts, so the heartbeat's brokers send what the fetch loop's brokers counted.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    minutes: Arc<Mutex<BTreeMap<i64, Names>>>,
+}
+
+impl Recorder {
+    /// Counts one settled attempt of job `name` at `now_ms` (no allocation once the name is
+    /// known in the minute: this runs once per job).
+    pub(crate) fn settled(&self, now_ms: i64, name: &str, what: Settled, timing: Timing) {
+        let mut minutes = self.lock();
+        let names = minutes.entry(minute_of(now_ms)).or_default();
+        let c = match names.get_mut(name) {
+            Some(c) => c,
+            None => names.entry(name.to_string()).or_default(),
+        };
+        match what {
+            Settled::Completed => c.completed += 1,
+            Settled::Retried => {
+                c.failed += 1;
+                c.retried += 1;
+            }
+            Settled::Dead => {
+                c.failed += 1;
+                c.dead += 1;
+            }
+            Settled::Discarded => c.failed += 1,
+        }
+        if let Some(w) = timing.wait_ms {
+            c.wait.record(w);
+        }
+        if let Some(r) = timing.run_ms {
+            c.run.record(r);
+        }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.fields.len()
+    /// Takes every minute counted so far.
+    pub(crate) fn take(&self) -> BTreeMap<i64, Names> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Puts back a minute whose sending failed (merged with what came meanwhile).
+    pub(crate) fn restore(&self, minute: i64, names: Names) {
+        let mut minutes = self.lock();
+        let into = minutes.entry(minute).or_default();
+        for (name, c) in names {
+            into.entry(name).or_default().merge(&c);
+        }
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Names>> {
+        // Counts are plain numbers: a panic elsewhere cannot leave them half-written.
+        self.minutes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -274,27 +337,34 @@ mod tests {
 
     #[test]
     fn fields_round_trip_whatever_the_name() {
-        let mut inc = Increments::default();
-        for name in ["a", "a|b", "", "c|", "w1|x"] {
-            inc.add("c", name, 2);
-            inc.timing(
-                name,
-                Timing {
-                    wait_ms: Some(3),
-                    run_ms: Some(70_000),
-                },
-            );
+        let rec = Recorder::default();
+        let t = Timing {
+            wait_ms: Some(3),
+            run_ms: Some(70_000),
+        };
+        for name in ["a", "a|b", "c|", "w1|x"] {
+            rec.settled(600_000, name, Settled::Completed, t);
+            rec.settled(600_000, name, Settled::Retried, Timing::default());
         }
-        inc.add("c", "a", 1);
-        let fields: BTreeMap<String, i64> = inc.args().map(|(f, n)| (f.to_string(), n)).collect();
+        rec.settled(600_000, "a", Settled::Dead, Timing::default());
+        let mut minutes = rec.take();
+        assert!(rec.is_empty());
+        let names = minutes.remove(&10).expect("minute 10");
+        let fields: BTreeMap<String, i64> = fields(&names)
+            .into_iter()
+            .map(|(f, n)| (f, n as i64))
+            .collect();
         let m = Minute::decode(10, fields);
         assert_eq!(m.at_ms, 600_000);
-        assert_eq!(m.names.len(), 5);
-        assert_eq!(m.names["a"].completed, 3);
-        assert_eq!(m.names["a|b"].completed, 2);
+        assert_eq!(m.names, names);
+        assert_eq!(m.names["a"].failed, 2);
+        assert_eq!(m.names["a|b"].retried, 1);
         assert_eq!(m.names["w1|x"].wait.buckets[2], 1);
         assert_eq!(m.names["c|"].run.buckets[BUCKETS - 1], 1);
-        assert_eq!(m.total().completed, 11);
+        assert_eq!(m.total().completed, 4);
+        rec.restore(10, names.clone());
+        rec.restore(10, names);
+        assert_eq!(rec.take()[&10]["a"].dead, 2, "restored counts add up");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`broker`]: the worker side (fetch, complete, fail, reclaim, extend, requeue, wake-up);
 //! - [`admin`]: the operator side (stats, find, retry, delete, purge, worker records);
 //! - [`cron`]: schedules, fired through the same enqueue path as any job;
-//! - [`history`]: the per-minute metrics history the settling scripts write;
+//! - [`history`]: the per-minute metrics history, counted by workers and sent by their heartbeat;
 //! - [`registry`]: `#[job]` registration (inventory) and the handler contract;
 //! - [`scripts`]: one Lua script per state change, in `scripts/`.
 

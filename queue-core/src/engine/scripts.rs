@@ -19,6 +19,8 @@ crate::script::scripts! {
         redeem => ["scripts/redeem.lua"],
         requeue => ["scripts/requeue.lua"],
         watch => ["scripts/watch.lua"],
+        // The metrics history, sent with the heartbeat.
+        record => ["scripts/record.lua"],
         replay => ["scripts/admin/replay.lua"],
         locate => ["scripts/admin/locate.lua"],
         delete => ["scripts/admin/delete.lua"],

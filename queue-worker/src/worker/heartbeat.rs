@@ -133,7 +133,8 @@ async fn beat_loop(
         .map(|q| {
             Ok(Broker::new(client.clone(), q.broker.queue())?
                 .with_receipt(&rt.identity.id)
-                .with_liveness())
+                .with_liveness()
+                .with_recorder(q.broker.recorder().clone()))
         })
         .collect::<queue_core::Result<Vec<_>>>()
     {
@@ -280,6 +281,15 @@ async fn beat_loop(
                 let _ = found.send((qi, leased));
             }
         }
+        // The metrics history, after the leases (it can wait; they cannot). What fails stays
+        // counted for the next beat.
+        if !failed {
+            for broker in brokers.iter().filter(|b| !b.recorder().is_empty()) {
+                if let Err(e) = broker.flush_metrics().await {
+                    tracing::debug!(queue = broker.queue(), error = %e, "metrics not sent; kept for the next beat");
+                }
+            }
+        }
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
@@ -296,6 +306,13 @@ async fn beat_loop(
     // subscription closes, so nobody looks for its jobs (there are none; it would be a wasted
     // scan). A leave that fails is harmless: the first pass that sees the channel empty finds
     // no lease of this worker and forgets it.
+    // The last second of the metrics history: every attempt is settled by now.
+    let flushes = futures_util::future::join_all(brokers.iter().map(|b| b.flush_metrics()));
+    if let Ok(results) = tokio::time::timeout(margin, flushes).await {
+        for e in results.into_iter().filter_map(|r| r.err()) {
+            tracing::debug!(error = %e, "could not send the last metrics; the history misses them");
+        }
+    }
     let leaves = futures_util::future::join_all(brokers.iter().map(|b| b.leave()));
     let left = tokio::time::timeout(margin, leaves).await;
     if !left.is_ok_and(|all| all.iter().all(|r| r.is_ok())) {

@@ -11,8 +11,7 @@
 -- KEYS[7]  throughput hash
 -- KEYS[8]  meta hash
 -- KEYS[9]  events stream
--- KEYS[10] the metrics hash of the current minute
--- KEYS[11] the job's idempotency key (optional)
+-- KEYS[10] the job's idempotency key (optional)
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  how many completed jobs to keep (0 = keep none)
@@ -21,19 +20,18 @@
 -- ARGV[6]  the pub/sub channel for awaited outcomes
 -- ARGV[7]  the encoded outcome, kept and sent to waiters
 -- ARGV[8]  the attempt's error, for lifecycle events
--- ARGV[9.] the metrics block (see check_metrics): the failed counter, histograms
 --
 -- Returns 1 when applied, 0 when the lease was lost (nothing changed).
 
 local lease, member, keep, age, counter = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local invalid = check_lease(lease, member) or check_counter(counter) or check_metrics(9)
+local invalid = check_lease(lease, member) or check_counter(counter)
 if invalid then
   return invalid
 end
 if not keep or not age then
   return fail('discard takes a retention count and age')
 end
-local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9], metrics = KEYS[10], metrics_at = 9 }
+local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9] }
 local id, now = record_failure(F, lease, counter, ARGV[8])
 if not id then
   return 0
@@ -44,7 +42,7 @@ if keep > 0 then
   redis.call('HSET', KEYS[4], id, ARGV[7])
 end
 trim(KEYS[3], KEYS[4], keep, age, now)
-release_unique(KEYS[11], id)
+release_unique(KEYS[10], id)
 emit(KEYS[8], KEYS[9], 'discarded', {id}, now, ARGV[8])
 notify(KEYS[6], ARGV[6], id, ARGV[7])
 return 1

@@ -14,25 +14,23 @@
 -- KEYS[8]  meta hash
 -- KEYS[9]  events stream
 -- KEYS[10] recovered sorted set
--- KEYS[11] the metrics hash of the current minute
 -- ARGV[1]  lease `<id>:<token>`
 -- ARGV[2]  the job's member, re-encoded with the failure recorded
 -- ARGV[3]  run-at in ms (now or earlier: at once, into pending; later: into the retry set)
 -- ARGV[4]  counter: failed | recovered
 -- ARGV[5]  the attempt's error, for lifecycle events
--- ARGV[6.] the metrics block (see check_metrics): the failed and retried counters, histograms
 --
 -- Returns 1 when applied, 0 when the lease was lost (nothing changed).
 
 local lease, member, at, counter = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local invalid = check_lease(lease, member) or check_counter(counter) or check_metrics(6)
+local invalid = check_lease(lease, member) or check_counter(counter)
 if invalid then
   return invalid
 end
 if not at then
   return fail('retry takes a run-at')
 end
-local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9], metrics = KEYS[11], metrics_at = 6 }
+local F = { active = KEYS[1], inflight = KEYS[2], stats = KEYS[5], throughput = KEYS[7], meta = KEYS[8], events = KEYS[9] }
 local id, now = record_failure(F, lease, counter, ARGV[5])
 if not id then
   return 0

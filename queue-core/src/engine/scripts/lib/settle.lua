@@ -34,10 +34,9 @@ local function take_lease(active, inflight, lease)
   return id
 end
 
--- Takes the lease and records one failed attempt: the counter, the throughput ring, the
--- metrics history (the block at ARGV[F.metrics_at], checked by the caller) and the `failed`
--- event. Returns the job id and the time, or false when the lease was lost.
--- F: the script's keys (active, inflight, stats, throughput, metrics, meta, events).
+-- Takes the lease and records one failed attempt: the counter, the throughput ring and the
+-- `failed` event. Returns the job id and the time, or false when the lease was lost.
+-- F: the script's keys (active, inflight, stats, throughput, meta, events).
 local function record_failure(F, lease, counter, err)
   local id = take_lease(F.active, F.inflight, lease)
   if not id then
@@ -46,7 +45,6 @@ local function record_failure(F, lease, counter, err)
   local now = now_ms()
   redis.call('HINCRBY', F.stats, counter, 1)
   count(F.throughput, 'f', 1, now)
-  add_metrics(F.metrics, F.metrics_at, {})
   emit(F.meta, F.events, 'failed', {id}, now, err)
   return id, now
 end
