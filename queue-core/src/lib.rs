@@ -53,7 +53,7 @@ pub mod broker {
         Alive, Amnesty, Beat, Broker, Cause, Completion, FetchPolicy, Fetched, Lease, Leased,
         Presence, Reclaimed, Settle, Waker, Watch,
     };
-    pub use crate::engine::history::{Recorder, Timing};
+    pub use crate::engine::history::{Recorder, Timing, Total};
 }
 
 /// The wire format (docs/PROTOCOL.md): the envelope, its MessagePack encoding, key names.

@@ -87,6 +87,7 @@ pub struct WorkerBuilder {
     scheduler: bool,
     maintenance_cron: String,
     registry: Option<Registry>,
+    http_addr: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -114,6 +115,7 @@ impl WorkerBuilder {
             scheduler: true,
             maintenance_cron: crate::scheduler::MAINTENANCE_CRON.to_string(),
             registry: None,
+            http_addr: None,
         }
     }
 
@@ -126,8 +128,8 @@ impl WorkerBuilder {
     }
 
     /// A builder from the environment: `REDIS_URL`, `QUEUE_NAMESPACE`, `QUEUE_QUEUES`
-    /// (`emails:3,default:1`), `QUEUE_CONCURRENCY`. Invalid values are reported by
-    /// [`WorkerBuilder::build`].
+    /// (`emails:3,default:1`), `QUEUE_CONCURRENCY`, `QUEUE_HTTP_ADDR` (see
+    /// [`WorkerBuilder::serve_http`]). Invalid values are reported by [`WorkerBuilder::build`].
     pub fn from_env() -> WorkerBuilder {
         let mut b = WorkerBuilder::new(String::new());
         b.client = ClientConfig::from_env();
@@ -147,6 +149,21 @@ impl WorkerBuilder {
         if let Ok(c) = std::env::var("QUEUE_CONCURRENCY") {
             self.config.concurrency = c.parse().unwrap_or(0);
         }
+        if let Ok(a) = std::env::var("QUEUE_HTTP_ADDR") {
+            if !a.trim().is_empty() {
+                self.http_addr = Some(a.trim().to_string());
+            }
+        }
+        self
+    }
+
+    /// Serves `/metrics` (Prometheus text format), `/livez` and `/readyz` on `addr`
+    /// (`0.0.0.0:9090`; port 0 picks a free one, see [`Worker::http_addr`]) while the worker
+    /// runs. Needs the `http` feature; without it [`WorkerBuilder::build`] refuses the option.
+    ///
+    /// [`Worker::http_addr`]: crate::Worker::http_addr
+    pub fn serve_http(mut self, addr: impl Into<String>) -> Self {
+        self.http_addr = Some(addr.into());
         self
     }
 
@@ -305,6 +322,7 @@ impl WorkerBuilder {
     /// Cancel safe: nothing is written.
     pub async fn build(self) -> Result<Worker> {
         self.validate()?;
+        let http = self.bind_http()?;
         let registry = match self.registry {
             Some(r) => r,
             None => Registry::discover()?,
@@ -331,7 +349,34 @@ impl WorkerBuilder {
             retention: self.config.retention,
             maintenance,
         });
-        Worker::new(client, self.config, registry, self.middlewares, scheduler)
+        let worker = Worker::new(client, self.config, registry, self.middlewares, scheduler)?;
+        match http {
+            Some(l) => Ok(worker.with_http(l)),
+            None => Ok(worker),
+        }
+    }
+
+    /// Binds the HTTP address, so that a wrong one fails the build instead of the run.
+    fn bind_http(&self) -> Result<Option<std::net::TcpListener>> {
+        let Some(addr) = &self.http_addr else {
+            return Ok(None);
+        };
+        if !cfg!(feature = "http") {
+            return Err(Error::Config(format!(
+                "serve_http / QUEUE_HTTP_ADDR ({addr}) needs queue-worker's `http` feature"
+            )));
+        }
+        let parsed: std::net::SocketAddr = addr.parse().map_err(|e| {
+            Error::Config(format!(
+                "QUEUE_HTTP_ADDR / serve_http: {addr:?} is no socket address like 0.0.0.0:9090 ({e})"
+            ))
+        })?;
+        let listener = std::net::TcpListener::bind(parsed)
+            .map_err(|e| Error::Config(format!("cannot listen on {addr} for /metrics: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::Config(format!("cannot listen on {addr} for /metrics: {e}")))?;
+        Ok(Some(listener))
     }
 }
 

@@ -34,6 +34,8 @@ use crate::middleware::{Middleware, Next, Request};
 use crate::registry::Registry;
 
 mod heartbeat;
+#[cfg(feature = "http")]
+mod http;
 
 /// How often a busy worker's fetches look for expired leases.
 const EXPIRY_LOOK: Duration = Duration::from_millis(200);
@@ -49,6 +51,8 @@ const RECORD_EVERY: Duration = Duration::from_secs(10);
 pub struct Worker {
     rt: Arc<Runtime>,
     scheduler: Option<crate::scheduler::Scheduler>,
+    /// The bound address of `WorkerBuilder::serve_http`.
+    http: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -149,6 +153,8 @@ struct Runtime {
     /// When the worker's runtime last ran a task (ms since `started`): the heartbeat's view of
     /// whether this process can still run the jobs it would take over.
     pulse: std::sync::atomic::AtomicU64,
+    /// When the heartbeat thread last went round its loop (ms since `started`), for `/livez`.
+    heartbeat_tick: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
     counters: Counters,
     /// The recovered job this process runs, if any (queue index, lease key): a job taken back
@@ -235,6 +241,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(config.concurrency));
         Ok(Worker {
             scheduler,
+            http: None,
             rt: Arc::new(Runtime {
                 client,
                 identity,
@@ -246,11 +253,24 @@ impl Worker {
                 wake: Notify::new(),
                 beat_now: Notify::new(),
                 pulse: AtomicU64::new(0),
+                heartbeat_tick: AtomicU64::new(0),
                 started: std::time::Instant::now(),
                 counters: Counters::default(),
                 suspect: Mutex::new(None),
             }),
         })
+    }
+
+    /// Serves `/livez`, `/readyz` and `/metrics` on `listener` while the worker runs.
+    pub(crate) fn with_http(mut self, listener: std::net::TcpListener) -> Worker {
+        self.http = Some(listener);
+        self
+    }
+
+    /// The address `/metrics`, `/livez` and `/readyz` are served on
+    /// ([`WorkerBuilder::serve_http`](crate::WorkerBuilder::serve_http)), port 0 resolved.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The client this worker uses (to enqueue from the same process).
@@ -320,6 +340,17 @@ impl Worker {
         let scheduler = self.scheduler;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (final_tx, final_rx) = watch::channel(false);
+        #[cfg(feature = "http")]
+        let http = self.http.map(|l| {
+            tokio::spawn(http::serve(
+                rt.clone(),
+                l,
+                stop_rx.clone(),
+                final_rx.clone(),
+            ))
+        });
+        #[cfg(not(feature = "http"))]
+        let _ = self.http;
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         // The heartbeat outlives the fetch loop: jobs finishing during the grace period still
         // need their leases. It starts first (nothing else is running yet if it cannot).
@@ -402,9 +433,19 @@ impl Worker {
         let _ = recoverer.await;
         let _ = record.await;
         let _ = pulse.await;
-        // Metrics counted since the last heartbeat are not lost at shutdown.
+        // Metrics counted since the last heartbeat are not lost at shutdown: the recoverer may
+        // have settled jobs after the heartbeat's last round.
         for m in &rt.chain {
             m.flush().await;
+        }
+        for q in &rt.queues {
+            if let Err(e) = q.broker.flush_metrics().await {
+                tracing::debug!(queue = q.broker.queue(), error = %e, "could not send the last metrics; the history misses them");
+            }
+        }
+        #[cfg(feature = "http")]
+        if let Some(h) = http {
+            let _ = h.await;
         }
         for q in &rt.queues {
             let _ = q.broker.drop_receipt().await;
@@ -1050,6 +1091,19 @@ async fn pulse_loop(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
 }
 
 impl Runtime {
+    /// How long since the heartbeat thread last went round its loop.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    fn heartbeat_idle_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.heartbeat_tick.load(Ordering::Relaxed)))
+    }
+
+    /// Marks a round of the heartbeat thread.
+    fn heartbeat_ticked(&self) {
+        self.heartbeat_tick
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// How long since the worker's runtime last ran its pulse task.
     fn stalled_for(&self) -> Duration {
         let now = self.started.elapsed().as_millis() as u64;

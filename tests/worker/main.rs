@@ -11,6 +11,7 @@ mod acl;
 mod crash;
 mod faults;
 mod history;
+mod http;
 mod registry;
 mod restarts;
 mod runtime;

@@ -943,6 +943,22 @@ impl Client {
             .map_err(Error::redis(self.url()))
     }
 
+    /// One `PING`: whether Redis answers (health checks, round-trip figures).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn ping(&self) -> Result<()> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))
+    }
+
     /// Counts jobs by state (O(1) per state: no scan).
     ///
     /// # Errors

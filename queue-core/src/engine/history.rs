@@ -99,38 +99,53 @@ pub(crate) type Names = BTreeMap<String, Counts>;
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     minutes: Arc<Mutex<BTreeMap<i64, Names>>>,
+    /// Everything counted since the process started, never sent: what a Prometheus exporter
+    /// serves (counters only grow).
+    totals: Arc<Mutex<BTreeMap<String, Total>>>,
+}
+
+/// One job name's counts since the process started, with the sums a Prometheus histogram
+/// carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Total {
+    /// The counts and histograms.
+    pub counts: Counts,
+    /// Sum of the waits counted, ms.
+    pub wait_sum_ms: u64,
+    /// Sum of the run times counted, ms.
+    pub run_sum_ms: u64,
 }
 
 impl Recorder {
     /// Counts one settled attempt of job `name` at `now_ms` (no allocation once the name is
     /// known in the minute: this runs once per job).
     pub(crate) fn settled(&self, now_ms: i64, name: &str, what: Settled, timing: Timing) {
-        let mut minutes = self.lock();
-        let names = minutes.entry(minute_of(now_ms)).or_default();
-        let c = match names.get_mut(name) {
-            Some(c) => c,
-            None => names.entry(name.to_string()).or_default(),
+        {
+            let mut minutes = self.lock();
+            let names = minutes.entry(minute_of(now_ms)).or_default();
+            let c = match names.get_mut(name) {
+                Some(c) => c,
+                None => names.entry(name.to_string()).or_default(),
+            };
+            count(c, what, timing);
+        }
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let t = match totals.get_mut(name) {
+            Some(t) => t,
+            None => totals.entry(name.to_string()).or_default(),
         };
-        match what {
-            Settled::Completed => c.completed += 1,
-            Settled::Retried => {
-                c.failed += 1;
-                c.retried += 1;
-            }
-            Settled::Dead => {
-                c.failed += 1;
-                c.dead += 1;
-            }
-            Settled::Discarded => c.failed += 1,
-        }
-        if let Some(w) = timing.wait_ms {
-            c.wait.record(w);
-        }
-        if let Some(r) = timing.run_ms {
-            c.run.record(r);
-        }
+        count(&mut t.counts, what, timing);
+        t.wait_sum_ms += timing.wait_ms.unwrap_or(0);
+        t.run_sum_ms += timing.run_ms.unwrap_or(0);
     }
 
+    /// Every job name's counts since the process started.
+    pub fn totals(&self) -> BTreeMap<String, Total> {
+        self.totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
     /// Takes every minute counted so far.
     pub(crate) fn take(&self) -> BTreeMap<i64, Names> {
         std::mem::take(&mut *self.lock())
@@ -153,6 +168,28 @@ impl Recorder {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Names>> {
         // Counts are plain numbers: a panic elsewhere cannot leave them half-written.
         self.minutes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Adds one settled attempt to `c`.
+fn count(c: &mut Counts, what: Settled, timing: Timing) {
+    match what {
+        Settled::Completed => c.completed += 1,
+        Settled::Retried => {
+            c.failed += 1;
+            c.retried += 1;
+        }
+        Settled::Dead => {
+            c.failed += 1;
+            c.dead += 1;
+        }
+        Settled::Discarded => c.failed += 1,
+    }
+    if let Some(w) = timing.wait_ms {
+        c.wait.record(w);
+    }
+    if let Some(r) = timing.run_ms {
+        c.run.record(r);
     }
 }
 

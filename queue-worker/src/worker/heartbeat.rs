@@ -119,6 +119,8 @@ async fn beat_loop(
         match Client::connect_with(config.clone()).await {
             Ok(c) => break c,
             Err(e) => {
+                // Still going round: a Redis outage is no reason to restart the worker.
+                rt.heartbeat_ticked();
                 outage.failed("heartbeat connection", "", &e);
                 tokio::select! {
                     _ = tokio::time::sleep(jittered(Duration::from_millis(500))) => {}
@@ -200,6 +202,7 @@ async fn beat_loop(
             _ = done.changed() => break,
         }
         let now = Instant::now();
+        rt.heartbeat_ticked();
         last = now;
         early = None;
         if now >= next {
