@@ -34,10 +34,13 @@ async fn send_email(email: Email) -> Result<String, JobError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let mut builder = WorkerBuilder::from_env().concurrency(10);
+    // RUST_LOG, QUEUE_LOG_FORMAT=json for a log collector; colour only on a terminal.
+    queue::worker::init_logging()?;
+    let mut builder = WorkerBuilder::from_env();
+    // The environment wins over the example's defaults.
+    if std::env::var("QUEUE_CONCURRENCY").is_err() {
+        builder = builder.concurrency(10);
+    }
     if std::env::var("QUEUE_QUEUES").is_err() {
         builder = builder.queue("emails", 1);
     }

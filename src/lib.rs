@@ -71,6 +71,8 @@ pub use queue_worker::{middleware, QueueOrder, Worker, WorkerBuilder};
 
 /// The worker runtime's other parts: its configuration, registry, report and errors.
 pub mod worker {
+    #[cfg(feature = "logging")]
+    pub use queue_worker::{init_logging, init_logging_as, LogFormat};
     pub use queue_worker::{
         Error, MaintenanceTask, QueueOrder, Registry, Report, Result, Worker, WorkerBuilder,
         WorkerConfig, MAINTENANCE, MAINTENANCE_CRON,

@@ -7,6 +7,8 @@
 
 mod builder;
 mod error;
+#[cfg(feature = "logging")]
+mod logging;
 pub mod middleware;
 mod registry;
 mod scheduler;
@@ -14,6 +16,8 @@ mod worker;
 
 pub use builder::{QueueOrder, WorkerBuilder, WorkerConfig};
 pub use error::{Error, Result};
+#[cfg(feature = "logging")]
+pub use logging::{init_logging, init_logging_as, LogFormat};
 pub use registry::Registry;
 pub use scheduler::{MaintenanceTask, MAINTENANCE, MAINTENANCE_CRON};
 pub use worker::{Report, Worker};

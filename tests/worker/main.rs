@@ -12,6 +12,7 @@ mod crash;
 mod faults;
 mod history;
 mod http;
+mod logs;
 mod registry;
 mod restarts;
 mod runtime;

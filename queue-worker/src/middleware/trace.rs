@@ -13,8 +13,9 @@ impl Middleware for Trace {
         let span = tracing::info_span!(
             "job",
             id = %req.ctx.id,
-            // Debug-formatted: a name from a foreign producer may hold a newline.
-            name = ?req.ctx.name,
+            // `job`, not `name`: structured formats give the span's own name that key.
+            // Debug-formatted (quoted): a name from a foreign producer may hold a newline.
+            job = ?req.ctx.name,
             queue = %req.ctx.queue,
             attempt = req.ctx.attempt,
         );
@@ -22,7 +23,7 @@ impl Middleware for Trace {
             let started = std::time::Instant::now();
             let res = next.run(req).await;
             match &res {
-                Ok(_) => tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded"),
+                Ok(_) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "job completed"),
                 Err(e) => tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, error = %e, "job attempt failed"),
             }
             res

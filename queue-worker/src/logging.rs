@@ -1,0 +1,66 @@
+//! `init_logging`: the log set-up a worker binary wants, so every deployment gets the same
+//! switches (feature `logging`).
+
+use std::io::IsTerminal;
+
+use crate::error::{Error, Result};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One human-readable line per event (coloured only on a terminal).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`, and the spans (the
+    /// job's id, name, queue and attempt), for a log collector.
+    Json,
+}
+
+impl LogFormat {
+    /// `QUEUE_LOG_FORMAT`: `text` (or unset) or `json`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for any other value.
+    pub fn from_env() -> Result<LogFormat> {
+        match std::env::var("QUEUE_LOG_FORMAT").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("text") => Ok(LogFormat::Text),
+            Ok("json") => Ok(LogFormat::Json),
+            Ok(other) => Err(Error::Config(format!(
+                "QUEUE_LOG_FORMAT must be text or json, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Installs a global `tracing` subscriber writing to stderr: the filter from `RUST_LOG`
+/// (default `info`), the format from `QUEUE_LOG_FORMAT`, colour codes only when stderr is a
+/// terminal and `NO_COLOR` is unset (a log file or a pipe gets plain text).
+///
+/// # Errors
+///
+/// [`Error::Config`] for an invalid `QUEUE_LOG_FORMAT` or `RUST_LOG`, or when a global
+/// subscriber is already installed.
+pub fn init_logging() -> Result<()> {
+    init_logging_as(LogFormat::from_env()?)
+}
+
+/// [`init_logging`] with the format given.
+///
+/// # Errors
+///
+/// As [`init_logging`].
+pub fn init_logging_as(format: LogFormat) -> Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| Error::Config(format!("RUST_LOG {filter:?}: {e}")))?;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    installed.map_err(|e| Error::Config(format!("cannot install the log subscriber: {e}")))
+}
