@@ -64,8 +64,8 @@ pub mod wire {
         MEMBER_HEADER, UNSUPPORTED_VERSION,
     };
     pub use crate::engine::job::{
-        Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
-        DEFAULT_TIMEOUT, ERROR_HISTORY, UNDECODABLE, WIRE_VERSION,
+        valid_traceparent, Job, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS,
+        DEFAULT_QUEUE, DEFAULT_TIMEOUT, ERROR_HISTORY, UNDECODABLE, WIRE_VERSION,
     };
     pub use crate::keys::{
         escape, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys, DEFAULT_NAMESPACE,

@@ -769,6 +769,7 @@ async fn run_job(
         attempt: job.attempt(),
         max_attempts: job.max_attempts(),
         client: rt.client.clone(),
+        traceparent: job.traceparent.clone(),
     };
     let req = Request {
         ctx,

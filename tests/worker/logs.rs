@@ -9,10 +9,20 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Env;
-use queue::{job, JobError, JobState};
+use queue::{job, ErrorKind, JobContext, JobError, JobState, NewJob};
+
+/// A producer's trace context (the W3C example).
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[job(name = "logs.hello", queue = "logs")]
-async fn hello(_n: u32) -> Result<(), JobError> {
+async fn hello(_n: u32, ctx: JobContext) -> Result<(), JobError> {
+    // The handler gets the producer's trace context, to pass on.
+    if ctx.traceparent.as_deref() != Some(TRACEPARENT) {
+        return Err(JobError::dead_letter(format!(
+            "traceparent {:?}",
+            ctx.traceparent
+        )));
+    }
     Ok(())
 }
 
@@ -45,7 +55,10 @@ async fn child_logs() {
     queue::worker::init_logging().expect("init_logging");
     let client = queue::Client::connect(&url).await.expect("connect");
     let running = common::start_worker(&client, &["logs.hello"], |b| b.queue("logs", 1)).await;
-    let id = client.enqueue::<hello>(&1).await.expect("enqueue").id;
+    let job = NewJob::of::<hello>(&1)
+        .expect("encode")
+        .traceparent(TRACEPARENT);
+    let id = client.enqueue_job(job).await.expect("enqueue").id;
     let out = client
         .wait_for("logs", &id, Duration::from_secs(30))
         .await
@@ -74,6 +87,7 @@ async fn json_logs_carry_the_job_and_its_duration() {
         .unwrap_or_else(|| panic!("no completed job in:\n{stderr}"));
     assert_eq!(done["level"], "INFO", "{done}");
     assert!(done["fields"]["elapsed_ms"].is_u64(), "{done}");
+    assert_eq!(done["span"]["traceparent"], TRACEPARENT, "{done}");
     assert_eq!(done["span"]["name"], "job", "{done}");
     // Debug-formatted, so a newline in a foreign producer's name stays escaped.
     assert_eq!(done["span"]["job"], "\"logs.hello\"", "{done}");
@@ -89,6 +103,17 @@ async fn json_logs_carry_the_job_and_its_duration() {
         !stderr.contains('\u{1b}'),
         "no colour codes into a pipe: {stderr}"
     );
+
+    // A malformed trace context is refused before anything is written.
+    let bad = NewJob::of::<hello>(&1)
+        .expect("encode")
+        .traceparent("00-not-a-trace-01");
+    let err = env
+        .client
+        .enqueue_job(bad)
+        .await
+        .expect_err("bad traceparent");
+    assert_eq!(err.kind(), ErrorKind::InvalidJob, "{err}");
 
     let (ok, stderr) = run_child(&env, "yaml");
     assert!(!ok);

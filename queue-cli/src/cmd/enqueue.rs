@@ -42,6 +42,9 @@ pub struct Args {
     /// Maximum attempts
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// The W3C trace context to carry (00-<32 hex>-<16 hex>-<2 hex>)
+    #[arg(long)]
+    traceparent: Option<String>,
 }
 
 pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
@@ -68,6 +71,12 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = a.max_attempts {
         job = job.max_attempts(m);
+    }
+    if let Some(tp) = a.traceparent {
+        if !queue::wire::valid_traceparent(&tp) {
+            bail!("--traceparent {tp:?} is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)");
+        }
+        job = job.traceparent(tp);
     }
     let admin = g.connect().await?;
     let e = admin.client().enqueue_job(job).await?;

@@ -254,6 +254,7 @@ pub struct NewJob {
     name: String,
     args: Vec<u8>,
     options: JobOptions,
+    traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -267,6 +268,7 @@ impl NewJob {
             name: J::NAME.to_string(),
             args: codec::encode_value(args, "job arguments")?,
             options: J::options(),
+            traceparent: None,
         })
     }
 
@@ -276,6 +278,7 @@ impl NewJob {
             name: name.into(),
             args,
             options: JobOptions::default(),
+            traceparent: None,
         }
     }
 
@@ -326,6 +329,14 @@ impl NewJob {
     /// Sets the per-attempt timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = Some(timeout);
+        self
+    }
+    /// Carries the producer's W3C trace context (a `traceparent` header value, e.g. from the
+    /// request that caused the job): the worker records it on the job's span and hands it to
+    /// the handler (`JobContext::traceparent`), so a tracing backend joins the two. An invalid
+    /// value fails the enqueue with [`Error::InvalidJob`].
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 
@@ -415,6 +426,14 @@ impl NewJob {
         job.timeout_ms = o.timeout.map(millis);
         job.run_at_ms = (run_at_ms > now_ms).then_some(run_at_ms);
         job.unique_key = unique_key;
+        if let Some(tp) = &self.traceparent {
+            if !crate::engine::job::valid_traceparent(tp) {
+                return Err(Error::InvalidJob(format!(
+                    "traceparent {tp:?} is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)"
+                )));
+            }
+        }
+        job.traceparent = self.traceparent;
         Ok((job, run_at_ms, unique_for))
     }
 }

@@ -250,6 +250,36 @@ pub struct Job {
     /// Failure history, oldest first, at most [`ERROR_HISTORY`] entries.
     #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Failure>,
+    /// The producer's W3C trace context (`traceparent`), so the job's span can join the
+    /// producer's trace (see [`valid_traceparent`]).
+    #[serde(rename = "tp", default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// Whether `s` is a W3C `traceparent` header value of version 00 (or a later version's first
+/// four fields): `vv-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lowercase, ids not
+/// all zero, version not `ff`.
+pub fn valid_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |p: &str| p.bytes().any(|b| b != b'0');
+    match parts.as_slice() {
+        [v, trace, parent, flags, rest @ ..] => {
+            hex(v, 2)
+                && *v != "ff"
+                && (rest.is_empty() || *v != "00")
+                && hex(trace, 32)
+                && nonzero(trace)
+                && hex(parent, 16)
+                && nonzero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    }
 }
 
 fn is_zero_u8(v: &u8) -> bool {
@@ -309,6 +339,7 @@ impl Job {
             run_at_ms: None,
             unique_key: None,
             errors: Vec::new(),
+            traceparent: None,
         }
     }
 
@@ -512,5 +543,27 @@ mod tests {
         assert_eq!(job.failed, 25);
         assert_eq!(job.errors.len(), ERROR_HISTORY);
         assert_eq!(job.last_error().map(|e| e.message.as_str()), Some("e24"));
+    }
+
+    #[test]
+    fn traceparents_follow_the_w3c_grammar() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(ok));
+        assert!(valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad:?}");
+        }
     }
 }

@@ -169,6 +169,11 @@ pub struct JobContext {
     pub max_attempts: u32,
     /// A client on the same Redis, to enqueue follow-up jobs.
     pub client: Client,
+    /// The producer's W3C trace context, if it sent one ([`NewJob::traceparent`]): pass it on
+    /// to follow-up jobs or outgoing requests to keep one trace.
+    ///
+    /// [`NewJob::traceparent`]: crate::NewJob::traceparent
+    pub traceparent: Option<String>,
 }
 
 /// The future a type-erased handler returns: the encoded result, or the failure.

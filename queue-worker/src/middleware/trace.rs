@@ -18,6 +18,8 @@ impl Middleware for Trace {
             job = ?req.ctx.name,
             queue = %req.ctx.queue,
             attempt = req.ctx.attempt,
+            // The producer's trace context: a collector joins the job to its producer's trace.
+            traceparent = req.ctx.traceparent.as_deref().unwrap_or(""),
         );
         async move {
             let started = std::time::Instant::now();
