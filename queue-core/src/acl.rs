@@ -16,15 +16,21 @@ const COMMON: &str = "-@all +ping +script|load +evalsha +time \
     +hget +hset +hmget +hdel +hexists +hgetall +hkeys +hincrby \
     +zadd +zrem +zcard +zscore +zmscore +zrange +zrangebyscore +zrangebylex +zpopmin \
     +zremrangebyrank +zremrangebyscore +zremrangebylex \
-    +sadd +srem +rpush +llen +xadd +publish +pubsub|numsub";
+    +sadd +srem +rpush +llen +xadd +publish +pubsub|numsub +wait";
+
+/// What [`Durability::Fsync`](crate::Durability::Fsync) adds to a producer and a worker:
+/// `WAITAOF` exists from Redis 7.2 on, and older servers refuse a rule that names it, so it is
+/// not in [`COMMON`]; `queue acl --fsync` appends it.
+pub const FSYNC: &str = "+waitaof";
 
 /// A producer beyond [`COMMON`]: awaiting outcomes, event subscriptions.
+/// (`WAIT`, in [`COMMON`], is the replicated durability of enqueues and settlements.)
 const PRODUCER: &str = "+subscribe +unsubscribe";
 
 /// A worker beyond [`COMMON`]: what a producer does, and the wake-up, the liveness
-/// subscription, its record, maintenance and durability waits.
+/// subscription, its record and maintenance.
 const WORKER: &str = "+subscribe +unsubscribe +psubscribe +punsubscribe +blpop +hmset \
-    +smembers +scan +zscan +unlink +wait";
+    +smembers +scan +zscan +unlink";
 
 /// An operator (the CLI, the dashboard): reads everything of its namespace, changes jobs.
 /// `TIME` is in no category but `@fast`; the enqueue and job-changing scripts read the clock.
@@ -59,6 +65,15 @@ impl Role {
     /// The role named `name` (as [`Role::name`] spells it).
     pub fn parse(name: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// What the role adds for [`Durability::Fsync`](crate::Durability::Fsync): [`FSYNC`] for a
+    /// producer and a worker, nothing for the operator (its `@connection` holds `WAITAOF`).
+    pub fn fsync_commands(self) -> &'static str {
+        match self {
+            Role::Producer | Role::Worker => FSYNC,
+            Role::Operator => "",
+        }
     }
 
     /// The command rules of the role (no key or channel rules).
@@ -165,26 +180,67 @@ mod tests {
         }
     }
 
-    /// `docs/OPERATIONS.md` shows the three users; what it shows is what `queue acl` prints.
+    /// `docs/OPERATIONS.md` shows the three users; each user's commands there are the ones
+    /// `queue acl` prints for it.
     #[test]
-    fn the_operations_guide_lists_the_same_commands() {
+    fn the_operations_guide_lists_the_same_commands_per_user() {
+        use std::collections::{BTreeMap, BTreeSet};
         let doc = include_str!("../../docs/OPERATIONS.md");
         let section = doc
             .split("## ACL users")
             .nth(1)
             .and_then(|s| s.split("```").nth(1))
             .expect("the ACL block of OPERATIONS.md");
-        let documented: std::collections::BTreeSet<&str> = section
-            .split_whitespace()
-            .filter(|w| w.starts_with('+') || w.starts_with('-'))
-            .collect();
-        let ours: std::collections::BTreeSet<&str> = [COMMON, PRODUCER, WORKER, OPERATOR]
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-            .collect();
-        assert_eq!(
-            documented, ours,
-            "docs/OPERATIONS.md and queue::acl disagree"
+        // `COMMON = ...` and `ACL SETUSER <user> ...` open a list; indented lines continue it.
+        let mut lists: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in section.lines() {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with('#') {
+                current = None;
+                continue;
+            }
+            let words: Vec<&str> = t.split_whitespace().collect();
+            if let Some(rest) = t.strip_prefix("COMMON =") {
+                current = Some("COMMON".into());
+                lists
+                    .entry("COMMON".into())
+                    .or_default()
+                    .extend(rest.split_whitespace());
+            } else if t.starts_with("ACL SETUSER") {
+                let user = words[2].to_string();
+                lists.entry(user.clone()).or_default().extend(&words[3..]);
+                current = Some(user);
+            } else if line.starts_with(' ') {
+                let user = current.clone().expect("a continuation line follows a list");
+                lists.entry(user).or_default().extend(&words);
+            }
+        }
+        let common: Vec<&str> = lists.get("COMMON").cloned().unwrap_or_default();
+        for role in Role::ALL {
+            let documented: BTreeSet<&str> = lists
+                .get(role.name())
+                .unwrap_or_else(|| panic!("no {} user in OPERATIONS.md", role.name()))
+                .iter()
+                .flat_map(|w| {
+                    if *w == "COMMON" {
+                        common.clone()
+                    } else {
+                        vec![*w]
+                    }
+                })
+                .filter(|w| w.starts_with('+') || w.starts_with('-'))
+                .collect();
+            let code = role.commands();
+            let ours: BTreeSet<&str> = code.split_whitespace().collect();
+            assert_eq!(
+                documented, ours,
+                "docs/OPERATIONS.md and queue::acl disagree on {role:?}"
+            );
+        }
+        assert!(
+            section.contains(&format!("append {FSYNC}")),
+            "the block says what fsync durability adds"
         );
     }
 }

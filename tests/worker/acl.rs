@@ -98,3 +98,45 @@ async fn producer_worker_and_operator_run_with_their_documented_users() {
     };
     assert_eq!(err.kind(), queue::ErrorKind::Permission, "{err}");
 }
+
+/// Replicated durability waits with `WAIT` after the write: a documented producer and worker,
+/// each on its own user, enqueue and settle with it (without `+wait` the write would be applied
+/// and then reported refused, and a producer's retry would enqueue it twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_durability_runs_under_the_documented_producer_and_worker() {
+    let env = Env::start().await;
+    let durable = |url: String| {
+        let mut config = ClientConfig::new(&url);
+        // No replica here: zero confirmations are enough, but WAIT still runs.
+        config.durability = queue::Durability::Replicated {
+            replicas: 0,
+            timeout: Duration::from_millis(100),
+        };
+        config
+    };
+    let producer = create_user(&env, Role::Producer).await;
+    let worker = create_user(&env, Role::Worker).await;
+    let worker_client = Client::connect_with(durable(worker))
+        .await
+        .expect("worker connects");
+    let running = common::start_worker(&worker_client, &["acl.double"], |b| b).await;
+    let client = Client::connect_with(durable(producer))
+        .await
+        .expect("producer connects");
+    let job = client.enqueue::<double>(&4).await.expect("durable enqueue");
+    let out = client
+        .wait_for("default", &job.id, Duration::from_secs(30))
+        .await
+        .expect("awaited");
+    assert_eq!(out.state, JobState::Completed, "{out:?}");
+    running.stop().await;
+    let stats = queue::admin::Admin::new(env.client.clone())
+        .stats("default")
+        .await
+        .expect("stats");
+    assert_eq!(
+        (stats.processed_1h, stats.failed_1h, stats.dead),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+}

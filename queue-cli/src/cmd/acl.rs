@@ -12,6 +12,10 @@ pub struct Args {
     /// Only this role: producer, worker or operator
     #[arg(long, value_parser = parse_role)]
     role: Option<queue::acl::Role>,
+    /// Add what fsync durability needs (WAITAOF: Redis 7.2 or later, which older servers
+    /// refuse in a rule)
+    #[arg(long)]
+    fsync: bool,
 }
 
 fn parse_role(s: &str) -> Result<queue::acl::Role, String> {
@@ -34,10 +38,19 @@ pub fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut users = Vec::new();
     for role in roles {
+        let mut rules = queue::acl::rules(role, &g.namespace)?;
+        let mut command = queue::acl::setuser(role, role.name(), &g.namespace)?;
+        let extra = role.fsync_commands();
+        if args.fsync && !extra.is_empty() {
+            for s in [&mut rules, &mut command] {
+                s.push(' ');
+                s.push_str(extra);
+            }
+        }
         users.push(User {
             role: role.name(),
-            rules: queue::acl::rules(role, &g.namespace)?,
-            command: queue::acl::setuser(role, role.name(), &g.namespace)?,
+            rules,
+            command,
         });
     }
     if out.json {
