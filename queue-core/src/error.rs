@@ -256,8 +256,22 @@ impl ErrorKind {
 /// shows its payload through `source()`, hence the unwrapping.
 fn is_tls_failure(e: &redis::RedisError) -> bool {
     fn is_tls(c: &(dyn std::error::Error + 'static)) -> bool {
-        if c.is::<rustls::Error>() {
-            return true;
+        // A certificate or a handshake refused: a setting to fix, not an outage. A record
+        // garbled mid-session (a decrypt error, a peer misbehaving) is a broken connection
+        // like any other, and retried.
+        if let Some(t) = c.downcast_ref::<rustls::Error>() {
+            return matches!(
+                t,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::InappropriateHandshakeMessage { .. }
+                    | rustls::Error::HandshakeNotComplete
+                    | rustls::Error::InvalidCertRevocationList(_)
+                    | rustls::Error::NoApplicationProtocol
+            );
         }
         if let Some(arc) = c.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>() {
             return is_tls(arc.as_ref());

@@ -39,7 +39,8 @@ pub use script::Durability;
 pub mod admin {
     pub use crate::engine::admin::{Admin, JobView, QueueStats, ServerInfo, State, WorkerInfo};
     pub use crate::engine::history::{
-        bucket_of, minute_of, Counts, Histogram, Minute, BUCKETS, BUCKETS_MS,
+        bucket_of, minute_of, steps as history_steps, Counts, Histogram, Minute,
+        Step as HistoryStep, BUCKETS, BUCKETS_MS, MAX_NAMES, MAX_NAME_BYTES, OTHER_NAMES,
         RETENTION as HISTORY_RETENTION,
     };
     pub use crate::error::redact;

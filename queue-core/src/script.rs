@@ -164,8 +164,32 @@ impl<'a> Call<'a> {
         url: &str,
         durability: Durability,
     ) -> Result<T> {
+        let (value, durable) = self.invoke_then_wait(con, url, durability).await?;
+        durable.map(|()| value)
+    }
+
+    /// As [`Call::invoke_durable`], but hands back the script's reply also when the wait
+    /// fell short: the write was applied, and the caller may need to know what it did.
+    ///
+    /// # Errors
+    ///
+    /// As [`Call::invoke`]; the inner result is [`Error::NotDurable`] when fewer copies than
+    /// asked confirmed the write.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`Call::invoke`].
+    pub(crate) async fn invoke_then_wait<
+        T: FromRedisValue,
+        C: redis::aio::ConnectionLike + Send,
+    >(
+        &self,
+        con: &mut C,
+        url: &str,
+        durability: Durability,
+    ) -> Result<(T, Result<()>)> {
         let Some(wait) = durability.command() else {
-            return self.invoke(con, url).await;
+            return Ok((self.invoke(con, url).await?, Ok(())));
         };
         let pipeline = || {
             let mut p = redis::pipe();
@@ -184,8 +208,7 @@ impl<'a> Call<'a> {
             }
             Err(e) => return Err(self.error(url, e)),
         };
-        durability.check(acks)?;
-        Ok(value)
+        Ok((value, durability.check(acks)))
     }
 
     fn error(&self, url: &str, e: redis::RedisError) -> Error {

@@ -34,8 +34,8 @@ impl LogFormat {
 }
 
 /// Installs a global `tracing` subscriber writing to stderr: the filter from `RUST_LOG`
-/// (default `info`), the format from `QUEUE_LOG_FORMAT`, colour codes only when stderr is a
-/// terminal and `NO_COLOR` is unset (a log file or a pipe gets plain text).
+/// (`info` when unset or empty), the format from `QUEUE_LOG_FORMAT`, colour codes only when
+/// stderr is a terminal and `NO_COLOR` is unset or empty (a log file or a pipe gets plain text).
 ///
 /// # Errors
 ///
@@ -51,10 +51,16 @@ pub fn init_logging() -> Result<()> {
 ///
 /// As [`init_logging`].
 pub fn init_logging_as(format: LogFormat) -> Result<()> {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    // Unset or empty (`RUST_LOG=` in a unit file): info.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .map_err(|e| Error::Config(format!("RUST_LOG {filter:?}: {e}")))?;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // no-color.org: NO_COLOR counts when set and not empty.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

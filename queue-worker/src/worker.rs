@@ -435,17 +435,28 @@ impl Worker {
         let _ = pulse.await;
         // Metrics counted since the last heartbeat are not lost at shutdown: the recoverer may
         // have settled jobs after the heartbeat's last round.
-        for m in &rt.chain {
-            m.flush().await;
-        }
-        for q in &rt.queues {
-            if let Err(e) = q.broker.flush_metrics().await {
-                tracing::debug!(queue = q.broker.queue(), error = %e, "could not send the last metrics; the history misses them");
+        // Each bounded: a Redis that went away does not hold the shutdown.
+        let flushes = async {
+            for m in &rt.chain {
+                m.flush().await;
             }
+            for q in &rt.queues {
+                if let Err(e) = q.broker.flush_metrics().await {
+                    tracing::debug!(queue = q.broker.queue(), error = %e, "could not send the last metrics; the history misses them");
+                }
+            }
+        };
+        if tokio::time::timeout(LAST_STEP, flushes).await.is_err() {
+            tracing::debug!(
+                "the last metrics were not sent within {LAST_STEP:?}; the history misses them"
+            );
         }
+        // Graceful, but a scraper holding its connection open does not hold the shutdown.
         #[cfg(feature = "http")]
-        if let Some(h) = http {
-            let _ = h.await;
+        if let Some(mut h) = http {
+            if tokio::time::timeout(LAST_STEP, &mut h).await.is_err() {
+                h.abort();
+            }
         }
         for q in &rt.queues {
             let _ = q.broker.drop_receipt().await;
@@ -1073,6 +1084,10 @@ async fn ack_loop(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Ack>) {
         }
     }
 }
+
+/// How long each last step of a shutdown may take (sending the last metrics, closing the HTTP
+/// endpoints' connections).
+const LAST_STEP: Duration = Duration::from_secs(5);
 
 /// How often the runtime's pulse is taken.
 const PULSE_EVERY: Duration = Duration::from_millis(100);

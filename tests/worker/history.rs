@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Env;
 use queue::admin::{bucket_of, Admin, Counts, HISTORY_RETENTION};
-use queue::{job, JobContext, JobError, JobState};
+use queue::{job, JobContext, JobError, JobState, NewJob};
 
 #[job(name = "history.ok", queue = "hist")]
 async fn ok(_n: u32) -> Result<(), JobError> {
@@ -144,4 +144,37 @@ async fn settled_attempts_are_counted_per_minute_and_job_name() {
     // They go with their queue.
     admin.remove_queue("hist").await.expect("remove");
     assert!(by_name(&admin).await.is_empty());
+}
+
+/// A hostile producer's 2,000-byte job name (dead-lettered: no handler has it) is counted
+/// under a shortened label, and the history keeps flowing for every other name.
+#[tokio::test]
+async fn a_very_long_job_name_does_not_stop_the_history() {
+    let env = Env::start().await;
+    let running =
+        common::start_worker(&env.client, JOBS, |b| b.queue("hist", 1).concurrency(2)).await;
+    let long = "x".repeat(2_000);
+    // MessagePack 0: arguments a handler could read, had it the name.
+    let args = vec![0x00];
+    let odd = env
+        .client
+        .enqueue_job(NewJob::raw(long.as_str(), args).queue("hist"))
+        .await
+        .expect("enqueue")
+        .id;
+    let out = env.client.wait_for("hist", &odd, WAIT).await.expect("wait");
+    assert_eq!(out.state, JobState::Dead, "{out:?}");
+    let fine = env.client.enqueue::<ok>(&1).await.expect("enqueue").id;
+    let out = env
+        .client
+        .wait_for("hist", &fine, WAIT)
+        .await
+        .expect("wait");
+    assert_eq!(out.state, JobState::Completed);
+    running.stop().await;
+
+    let h = by_name(&Admin::new(env.client.clone())).await;
+    assert_eq!(h["history.ok"].completed, 1, "{:?}", h.keys());
+    let label = format!("{}…", &long[..queue::admin::MAX_NAME_BYTES]);
+    assert_eq!(h[&label].dead, 1, "{:?}", h.keys());
 }

@@ -166,3 +166,36 @@ async fn a_bad_http_address_is_a_config_error() {
         .expect_err("bad address");
     assert!(err.to_string().contains("nowhere:port"), "{err}");
 }
+
+/// A client that opened a connection and never finished its request does not hold the
+/// worker's shutdown: the endpoints get a bounded grace (5 s), then close.
+#[tokio::test]
+async fn a_stuck_http_client_does_not_hold_the_shutdown() {
+    let env = Env::start().await;
+    let worker = queue::WorkerBuilder::with_client(env.client.clone())
+        .registry(common::registry(&["http.ok"]))
+        .queue("hm", 1)
+        .serve_http("127.0.0.1:0")
+        .build()
+        .await
+        .expect("build");
+    let addr = worker.http_addr().expect("bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    assert_eq!(get(addr, "/livez").await.0, 200);
+    // Half a request, held open.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let _ = stop.send(());
+    // Under hyper's own header timeout (30 s), which would otherwise end it.
+    common::bounded(Duration::from_secs(20), "worker shutdown", running)
+        .await
+        .expect("join")
+        .expect("run");
+    drop(stuck);
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use queue::admin::{Counts, HISTORY_RETENTION};
+use queue::admin::Counts;
 use serde::Serialize;
 
 use crate::output::{printable, Out, Table};
@@ -14,7 +14,7 @@ use crate::Global;
 pub struct Args {
     /// The queue
     queue: String,
-    /// How far back (at most 72h)
+    /// How far back, ending with the current minute (at most 72h)
     #[arg(long, default_value = "1h", value_parser = crate::output::parse_duration)]
     since: Duration,
     /// One row per step (a whole number of minutes; default: the span in at most 60 rows)
@@ -46,52 +46,52 @@ struct Report {
     steps: Vec<Step>,
 }
 
+/// The longest span shown: the 72 hours the history is sure to hold.
+const MAX_SPAN_MIN: i64 = 72 * 60;
+
 pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     let minute = 60_000i64;
-    let span = (a.since.as_millis() as i64).clamp(minute, HISTORY_RETENTION.as_millis() as i64);
-    let step = match a.step {
+    let span_min = (a.since.as_millis() as i64 / minute).max(1);
+    if span_min > MAX_SPAN_MIN {
+        anyhow::bail!("--since is at most 72h (the history keeps 72 hours)");
+    }
+    let step_min = match a.step {
         Some(s) => {
             let s = s.as_millis() as i64;
             if s < minute || s % minute != 0 {
                 anyhow::bail!("--step must be a whole number of minutes (1m, 5m, 1h), not {s} ms");
             }
-            s
+            s / minute
         }
         // At most 60 rows, in whole minutes.
-        None => ((span / 60).max(minute) + minute - 1) / minute * minute,
+        None => (span_min + 59) / 60,
     };
     let admin = g.connect().await?;
     admin.require_queue(&a.queue).await?;
+    // The current minute and the `span_min - 1` before it: exactly the span.
     let now = chrono::Utc::now().timestamp_millis();
-    let minutes = admin.history(&a.queue, now - span + 1, now).await?;
+    let from = (queue::admin::minute_of(now) - span_min + 1) * minute;
+    let minutes = admin.history(&a.queue, from, now).await?;
     let mut names: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut steps: Vec<Step> = Vec::new();
-    for m in minutes {
-        let at = m.at_ms.div_euclid(step) * step;
-        if steps.last().is_none_or(|s| s.at_ms != at) {
-            steps.push(Step {
-                at_ms: at,
-                counts: Counts::default(),
-                wait_p50_ms: None,
-                wait_p99_ms: None,
-                run_p50_ms: None,
-                run_p99_ms: None,
-            });
-        }
-        let Some(s) = steps.last_mut() else { continue };
+    for m in &minutes {
         for (name, c) in &m.names {
             names.entry(name.clone()).or_default().merge(c);
-            if a.name.as_ref().is_none_or(|n| n == name) {
-                s.counts.merge(c);
-            }
         }
     }
-    for s in &mut steps {
-        s.wait_p50_ms = s.counts.wait.quantile(0.5);
-        s.wait_p99_ms = s.counts.wait.quantile(0.99);
-        s.run_p50_ms = s.counts.run.quantile(0.5);
-        s.run_p99_ms = s.counts.run.quantile(0.99);
-    }
+    let steps: Vec<Step> =
+        queue::admin::history_steps(&minutes, step_min as usize, a.name.as_deref())
+            .into_iter()
+            .map(|s| Step {
+                at_ms: s.at_ms,
+                wait_p50_ms: s.counts.wait.quantile(0.5),
+                wait_p99_ms: s.counts.wait.quantile(0.99),
+                run_p50_ms: s.counts.run.quantile(0.5),
+                run_p99_ms: s.counts.run.quantile(0.99),
+                counts: s.counts,
+            })
+            .collect();
+    let span = span_min * minute;
+    let step = step_min * minute;
     if out.json {
         out.json(&Report {
             queue: a.queue,

@@ -934,6 +934,7 @@ fn history_adds_up_minutes_in_steps() {
     assert_eq!(report["names"]["a"]["completed"], 4, "{report}");
     assert_eq!(report["names"]["b|x"]["dead"], 2, "{report}");
     let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "10 minutes in steps of 5: {report}");
     let total = |field: &str| {
         steps
             .iter()
@@ -972,6 +973,14 @@ fn history_adds_up_minutes_in_steps() {
         table.contains("COMPLETED") && table.contains("b|x"),
         "{table}"
     );
+    let hour = json(&ok(&server, &["history", "hist", "--json"]));
+    assert_eq!(
+        hour["steps"].as_array().map(Vec::len),
+        Some(60),
+        "an hour, minute by minute"
+    );
+    let err = fails(&server, &["history", "hist", "--since", "73h"]);
+    assert!(err.contains("at most 72h"), "{err}");
     let err = fails(&server, &["history", "hist", "--step", "90s"]);
     assert!(err.contains("whole number of minutes"), "{err}");
     let err = fails(&server, &["history", "nope"]);

@@ -670,20 +670,15 @@ impl Broker {
                 .map_or(0, |p| p + 1);
             call.arg(c.lease.key()).arg(outcome.encode()?).arg(idx);
         }
-        let reply: Vec<i64> = call
-            .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
-            .await
-            .inspect_err(|e| {
-                // Applied on the primary: recorded, only less durably.
-                if matches!(e, Error::NotDurable { .. }) {
-                    for c in done {
-                        self.count(now, &c.name, Settled::Completed, c.timing);
-                    }
-                }
-            })?;
+        // Counted by what the script did, also when the wait fell short (applied on the
+        // primary: recorded, only less durably).
+        let (reply, durable): (Vec<i64>, _) = call
+            .invoke_then_wait(&mut self.client.con(), self.client.url(), self.durability())
+            .await?;
         for (c, _) in done.iter().zip(&reply).filter(|(_, r)| **r == 1) {
             self.count(now, &c.name, Settled::Completed, c.timing);
         }
+        durable?;
         Ok(reply.into_iter().map(|r| r == 1).collect())
     }
 
@@ -822,17 +817,13 @@ impl Broker {
                 call
             }
         };
-        let applied: i64 = call
-            .invoke_durable(&mut self.client.con(), self.client.url(), self.durability())
-            .await
-            .inspect_err(|e| {
-                if matches!(e, Error::NotDurable { .. }) {
-                    count();
-                }
-            })?;
+        let (applied, durable): (i64, _) = call
+            .invoke_then_wait(&mut self.client.con(), self.client.url(), self.durability())
+            .await?;
         if applied == 1 {
             count();
         }
+        durable?;
         Ok(applied == 1)
     }
 
@@ -873,24 +864,34 @@ impl Broker {
             }
             groups.push((minute, names));
         }
-        let mut groups = groups.into_iter();
-        while let Some((minute, names)) = groups.next() {
-            let fields = history::fields(&names);
+        // What is not sent goes back to the recorder, also when this future is dropped
+        // midway (a shutdown's timeout): the next flush sends it.
+        let mut unsent = Unsent {
+            recorder: &self.recorder,
+            groups,
+        };
+        while let Some((minute, names)) = unsent.groups.last() {
+            let fields = history::fields(names);
             let mut call = scripts().record.call();
-            call.key(self.keys.metrics(minute))
+            call.key(self.keys.metrics(*minute))
                 .arg(millis(history::RETENTION))
                 .arg(fields.len());
             for (field, n) in &fields {
                 call.arg(field.as_str()).arg(*n);
             }
             let sent: Result<i64> = call.invoke(&mut self.client.con(), self.client.url()).await;
-            if let Err(e) = sent {
-                self.recorder.restore(minute, names);
-                for (m, rest) in groups {
-                    self.recorder.restore(m, rest);
+            match sent {
+                Ok(_) => {}
+                // Redis away or busy: kept for the next beat.
+                Err(e) if e.is_retryable() => return Err(e),
+                // Refused as it is (a permission, a script error): sending it again would be
+                // refused again and hold up every later minute, so it is dropped.
+                Err(e) => {
+                    unsent.groups.pop();
+                    return Err(e);
                 }
-                return Err(e);
             }
+            unsent.groups.pop();
         }
         Ok(())
     }
@@ -1197,6 +1198,22 @@ impl Waker {
 fn int<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T> {
     let v = v.ok_or_else(|| Error::decode("script reply", "missing value"))?;
     redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::decode("script reply", e))
+}
+
+/// Minutes of the metrics history taken from a [`history::Recorder`] and not sent yet: put back
+/// when dropped.
+struct Unsent<'r> {
+    recorder: &'r history::Recorder,
+    groups: Vec<(i64, history::Names)>,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        let now = now_ms();
+        for (minute, names) in self.groups.drain(..) {
+            self.recorder.restore(now, minute, names);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,45 @@ pub const BUCKETS: usize = BUCKETS_MS.len() + 1;
 /// so that a full 72 hours are always there.
 pub const RETENTION: Duration = Duration::from_secs(73 * 3600);
 
+/// The longest job name the history keeps as it is, in bytes: a longer one is counted under
+/// its first bytes and `…` (record.lua refuses fields over 1,024 bytes, and a name that long
+/// is a producer's mistake, not a label).
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// How many job names one worker counts apart, per minute and since it started: the names
+/// beyond them are counted together under [`OTHER_NAMES`], so a producer sending random names
+/// cannot grow a worker's memory or a minute's hash without bound.
+pub const MAX_NAMES: usize = 1_000;
+
+/// The label of the names beyond [`MAX_NAMES`].
+pub const OTHER_NAMES: &str = "(other names)";
+
+/// The label a job name is counted under: itself, or its first [`MAX_NAME_BYTES`] bytes (at
+/// a character boundary) and `…`.
+fn label(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= MAX_NAME_BYTES {
+        return name.into();
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end]).into()
+}
+
+/// The entry of `name` in `map`, or [`OTHER_NAMES`]' once the map holds [`MAX_NAMES`] names.
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, name: &str) -> &'m mut V {
+    if !map.contains_key(name) {
+        let key = if map.len() >= MAX_NAMES {
+            OTHER_NAMES
+        } else {
+            name
+        };
+        return map.entry(key.to_string()).or_default();
+    }
+    map.get_mut(name).expect("just checked")
+}
+
 /// The minute a time falls in (Unix milliseconds / 60,000).
 pub fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(60_000)
@@ -119,21 +158,17 @@ pub struct Total {
 impl Recorder {
     /// Counts one settled attempt of job `name` at `now_ms` (no allocation once the name is
     /// known in the minute: this runs once per job).
+    /// A name longer than [`MAX_NAME_BYTES`] is shortened, and beyond [`MAX_NAMES`] names
+    /// the rest count as [`OTHER_NAMES`].
     pub(crate) fn settled(&self, now_ms: i64, name: &str, what: Settled, timing: Timing) {
+        let name = label(name);
         {
             let mut minutes = self.lock();
             let names = minutes.entry(minute_of(now_ms)).or_default();
-            let c = match names.get_mut(name) {
-                Some(c) => c,
-                None => names.entry(name.to_string()).or_default(),
-            };
-            count(c, what, timing);
+            count(entry(names, &name), what, timing);
         }
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        let t = match totals.get_mut(name) {
-            Some(t) => t,
-            None => totals.entry(name.to_string()).or_default(),
-        };
+        let t = entry(&mut totals, &name);
         count(&mut t.counts, what, timing);
         t.wait_sum_ms += timing.wait_ms.unwrap_or(0);
         t.run_sum_ms += timing.run_ms.unwrap_or(0);
@@ -151,12 +186,17 @@ impl Recorder {
         std::mem::take(&mut *self.lock())
     }
 
-    /// Puts back a minute whose sending failed (merged with what came meanwhile).
-    pub(crate) fn restore(&self, minute: i64, names: Names) {
+    /// Puts back a minute whose sending failed (merged with what came meanwhile), unless it
+    /// is older than the history keeps ([`RETENTION`]): a Redis away for days does not make
+    /// a worker hold days of counts.
+    pub(crate) fn restore(&self, now_ms: i64, minute: i64, names: Names) {
+        if minute < minute_of(now_ms) - (RETENTION.as_secs() / 60) as i64 {
+            return;
+        }
         let mut minutes = self.lock();
         let into = minutes.entry(minute).or_default();
         for (name, c) in names {
-            into.entry(name).or_default().merge(&c);
+            entry(into, &name).merge(&c);
         }
     }
 
@@ -306,6 +346,41 @@ impl Counts {
     }
 }
 
+/// Some minutes of a queue's history added up (see [`steps`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// The first minute's start, Unix milliseconds.
+    pub at_ms: i64,
+    /// The counts of the step's minutes (of one job name, or of all).
+    pub counts: Counts,
+}
+
+/// `minutes` (consecutive, oldest first, as [`Admin::history`](crate::admin::Admin::history)
+/// returns them) added up in steps of `step` minutes, counted back from the last minute so that
+/// the last step ends with it (only the oldest step may hold fewer minutes); oldest first.
+/// With `name`, only that job name's counts.
+pub fn steps(minutes: &[Minute], step: usize, name: Option<&str>) -> Vec<Step> {
+    let step = step.max(1);
+    let mut out: Vec<Step> = Vec::new();
+    let partial = minutes.len() % step;
+    for (i, m) in minutes.iter().enumerate() {
+        // The oldest step holds the `partial` minutes that do not fill a whole one.
+        if i == 0 || (i + step - partial) % step == 0 {
+            out.push(Step {
+                at_ms: m.at_ms,
+                counts: Counts::default(),
+            });
+        }
+        let Some(s) = out.last_mut() else { continue };
+        for (n, c) in &m.names {
+            if name.is_none_or(|want| want == n) {
+                s.counts.merge(c);
+            }
+        }
+    }
+    out
+}
+
 /// One minute of a queue's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Minute {
@@ -399,8 +474,8 @@ mod tests {
         assert_eq!(m.names["w1|x"].wait.buckets[2], 1);
         assert_eq!(m.names["c|"].run.buckets[BUCKETS - 1], 1);
         assert_eq!(m.total().completed, 4);
-        rec.restore(10, names.clone());
-        rec.restore(10, names);
+        rec.restore(600_000, 10, names.clone());
+        rec.restore(600_000, 10, names);
         assert_eq!(rec.take()[&10]["a"].dead, 2, "restored counts add up");
     }
 
@@ -419,5 +494,67 @@ mod tests {
         let m = Minute::decode(0, fields);
         assert_eq!(m.names.len(), 1);
         assert_eq!(m.names["a"].dead, 2);
+    }
+
+    #[test]
+    fn names_are_bounded_in_length_and_number() {
+        let rec = Recorder::default();
+        let long = "é".repeat(150); // 300 bytes, two per character
+        rec.settled(600_000, &long, Settled::Dead, Timing::default());
+        for i in 0..MAX_NAMES + 5 {
+            rec.settled(
+                600_000,
+                &format!("n{i}"),
+                Settled::Completed,
+                Timing::default(),
+            );
+        }
+        let minute = &rec.take()[&10];
+        assert_eq!(minute.len(), MAX_NAMES + 1, "the cap and the other names");
+        let short = format!("{}…", "é".repeat(MAX_NAME_BYTES / 2));
+        assert_eq!(minute[&short].dead, 1, "{:?}", minute.keys().next());
+        assert_eq!(minute[OTHER_NAMES].completed, 6);
+        for (field, _) in fields(minute) {
+            assert!(field.len() <= 1024, "{field}");
+        }
+        assert_eq!(rec.totals().len(), MAX_NAMES + 1);
+        assert_eq!(rec.totals()[OTHER_NAMES].counts.completed, 6);
+    }
+
+    #[test]
+    fn a_minute_older_than_the_history_is_not_restored() {
+        let rec = Recorder::default();
+        let mut names = Names::new();
+        names.entry("a".into()).or_default().completed = 1;
+        let now = 1_000 * 60_000;
+        let keep = (RETENTION.as_secs() / 60) as i64;
+        rec.restore(now, 1_000 - keep - 1, names.clone());
+        assert!(rec.is_empty(), "beyond the retention: dropped");
+        rec.restore(now, 1_000 - keep, names);
+        assert!(!rec.is_empty());
+    }
+
+    #[test]
+    fn steps_end_with_the_last_minute() {
+        let minutes: Vec<Minute> = (0..7)
+            .map(|m| {
+                let mut names = Names::new();
+                names.entry("a".into()).or_default().completed = 1;
+                names.entry("b".into()).or_default().failed = 1;
+                Minute {
+                    at_ms: m * 60_000,
+                    names,
+                }
+            })
+            .collect();
+        let s = steps(&minutes, 3, None);
+        let at: Vec<i64> = s.iter().map(|s| s.at_ms / 60_000).collect();
+        assert_eq!(at, [0, 1, 4], "the oldest step holds the odd minute");
+        let done: Vec<u64> = s.iter().map(|s| s.counts.completed).collect();
+        assert_eq!(done, [1, 3, 3]);
+        assert_eq!(steps(&minutes, 1, Some("b")).len(), 7);
+        assert_eq!(steps(&minutes, 7, Some("b"))[0].counts.failed, 7);
+        assert_eq!(steps(&minutes, 7, Some("b"))[0].counts.completed, 0);
+        assert!(steps(&[], 5, None).is_empty());
     }
 }

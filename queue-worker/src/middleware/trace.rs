@@ -14,8 +14,8 @@ impl Middleware for Trace {
             "job",
             id = %req.ctx.id,
             // `job`, not `name`: structured formats give the span's own name that key.
-            // Debug-formatted (quoted): a name from a foreign producer may hold a newline.
-            job = ?req.ctx.name,
+            // Escaped: a name from a foreign producer may hold a newline or a colour code.
+            job = %Printable(&req.ctx.name),
             queue = %req.ctx.queue,
             attempt = req.ctx.attempt,
             // The producer's trace context: a collector joins the job to its producer's trace.
@@ -32,5 +32,35 @@ impl Middleware for Trace {
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// A string as a log shows it: as it is, control characters escaped (`\n`, `\u{1b}`), no quotes.
+struct Printable<'a>(&'a str);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else() {
+        assert_eq!(Printable("mail.send").to_string(), "mail.send");
+        assert_eq!(
+            Printable("a\nb\u{1b}[31m\"é").to_string(),
+            "a\\nb\\u{1b}[31m\"é"
+        );
     }
 }

@@ -226,6 +226,10 @@ async fn beat_loop(
         let mut failed = false;
         let sub = *session.borrow();
         for (qi, (q, broker)) in rt.queues.iter().zip(&brokers).enumerate() {
+            // Going round, queue by queue: with many queues and a slow Redis a round can
+            // outlast `/livez`'s bound, but no single call can (each fails within half the
+            // margin).
+            rt.heartbeat_ticked();
             // The horizon before the leases: a token at or below it has its leases in `held`.
             let horizon = q.horizon.load(Ordering::Relaxed);
             let held = q.held();
@@ -288,6 +292,7 @@ async fn beat_loop(
         // counted for the next beat.
         if !failed {
             for broker in brokers.iter().filter(|b| !b.recorder().is_empty()) {
+                rt.heartbeat_ticked();
                 if let Err(e) = broker.flush_metrics().await {
                     tracing::debug!(queue = broker.queue(), error = %e, "metrics not sent; kept for the next beat");
                 }

@@ -1,7 +1,7 @@
 //! The worker's opt-in HTTP endpoints (`WorkerBuilder::serve_http`, `QUEUE_HTTP_ADDR`):
 //!
 //! - `/livez`: 200 while the worker's loops tick (its async runtime ran its pulse within
-//!   [`LIVE_WITHIN`], and the heartbeat thread went round within it), 503 otherwise: a
+//!   [`live_within`], 10 s by default, and the heartbeat thread stepped within it), 503 otherwise: a
 //!   restart helps. A Redis outage does not make a worker dead (a restart would not help).
 //! - `/readyz`: 200 when it answers Redis (a `PING` within [`READY_PING`]), its registry holds a
 //!   handler, and it is not shutting down; 503 with the reason otherwise.
@@ -29,8 +29,17 @@ use tokio::sync::watch;
 
 use super::Runtime;
 
-/// How recent the runtime's pulse and the heartbeat's last round must be for `/livez`.
+/// How recent the runtime's pulse and the heartbeat's last step must be for `/livez`, at the
+/// least: a worker with a longer heartbeat or lease gets [`live_within`].
 pub(super) const LIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The `/livez` bound of a worker: [`LIVE_WITHIN`], or twice a beat and a lease when that is
+/// longer. The heartbeat ticks before each queue's beat, and each call fails within half the
+/// margin (`lease - heartbeat`), so a live heartbeat never goes longer than a beat plus half a
+/// lease without a tick.
+pub(super) fn live_within(rt: &Runtime) -> Duration {
+    LIVE_WITHIN.max(2 * (rt.config.heartbeat + rt.config.lease))
+}
 
 /// How long `/readyz` waits for Redis's answer.
 pub(super) const READY_PING: Duration = Duration::from_secs(1);
@@ -74,14 +83,15 @@ pub(super) async fn serve(
 async fn livez(axum::extract::State(s): axum::extract::State<State>) -> Response {
     let pulse = s.rt.stalled_for();
     let beat = s.rt.heartbeat_idle_for();
-    if pulse > LIVE_WITHIN {
+    let within = live_within(&s.rt);
+    if pulse > within {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the async runtime has not run for {pulse:?}\n"),
         )
             .into_response();
     }
-    if beat > LIVE_WITHIN {
+    if beat > within {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the heartbeat has not gone round for {beat:?}\n"),

@@ -6,29 +6,38 @@
 -- KEYS[1]  the metrics hash of that minute
 -- ARGV[1]  the hash's lifetime in ms
 -- ARGV[2]  the number of pairs m (0..10000)
--- ARGV[3..] m pairs: a field `<metric>|<job name>` (at most 1024 bytes) and an integer
+-- ARGV[3..] m pairs: a field `<metric>|<job name>` (at most 1024 bytes) and a count (digits)
 --
 -- Returns the number of fields added to. The hash's lifetime restarts whenever one of its
 -- fields is new, so it lives until ARGV[1] after that minute's last writer.
 
-local ttl, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-if not ttl or ttl < 1 or ttl ~= math.floor(ttl) or not m or m < 0 or m > 10000 or #ARGV ~= 2 + 2 * m then
+-- A count as the worker sends it: decimal digits, no sign, exponent or fraction, and short
+-- enough to be exact in Lua's doubles.
+local function count(s)
+  if #s > 15 or not string.find(s, '^%d+$') then
+    return nil
+  end
+  return tonumber(s)
+end
+
+local ttl, m = count(ARGV[1]), count(ARGV[2])
+if not ttl or ttl < 1 or not m or m > 10000 or #ARGV ~= 2 + 2 * m then
   return fail('record expects a lifetime, a count m and m field/increment pairs')
 end
 for j = 1, m do
-  local by = tonumber(ARGV[2 + 2 * j])
-  if not by or by ~= math.floor(by) or #ARGV[1 + 2 * j] > 1024 then
-    return fail('pair ' .. j .. ' is not a field of at most 1024 bytes and an integer')
+  if not count(ARGV[2 + 2 * j]) or #ARGV[1 + 2 * j] > 1024 then
+    return fail('pair ' .. j .. ' is not a field of at most 1024 bytes and a count')
   end
 end
 local fresh = false
 for j = 1, m do
-  local by = tonumber(ARGV[2 + 2 * j])
+  local by = count(ARGV[2 + 2 * j])
   if redis.call('HINCRBY', KEYS[1], ARGV[1 + 2 * j], by) == by then
     fresh = true
   end
 end
-if fresh then
+-- A hash without a lifetime (written by hand, or persisted) gets one too.
+if fresh or (m > 0 and redis.call('PTTL', KEYS[1]) == -1) then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return m
