@@ -133,6 +133,10 @@ enum Command {
     Health(cmd::health::Args),
     /// End-to-end benchmark: enqueue, drain, latency, memory and Redis CPU per job
     Bench(cmd::bench::Args),
+    /// A live terminal dashboard: queues, throughput, jobs by state; pause, resume, retry
+    Dash(cmd::dash::Args),
+    /// Serve the web dashboard (overview, queues, jobs, workers, cron) on an address
+    Web(cmd::web::Args),
     /// Print the least-privilege Redis users (producer, worker, operator) as ACL SETUSER commands
     Acl(cmd::acl::Args),
     /// Print shell completions
@@ -190,6 +194,8 @@ fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
             Command::Cache(c) => cmd::cache::run(&g, out, c).await,
             Command::Health(a) => cmd::health::run(&g, out, a).await,
             Command::Bench(a) => cmd::bench::run(&g, out, a).await,
+            Command::Dash(a) => cmd::dash::run(&g, out, a).await,
+            Command::Web(a) => cmd::web::run(&g, out, a).await,
             Command::Completions { .. } | Command::Acl(_) => Ok(ExitCode::SUCCESS),
         }
     })
