@@ -46,7 +46,8 @@
 //! parts), [`wire`] (the envelope and key layout, for other languages' producers), [`broker`]
 //! (the engine's worker side), and the toolkit behind cargo features (all on by default):
 //! `cache` (`cache`, `sqlx`), `rate_limit` (`rate-limit`, `http`), `session`
-//! (`sessions`, `http`), `testing` (`testing`). `default-features = false` builds the engine
+//! (`sessions`, `http`), `testing` (`testing`), and the dashboard, [`web`] (`web`).
+//! `default-features = false` builds the engine
 //! and the worker alone.
 
 #![deny(unreachable_pub)]
@@ -67,6 +68,9 @@ pub use queue_core::{
     Outcome, QueueCounts, Result, Retention, Source, TlsFiles,
 };
 pub use queue_macros::job;
+/// The web dashboard: [`web::Dashboard`] as an axum `Router` to mount, or served on its own.
+#[cfg(feature = "web")]
+pub use queue_web as web;
 pub use queue_worker::{middleware, QueueOrder, Worker, WorkerBuilder};
 
 /// The worker runtime's other parts: its configuration, registry, report and errors.

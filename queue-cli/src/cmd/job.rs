@@ -303,42 +303,18 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
     if !std::io::stderr().is_terminal() || out.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut done = 0;
-    if !retry && b.name.is_none() {
-        done = super::queue::purge_all(admin, &b.queue, state, Some(&bar)).await?;
+    let query = match &b.name {
+        Some(n) => queue::admin::Query::all().name(n.clone()),
+        None => queue::admin::Query::all(),
+    };
+    let bulk = if retry {
+        queue::admin::Bulk::Retry
     } else {
-        // Walk the set from the front in batches; processed jobs leave the set, so the front
-        // always holds the next ones (jobs that do not match the name are skipped past).
-        let mut offset = 0;
-        loop {
-            let views = admin
-                .list(&b.queue, state, offset, queue::wire::MAX_BATCH)
-                .await?;
-            if views.is_empty() {
-                break;
-            }
-            let (take, skip): (Vec<JobView>, Vec<JobView>) = views.into_iter().partition(|v| {
-                b.name
-                    .as_ref()
-                    .is_none_or(|n| v.job.as_ref().is_ok_and(|j| &j.name == n))
-            });
-            offset += skip.len();
-            if take.is_empty() {
-                continue;
-            }
-            let n = if retry {
-                admin.retry(&take).await?
-            } else {
-                admin.delete(&take).await?
-            };
-            if n == 0 {
-                // Nothing moved (changed state meanwhile): step past them.
-                offset += take.len();
-            }
-            done += n;
-            bar.inc(n);
-        }
-    }
+        queue::admin::Bulk::Delete
+    };
+    let done = admin
+        .apply_all(&b.queue, state, &query, bulk, |n| bar.inc(n))
+        .await?;
     bar.finish_and_clear();
     if out.json {
         out.json(&serde_json::json!({ "action": verb, "queue": b.queue, "state": state.name(), "count": done }))?;

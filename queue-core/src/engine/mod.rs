@@ -4,6 +4,7 @@
 //! - [`client`]: the producer side (enqueue, wait for an outcome, pause, counts);
 //! - [`broker`]: the worker side (fetch, complete, fail, reclaim, extend, requeue, wake-up);
 //! - [`admin`]: the operator side (stats, find, retry, delete, purge, worker records);
+//! - [`search`]: finding jobs by name and argument content, bulk retries and deletes;
 //! - [`cron`]: schedules, fired through the same enqueue path as any job;
 //! - [`history`]: the per-minute metrics history, counted by workers and sent by their heartbeat;
 //! - [`registry`]: `#[job]` registration (inventory) and the handler contract;
@@ -18,3 +19,4 @@ pub(crate) mod history;
 pub(crate) mod job;
 pub(crate) mod registry;
 pub(crate) mod scripts;
+pub(crate) mod search;

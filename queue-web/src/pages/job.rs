@@ -1,0 +1,195 @@
+//! `/queues/{queue}/jobs/{id}`: a job's envelope, decoded arguments and result, error history
+//! and lifecycle events, with its retry and delete buttons.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::Extension;
+use queue_core::admin::State as JobState;
+use queue_core::events::Lifecycle;
+
+use super::queue::retryable;
+use super::{App, OrPage, PageError, PageResult};
+use crate::html::{self, esc, Ctx};
+
+/// How many of the queue's latest lifecycle events the page looks through for the job's.
+const EVENTS_READ: usize = 1_000;
+
+pub(super) async fn page(
+    State(app): State<App>,
+    Extension(ctx): Extension<Ctx>,
+    Path((queue, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> PageResult {
+    app.admin.require_queue(&queue).await.or_page(&ctx)?;
+    let Some(v) = app.admin.find(&id, Some(&queue)).await.or_page(&ctx)? else {
+        return Err(PageError::new(
+            &ctx,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no job {id:?} in queue {queue:?} (finished jobs are kept only as long as the queue's retention says)"),
+        ));
+    };
+    let events = Lifecycle::new(app.admin.client().clone())
+        .tail(&queue, EVENTS_READ)
+        .await
+        .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp_millis();
+    let qpath = format!("/queues/{}", html::enc(&queue));
+    let jpath = format!("{qpath}/jobs/{}", html::enc(v.id.as_str()));
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        r#"<p class="crumbs"><a href="{}">Queues</a> / <a href="{}">{}</a> /</p><div class="row"><h1 class="mono">{}</h1><div class="actions">"#,
+        ctx.href("/"),
+        ctx.href(&format!("{qpath}?state={}", v.state.name())),
+        esc(&queue),
+        esc(v.id.as_str()),
+    );
+    if retryable(v.state) {
+        body.push_str(&ctx.button(&format!("{jpath}/retry"), "Retry now", "primary", &[]));
+    }
+    if v.state != JobState::Active {
+        body.push_str(&ctx.button(&format!("{jpath}/delete"), "Delete", "danger", &[]));
+    }
+    body.push_str("</div></div>");
+    if let Some(done) = q.get("done").filter(|d| *d == "retried") {
+        let _ = write!(
+            body,
+            r#"<p class="flash">{}</p>"#,
+            esc(&format!("{done}: it runs again now."))
+        );
+    }
+    let mut rows: Vec<(&str, String)> = vec![(
+        "state",
+        format!(
+            r#"<span class="badge state-{0}">{0}</span>"#,
+            v.state.name()
+        ),
+    )];
+    let job = v.job.as_ref().ok();
+    match &v.job {
+        Ok(j) => {
+            rows.push(("name", esc(&j.name)));
+            rows.push(("priority", j.priority.to_string()));
+            rows.push((
+                "attempts",
+                format!("{} failed of {} allowed", j.failed, j.max_attempts()),
+            ));
+            rows.push(("created", html::when(Some(j.created_ms), now)));
+            if let Some(t) = j.timeout_ms {
+                rows.push(("timeout", html::ms(Some(t as f64))));
+            }
+            if let Some(u) = &j.unique_key {
+                rows.push(("unique key", esc(u)));
+            }
+            if let Some(t) = &j.traceparent {
+                rows.push((
+                    "traceparent",
+                    format!(r#"<span class="mono">{}</span>"#, esc(t)),
+                ));
+            }
+        }
+        Err(e) => rows.push((
+            "envelope",
+            format!(
+                r#"<span class="badge danger">undecodable</span> {}"#,
+                esc(e)
+            ),
+        )),
+    }
+    if let Some(at) = v.at_ms {
+        let label = match v.state {
+            JobState::Scheduled | JobState::Retrying => "runs",
+            JobState::Active => "lease ends",
+            JobState::Dead => "died",
+            JobState::Completed => "finished",
+            _ => "at",
+        };
+        rows.push((label, html::when(Some(at), now)));
+    }
+    if let Some(e) = v.outcome.as_ref().and_then(|o| o.error.as_ref()) {
+        rows.push((
+            "reason",
+            format!(r#"<span class="error">{}</span>"#, esc(e)),
+        ));
+    }
+    body.push_str(r#"<section class="card"><dl class="fields">"#);
+    for (k, val) in rows {
+        let _ = write!(body, "<dt>{k}</dt><dd>{val}</dd>");
+    }
+    body.push_str("</dl></section>");
+    if let Some(j) = job {
+        let args = match queue_core::wire::decode_value::<serde_json::Value>(&j.args, "arguments") {
+            Ok(a) => serde_json::to_string_pretty(&a).unwrap_or_default(),
+            Err(e) => format!("{e}\n(hex) {}", hex(&j.args)),
+        };
+        let _ = write!(
+            body,
+            r#"<section class="card"><h2>Arguments</h2><pre class="json">{}</pre></section>"#,
+            esc(&args)
+        );
+    }
+    if let Some(r) = v.outcome.as_ref().and_then(|o| o.result.as_deref()) {
+        let shown = match queue_core::wire::decode_value::<serde_json::Value>(r, "result") {
+            Ok(a) => serde_json::to_string_pretty(&a).unwrap_or_default(),
+            Err(_) => format!("(hex) {}", hex(r)),
+        };
+        let _ = write!(
+            body,
+            r#"<section class="card"><h2>Result</h2><pre class="json">{}</pre></section>"#,
+            esc(&shown)
+        );
+    }
+    if let Some(j) = job.filter(|j| !j.errors.is_empty()) {
+        body.push_str(r#"<section class="card"><h2>Errors</h2><div class="scroll"><table><thead><tr><th class="n">attempt</th><th>when</th><th>kind</th><th>message</th></tr></thead><tbody>"#);
+        for f in &j.errors {
+            let _ = write!(
+                body,
+                r#"<tr><td class="n">{}</td><td>{}</td><td>{}</td><td class="error">{}</td></tr>"#,
+                f.attempt,
+                html::when(Some(f.at_ms), now),
+                esc(&f.kind),
+                esc(&f.message)
+            );
+        }
+        body.push_str("</tbody></table></div></section>");
+    }
+    let mine: Vec<_> = events
+        .iter()
+        .filter(|e| e.ids.iter().any(|i| i == v.id.as_str()))
+        .collect();
+    body.push_str(r#"<section class="card"><h2>Lifecycle</h2>"#);
+    if mine.is_empty() {
+        let _ = write!(
+            body,
+            r#"<p class="empty">No event of this job among the queue's last {} (lifecycle events are off unless `queue events {} --enable` turned them on).</p>"#,
+            html::num(EVENTS_READ as u64),
+            esc(&queue)
+        );
+    } else {
+        body.push_str(r#"<ol class="events">"#);
+        for e in mine {
+            let _ = write!(
+                body,
+                r#"<li><span class="badge state-{kind}">{kind}</span> {}{}</li>"#,
+                html::when(Some(e.at), now),
+                e.error
+                    .as_ref()
+                    .map(|x| format!(r#" <span class="error">{}</span>"#, esc(x)))
+                    .unwrap_or_default(),
+                kind = esc(&e.kind),
+            );
+        }
+        body.push_str("</ol>");
+    }
+    body.push_str("</section>");
+    Ok(Html(html::page(&ctx, v.id.as_str(), "", &body)).into_response())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
