@@ -115,7 +115,7 @@ fn install_panic_hook() {
 /// What a task beside the loop came back with.
 #[derive(Debug)]
 enum Done {
-    Read(anyhow::Result<Snapshot>),
+    Read(anyhow::Result<Box<Snapshot>>),
     Did(anyhow::Result<Effect>),
 }
 
@@ -125,7 +125,7 @@ enum Effect {
     /// A change, in words for the status line.
     Said(String),
     /// The job the detail pane opened on, as it is now (`None`: gone).
-    Opened(JobRef, Option<queue::admin::JobView>),
+    Opened(JobRef, Option<Box<queue::admin::JobView>>),
     /// Nothing to report: the loop itself handles quitting and refreshing.
     Nothing,
 }
@@ -154,7 +154,7 @@ async fn event_loop<B: ratatui::backend::Backend>(
         if !reading && (read_again || app.want() != last_want) {
             last_want = app.want();
             let (admin, want) = (admin.clone(), last_want.clone());
-            tasks.spawn(async move { Done::Read(snapshot(&admin, &want).await) });
+            tasks.spawn(async move { Done::Read(snapshot(&admin, &want).await.map(Box::new)) });
             reading = true;
             read_again = false;
         }
@@ -179,13 +179,13 @@ async fn event_loop<B: ratatui::backend::Backend>(
                 match done.context("a dashboard task failed")? {
                     Done::Read(Ok(snap)) => {
                         reading = false;
-                        app.apply(snap);
+                        app.apply(*snap);
                     }
                     Done::Read(Err(e)) => {
                         reading = false;
-                        app.refresh_error = Some(secrets.scrub(&format!("{e:#}")));
+                        app.refresh_error = Some(describe(&e, secrets));
                     }
-                    Done::Did(Ok(Effect::Opened(r, view))) => app.reopened(&r, view),
+                    Done::Did(Ok(Effect::Opened(r, view))) => app.reopened(&r, view.map(|v| *v)),
                     Done::Did(Ok(Effect::Said(said))) => {
                         app.status = Some(Status::Info(said));
                         // Show what the action changed without waiting for the tick.
@@ -193,12 +193,26 @@ async fn event_loop<B: ratatui::backend::Backend>(
                     }
                     Done::Did(Ok(Effect::Nothing)) => {}
                     Done::Did(Err(e)) => {
-                        app.status = Some(Status::Error(secrets.scrub(&format!("{e:#}"))));
+                        app.status = Some(Status::Error(describe(&e, secrets)));
                     }
                 }
             }
         }
     }
+}
+
+/// An error for the status line, without the Redis password: the chain of causes down to the
+/// library's error, whose message already ends with its own source's (as `error.rs` reports
+/// a failed command).
+fn describe(e: &anyhow::Error, secrets: &Secrets) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(secrets.scrub(&cause.to_string()));
+        if cause.downcast_ref::<queue::Error>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ")
 }
 
 /// Reads what the dashboard shows: every queue's counts and the completions of each of its last
@@ -277,7 +291,7 @@ async fn perform(admin: &Admin, action: Action) -> anyhow::Result<Effect> {
         // carry (a completed job's result) and any move since the list was read.
         Action::Open(r) => {
             let now = admin.find(&r.id, Some(&r.queue)).await?;
-            return Ok(Effect::Opened(r, now));
+            return Ok(Effect::Opened(r, now.map(Box::new)));
         }
         Action::Quit | Action::Refresh => return Ok(Effect::Nothing),
     };

@@ -105,6 +105,19 @@ async fn one(
             format!("no job {id:?} in {queue:?}"),
         ));
     };
+    // The button was for the state the page showed; the job may have moved since.
+    let applies = match bulk {
+        Bulk::Retry => super::queue::retryable(v.state),
+        _ => v.state != JobState::Active,
+    };
+    if !applies {
+        return Err(PageError::new(
+            ctx,
+            StatusCode::CONFLICT,
+            "Changed meanwhile",
+            format!("job {id} is {} now: look again", v.state.name()),
+        ));
+    }
     let n = match bulk {
         Bulk::Retry => app.admin.retry(std::slice::from_ref(&v)).await,
         _ => app.admin.delete(std::slice::from_ref(&v)).await,

@@ -62,11 +62,18 @@ pub(crate) fn router(app: App) -> Router {
 async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let inner = req.uri().path().to_string();
+    // Nested at `/admin`, `/admin` itself arrives as `/`.
     let base = req
         .extensions()
         .get::<OriginalUri>()
         .map(|o| o.path().to_string())
-        .and_then(|full| full.strip_suffix(inner.as_str()).map(str::to_string))
+        .and_then(|full| {
+            if inner == "/" {
+                Some(full)
+            } else {
+                full.strip_suffix(inner.as_str()).map(str::to_string)
+            }
+        })
         .unwrap_or_default();
     let base = base.trim_end_matches('/').to_string();
     let open = inner == "/login" || inner.starts_with("/assets/");

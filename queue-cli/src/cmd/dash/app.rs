@@ -309,9 +309,7 @@ impl App {
     fn enter(&mut self) -> Option<Action> {
         match self.focus {
             Focus::Queues => {
-                let Some(q) = self.selected_queue() else {
-                    return None;
-                };
+                let q = self.selected_queue()?;
                 if self.jobs_current() && self.snapshot.jobs.is_empty() {
                     let msg = format!("no {} jobs in {}", self.state.name(), q.stats.queue);
                     self.status = Some(Status::Info(msg));

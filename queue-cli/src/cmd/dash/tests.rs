@@ -399,8 +399,18 @@ fn help_errors_and_small_screens() {
         "{screen}"
     );
     press(&mut app, KeyCode::Char('?'));
-    app.refresh_error = Some("cannot reach Redis at redis://127.0.0.1:1".into());
-    assert!(render(&app, 120, 30).contains("cannot refresh: cannot reach Redis"));
+    // A failed refresh and an action's result show together.
+    let secrets = crate::error::Secrets::new(Some("redis://:s3cr3t@127.0.0.1:1"));
+    let e = anyhow::anyhow!("no route to redis://:s3cr3t@127.0.0.1:1");
+    app.refresh_error = Some(super::describe(&e, &secrets));
+    app.status = Some(Status::Error("pause failed".into()));
+    let screen = render(&app, 120, 30);
+    assert!(
+        screen.contains("cannot refresh: no route to redis://") && screen.contains("pause failed"),
+        "{screen}"
+    );
+    assert!(!screen.contains("s3cr3t"), "{screen}");
+    app.status = None;
 
     // Nothing panics however small the terminal, with or without the detail pane.
     press(&mut app, KeyCode::Enter);
@@ -527,7 +537,7 @@ async fn a_real_snapshot_renders_and_a_retry_moves_the_dead_job() {
     press(&mut app, KeyCode::Enter);
     let open = press(&mut app, KeyCode::Enter).expect("open");
     match perform(&admin, open).await.expect("find") {
-        Effect::Opened(r, view) => app.reopened(&r, view),
+        Effect::Opened(r, view) => app.reopened(&r, view.map(|v| *v)),
         other => panic!("expected the job, got {other:?}"),
     }
     let screen = render(&app, 120, 30);

@@ -36,7 +36,9 @@ pub struct Areas {
 pub fn layout(area: Rect, app: &App) -> Areas {
     let rows = app.snapshot.queues.len().max(1) as u16;
     let queues_h = (rows + 3).min((area.height / 2).max(4));
-    let status_h = if app.help { 2 } else { 1 };
+    // The help wraps on an 80-column terminal; a failed refresh has a line of its own, so an
+    // action's result still shows while Redis is away.
+    let status_h = if app.help { 2 } else { 1 } + u16::from(app.refresh_error.is_some());
     let [queues, tabs, jobs, status] = Layout::vertical([
         Constraint::Length(queues_h),
         Constraint::Length(1),
@@ -267,22 +269,24 @@ fn draw_jobs(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_status(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let line = if app.help {
-        Line::from(HELP)
-    } else if let Some(e) = &app.refresh_error {
+    let mut lines = Vec::new();
+    if let Some(e) = &app.refresh_error {
         let text = format!(
             "cannot refresh: {}; the figures shown are older",
             one_line(e)
         );
-        Line::from(text).red()
+        lines.push(Line::from(text).red());
+    }
+    lines.push(if app.help {
+        Line::from(HELP)
     } else {
         match &app.status {
             Some(Status::Error(e)) => Line::from(one_line(e).into_owned()).red(),
             Some(Status::Info(s)) => Line::from(one_line(s).into_owned()),
             None => Line::from("? keys · q quit").dim(),
         }
-    };
-    frame.render_widget(Paragraph::new(line).wrap(Wrap { trim: true }), area);
+    });
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
 }
 
 fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App, view: &JobView) {
