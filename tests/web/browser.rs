@@ -104,7 +104,24 @@ async fn text(b: &Browser, css: &str) -> String {
         .unwrap_or_else(|e| panic!("{css}: {e}"))
         .text()
         .await
-        .expect("text")
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+}
+
+/// Clicks what `locator` finds and waits for the page it leads to (the old document's root
+/// element goes stale), so nothing reads the page being left.
+async fn follow(b: &Browser, locator: Locator<'_>) {
+    let old = b.find(Locator::Css("html")).await.expect("the page");
+    b.find(locator)
+        .await
+        .expect("the element to click")
+        .click()
+        .await
+        .expect("click");
+    common::eventually(WAIT, "the next page", || {
+        let old = old.clone();
+        async move { old.tag_name().await.is_err() }
+    })
+    .await;
 }
 
 async fn sign_in(b: &Browser, base: &str, token: &str) {
@@ -117,13 +134,38 @@ async fn sign_in(b: &Browser, base: &str, token: &str) {
         .await
         .expect("the login form");
     secret.send_keys(token).await.expect("type");
-    b.find(Locator::Css("form.login button"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    follow(b, Locator::Css("form.login button")).await;
     assert_eq!(text(b, "h1").await, "Queues");
+}
+
+/// For the pictures only: an hour of history in the `emails` queue, written as workers write
+/// it (a varying rate, a few failures), so the charts have something to show.
+async fn seed_history(env: &Env) {
+    if std::env::var_os("QUEUE_SCREENSHOTS").is_none() {
+        return;
+    }
+    let mut raw = env.raw().await;
+    let now = common::now_ms() / 60_000;
+    for m in 0..60i64 {
+        let done = 400 + (m * 37 % 23) * 20 + if m > 40 { 300 } else { 0 };
+        let failed = (m * 13) % 7 + if (44..47).contains(&m) { 40 } else { 0 };
+        let key = format!("queue:{{emails}}:metrics:{}", now - 59 + m);
+        let fields: Vec<(String, i64)> = vec![
+            ("c|mail.send".into(), done),
+            ("f|mail.send".into(), failed),
+            ("r|mail.send".into(), failed),
+            ("w3|mail.send".into(), done / 2),
+            ("w4|mail.send".into(), done / 3),
+            ("w6|mail.send".into(), done / 6),
+            ("t5|mail.send".into(), done),
+        ];
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(fields)
+            .query_async(&mut raw)
+            .await
+            .expect("seed history");
+    }
 }
 
 async fn shot(b: &Browser, name: &str) {
@@ -146,6 +188,7 @@ async fn an_operator_works_the_dashboard_in_chromium() {
             .await
             .expect("enqueue");
     }
+    seed_history(&env).await;
     let addr = serve(&env).await;
     let base = format!("http://{addr}");
     let driver = Driver::start().await;
@@ -178,12 +221,7 @@ async fn an_operator_works_the_dashboard_in_chromium() {
         .await
         .expect("search box");
     q.send_keys("alice").await.expect("type");
-    b.find(Locator::Css("form.search button"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("search");
+    follow(&b, Locator::Css("form.search button")).await;
     let rows = text(&b, "table.jobs tbody").await;
     assert!(rows.contains("mail.send"), "{rows}");
     let found = b
@@ -214,12 +252,7 @@ async fn an_operator_works_the_dashboard_in_chromium() {
         .expect("goto");
     shot(&b, "dashboard-job.png").await;
     assert_eq!(text(&b, "dl.fields .badge").await, "dead");
-    b.find(Locator::XPath("//button[text()='Retry now']"))
-        .await
-        .expect("the retry button")
-        .click()
-        .await
-        .expect("retry");
+    follow(&b, Locator::XPath("//button[text()='Retry now']")).await;
     assert_eq!(text(&b, "dl.fields .badge").await, "pending");
     assert!(text(&b, "p.flash").await.contains("runs again now"));
     let v = admin
@@ -231,12 +264,7 @@ async fn an_operator_works_the_dashboard_in_chromium() {
 
     // Pause the queue.
     b.goto(&format!("{base}/queues/web")).await.expect("goto");
-    b.find(Locator::XPath("//button[text()='Pause']"))
-        .await
-        .expect("the pause button")
-        .click()
-        .await
-        .expect("pause");
+    follow(&b, Locator::XPath("//button[text()='Pause']")).await;
     assert!(text(&b, "h1").await.contains("paused"));
     assert!(env.client.is_paused("web").await.expect("paused"));
 
@@ -257,12 +285,7 @@ async fn an_operator_works_the_dashboard_in_chromium() {
     b.set_window_size(1280, 900).await.expect("resize");
 
     // Sign out; sign in read-only: no action button, and a post is refused.
-    b.find(Locator::XPath("//button[text()='Sign out']"))
-        .await
-        .expect("sign out")
-        .click()
-        .await
-        .expect("click");
+    follow(&b, Locator::XPath("//button[text()='Sign out']")).await;
     sign_in(&b, &base, READ_TOKEN).await;
     b.goto(&format!("{base}/queues/web/jobs/{}", dead[1]))
         .await

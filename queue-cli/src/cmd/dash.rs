@@ -146,6 +146,8 @@ async fn event_loop<B: ratatui::backend::Backend>(
     // One read at a time; a read asked for meanwhile starts when it ends.
     let mut reading = false;
     let mut read_again = false;
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         let size = terminal.size()?;
         app.page_size = ui::page_size(Rect::new(0, 0, size.width, size.height), &app);
@@ -175,6 +177,7 @@ async fn event_loop<B: ratatui::backend::Backend>(
                 None => return Ok(()),
             },
             _ = tick.tick() => read_again = true,
+            stopped = &mut stop => return stopped.context("cannot watch for signals"),
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 match done.context("a dashboard task failed")? {
                     Done::Read(Ok(snap)) => {
@@ -199,6 +202,25 @@ async fn event_loop<B: ratatui::backend::Backend>(
             }
         }
     }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, or SIGHUP when the terminal goes):
+/// the loop returns and the terminal is restored, as on `q`, where the default action of
+/// those signals would leave it in raw mode.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::future::pending().await
 }
 
 /// An error for the status line, without the Redis password: the chain of causes down to the

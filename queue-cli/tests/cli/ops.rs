@@ -986,3 +986,72 @@ fn history_adds_up_minutes_in_steps() {
     let err = fails(&server, &["history", "nope"]);
     assert!(err.contains("no such queue"), "{err}");
 }
+
+/// `queue web`: serves the dashboard on the address it prints, signs in with the token it was
+/// given, stops on SIGTERM; refuses to serve open beyond loopback, and refuses a short token.
+#[test]
+fn web_serves_the_dashboard_until_sigterm() {
+    use std::io::{BufRead, Read, Write};
+    let server = crate::server();
+    ok(&server, &["enqueue", "cli.email", "-q", "webq"]);
+    let err = fails(&server, &["web", "--addr", "0.0.0.0:0"]);
+    assert!(err.contains("--token or --user"), "{err}");
+    let err = fails(&server, &["web", "--addr", "127.0.0.1:0", "--token", "short"]);
+    assert!(err.contains("at least 16 characters"), "{err}");
+
+    let token = "cli-web-token-0123456789";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["web", "--addr", "127.0.0.1:0", "--json", "--token", token])
+        .env("REDIS_URL", server.url())
+        .env_remove("QUEUE_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn queue web");
+    let guard = Killed(child.id());
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the listening line");
+    let started = json(&line);
+    let url = started["listening"].as_str().expect("url").to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let get = |auth: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "GET /queues/webq HTTP/1.0\r\nHost: x\r\n{auth}\r\n").expect("write");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read");
+        reply
+    };
+    assert!(get(None).starts_with("HTTP/1.0 401"), "{}", get(None));
+    let page = get(Some(token));
+    assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    assert!(page.contains("cli.email"), "{page}");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("queue web stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    drop(guard);
+}
+
+/// Kills a process on drop (a failing assertion included).
+struct Killed(u32);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+    }
+}

@@ -159,7 +159,10 @@ fn refuse(ctx: &Ctx, status: StatusCode, title: &str, text: &str) -> Response {
 /// A page's failure, shown as a page: Redis unreachable, a queue or job not found, a bad
 /// parameter.
 #[derive(Debug)]
-pub(crate) struct PageError {
+pub(crate) struct PageError(Box<Failure>);
+
+#[derive(Debug)]
+struct Failure {
     status: StatusCode,
     title: &'static str,
     text: String,
@@ -173,12 +176,12 @@ impl PageError {
         title: &'static str,
         text: impl Into<String>,
     ) -> PageError {
-        PageError {
+        PageError(Box::new(Failure {
             status,
             title,
             text: text.into(),
             ctx: ctx.clone(),
-        }
+        }))
     }
 
     /// A failure of the queue library: not found (404), bad input (400), Redis (503).

@@ -183,6 +183,9 @@ impl App {
             self.reopened(r, snap.detail.clone());
         }
         self.snapshot = snap;
+        // A page emptied meanwhile (its jobs retried, run or deleted): show the last one left.
+        let pages = self.state_count().div_ceil(self.page_size as u64).max(1) as usize;
+        self.page = self.page.min(pages - 1);
         self.job = self.job.min(self.snapshot.jobs.len().saturating_sub(1));
         self.refresh_error = None;
     }

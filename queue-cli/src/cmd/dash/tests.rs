@@ -330,6 +330,11 @@ fn keys_select_queues_states_and_pages() {
         Some(Action::Refresh)
     ));
     assert_eq!(app.page, 1);
+    // The jobs ran meanwhile: the refresh moves back to the last page there is.
+    let mut snap = app.snapshot.clone();
+    snap.queues[1].stats.pending = 4;
+    app.apply(snap);
+    assert_eq!(app.page, 0);
 }
 
 #[test]
