@@ -199,11 +199,8 @@ impl PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Html(html::message(&self.ctx, self.title, &self.text)),
-        )
-            .into_response()
+        let f = self.0;
+        (f.status, Html(html::message(&f.ctx, f.title, &f.text))).into_response()
     }
 }
 
