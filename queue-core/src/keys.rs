@@ -82,6 +82,11 @@ impl QueueKeys {
     pub fn metrics(&self, minute: i64) -> String {
         self.key(&format!("metrics:{minute}"))
     }
+    /// Hash of one hour's metrics history, the sum of its minutes (the long charts read 72 of
+    /// these instead of 4,320 minutes); `hour` is Unix milliseconds / 3,600,000.
+    pub fn metrics_hour(&self, hour: i64) -> String {
+        self.key(&format!("metrics:hour:{hour}"))
+    }
     /// Capped stream of lifecycle events (when enabled); also the name of their pub/sub
     /// channel.
     pub fn events(&self) -> String {
@@ -536,6 +541,7 @@ mod tests {
             assert_eq!(tag, queue);
             let mut all: Vec<String> = q.all_fixed();
             all.push(q.metrics(29_000_000));
+            all.push(q.metrics_hour(480_000));
             for t in &tricky {
                 all.push(q.unique(t));
                 all.push(q.alive_channel(t, 1));

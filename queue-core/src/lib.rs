@@ -43,7 +43,7 @@ pub mod admin {
         Step as HistoryStep, BUCKETS, BUCKETS_MS, MAX_NAMES, MAX_NAME_BYTES, OTHER_NAMES,
         RETENTION as HISTORY_RETENTION,
     };
-    pub use crate::engine::search::{Bulk, Query, SearchPage, SEARCH_BUDGET};
+    pub use crate::engine::search::{Bulk, BulkDone, Query, SearchPage, SEARCH_BUDGET};
     pub use crate::error::redact;
 }
 

@@ -105,6 +105,15 @@ impl std::fmt::Debug for Auth {
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "queue_session";
 
+/// How long a session lasts after signing in.
+pub(crate) const SESSION_MAX: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Auth {
     pub(crate) fn new(users: Vec<User>, read_only: bool) -> Auth {
         let mut key = [0u8; 32];
@@ -171,11 +180,16 @@ impl Auth {
                     .map(|i| self.principal(Some(i), false));
             }
         }
+        // `<user index>.<issued, unix s>.<mac>`: signed, and refused once SESSION_MAX old.
         let cookie = cookie(headers, COOKIE)?;
-        let (index, mac) = cookie.split_once('.')?;
+        let mut parts = cookie.splitn(3, '.');
+        let (index, issued, mac) = (parts.next()?, parts.next()?, parts.next()?);
         let index: usize = index.parse().ok()?;
+        let issued_at: u64 = issued.parse().ok()?;
         let user = self.users.get(index)?;
-        same(&self.sign(&session_text(index, user)), mac).then(|| self.principal(Some(index), true))
+        let fresh = unix_secs().saturating_sub(issued_at) < SESSION_MAX.as_secs();
+        (fresh && same(&self.sign(&session_text(index, issued_at, user)), mac))
+            .then(|| self.principal(Some(index), true))
     }
 
     /// Someone not signed in, on the pages open to them (the login form, the assets).
@@ -196,7 +210,11 @@ impl Auth {
             self.by_password(user, secret)?
         };
         let u = self.users.get(index)?;
-        Some(format!("{index}.{}", self.sign(&session_text(index, u))))
+        let now = unix_secs();
+        Some(format!(
+            "{index}.{now}.{}",
+            self.sign(&session_text(index, now, u))
+        ))
     }
 
     /// Whether `token` is the CSRF token of `p`.
@@ -249,13 +267,13 @@ impl Auth {
 
 /// What a session cookie signs: the user's index and a digest of its secret, so changing a
 /// user's token or password ends its sessions too.
-fn session_text(index: usize, u: &User) -> String {
+fn session_text(index: usize, issued: u64, u: &User) -> String {
     let secret = match &u.secret {
         Secret::Token(t) => format!("t{t}"),
         Secret::Basic { user, password } => format!("b{user}:{password}"),
     };
     format!(
-        "session|{index}|{}",
+        "session|{index}|{issued}|{}",
         hex(&Sha256::digest(secret.as_bytes()))
     )
 }
@@ -330,10 +348,19 @@ mod tests {
         assert_eq!((c.role, c.by_cookie), (Role::ReadOnly, true));
         assert!(auth.login("viewer", "wrong").is_none());
         assert!(auth.login("", "admin-token-0123456789").is_some());
-        // A cookie naming the other user, or signed by another process, is refused.
+        // A cookie naming the other user, older than a session lasts, or signed by another
+        // process, is refused.
         let forged = format!("0.{}", cookie.split_once('.').expect("dot").1);
         assert!(auth
             .identify(&headers("cookie", &format!("{COOKIE}={forged}")))
+            .is_none());
+        let old = unix_secs() - SESSION_MAX.as_secs() - 1;
+        let stale = format!(
+            "1.{old}.{}",
+            auth.sign(&session_text(1, old, &auth.users[1]))
+        );
+        assert!(auth
+            .identify(&headers("cookie", &format!("{COOKIE}={stale}")))
             .is_none());
         let other = Auth::new(Vec::new(), false);
         assert_eq!(

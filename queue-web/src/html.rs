@@ -27,6 +27,26 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
+/// Text as an attribute value: as [`esc`], but a control character becomes a character
+/// reference (`&#9;`), so a form field posts back exactly what it holds.
+pub(crate) fn attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Characters left as they are in a path segment or a query value.
 const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
@@ -104,9 +124,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// A link to `path` (which starts with `/`) under the mount path.
+    /// `path` (which starts with `/`) under the mount path. The dashboard's root is the mount
+    /// path itself (`/admin`, not `/admin/`: a nested router answers only the former).
+    pub(crate) fn url(&self, path: &str) -> String {
+        match path.strip_prefix('/') {
+            Some(rest) if !self.base.is_empty() && (rest.is_empty() || rest.starts_with('?')) => {
+                format!("{}{rest}", self.base)
+            }
+            _ => format!("{}{path}", self.base),
+        }
+    }
+
+    /// A link to `path` under the mount path, escaped for an attribute.
     pub(crate) fn href(&self, path: &str) -> String {
-        esc(&format!("{}{path}", self.base))
+        attr(&self.url(path))
     }
 
     /// Whether actions are shown and accepted.
@@ -131,8 +162,8 @@ impl Ctx {
             let _ = write!(
                 hidden,
                 r#"<input type="hidden" name="{}" value="{}">"#,
-                esc(k),
-                esc(v)
+                attr(k),
+                attr(v)
             );
         }
         format!(
@@ -148,7 +179,7 @@ impl Ctx {
     pub(crate) fn csrf_field(&self) -> String {
         format!(
             r#"<input type="hidden" name="csrf" value="{}">"#,
-            esc(&self.user.csrf)
+            attr(&self.user.csrf)
         )
     }
 }
@@ -238,6 +269,7 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;\\u{1b}[31m"
         );
         assert_eq!(enc("a/b?c d%"), "a%2Fb%3Fc%20d%25");
+        assert_eq!(attr("a\tb\"<"), "a&#9;b&quot;&lt;");
         assert_eq!(num(1_234_567), "1,234,567");
         assert_eq!(num(12), "12");
         assert_eq!(ago(0, 90_000), "1 min ago");

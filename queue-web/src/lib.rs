@@ -48,6 +48,7 @@ pub struct Dashboard {
     admin: Admin,
     users: Vec<auth::User>,
     read_only: bool,
+    local_only: bool,
 }
 
 impl Dashboard {
@@ -59,6 +60,7 @@ impl Dashboard {
             admin,
             users: Vec::new(),
             read_only: false,
+            local_only: false,
         }
     }
 
@@ -112,6 +114,15 @@ impl Dashboard {
         self
     }
 
+    /// Answers only requests whose `Host` is `localhost` or a loopback address (others get
+    /// 421). For a dashboard without sign-in on a loopback address: a web page the operator
+    /// visits could otherwise reach it through DNS rebinding. `queue web` sets it when it has
+    /// no user.
+    pub fn local_only(mut self, local_only: bool) -> Dashboard {
+        self.local_only = local_only;
+        self
+    }
+
     /// The dashboard as an axum router, to nest anywhere (`Router::nest("/admin", ..)`): its
     /// links follow the path it is mounted at.
     pub fn router(self) -> Router {
@@ -119,6 +130,8 @@ impl Dashboard {
             admin: self.admin.clone(),
             cron: queue_core::cron::Cron::new(self.admin.client().clone()),
             auth: Arc::new(auth::Auth::new(self.users, self.read_only)),
+            local_only: self.local_only,
+            live: pages::Hub::default(),
         };
         pages::router(app)
     }

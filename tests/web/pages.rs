@@ -248,6 +248,10 @@ async fn mounted_under_a_path_its_links_follow() {
         r.body
     );
     assert!(r.body.contains(r#"href="/admin/queues/assets/app.css""#));
+    // The root is the mount path itself (a nested router does not answer `/admin/queues/`).
+    assert!(r.body.contains(r#"class="brand" href="/admin/queues""#), "{}", r.body);
+    assert!(r.body.contains(r#"href="/admin/queues?range=24h""#), "{}", r.body);
+    assert_eq!(dash.get("/admin/queues?range=24h").await.status, StatusCode::OK);
     let csrf = dash.csrf("/admin/queues/queues/web").await;
     let r = dash
         .post("/admin/queues/queues/web/pause", &[("csrf", &csrf)])
@@ -255,6 +259,34 @@ async fn mounted_under_a_path_its_links_follow() {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     assert_eq!(r.location, "/admin/queues/queues/web?done=paused");
     assert!(env.client.is_paused("web").await.expect("paused"));
+}
+
+/// Open on loopback (`queue web` without users), the dashboard answers only requests to
+/// localhost: a page on a rebound name cannot read it.
+#[tokio::test]
+async fn an_open_local_dashboard_refuses_other_host_names() {
+    let env = Env::start().await;
+    let router = Dashboard::new(Admin::new(env.client.clone()))
+        .local_only(true)
+        .router();
+    let dash = Dash { router, auth: None };
+    for (host, want) in [
+        ("localhost:8080", StatusCode::OK),
+        ("127.0.0.1:8080", StatusCode::OK),
+        ("[::1]:8080", StatusCode::OK),
+        ("attacker.example:8080", StatusCode::MISDIRECTED_REQUEST),
+        ("127.0.0.1.attacker.example", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let r = dash
+            .send(
+                dash.request("GET", "/")
+                    .header(header::HOST, host)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(r.status, want, "{host}");
+    }
 }
 
 #[tokio::test]
@@ -303,6 +335,22 @@ async fn sign_in_roles_and_csrf() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.body.contains("wrong credentials"));
+    // A next path a browser would read as another site is not followed.
+    let r = nobody
+        .post("/login", &[("user", ""), ("secret", READ_TOKEN), ("next", "/\t/evil.example")])
+        .await;
+    assert_eq!(r.location, "/");
+    let cross = nobody
+        .send(
+            nobody
+                .request("POST", "/login")
+                .header("sec-fetch-site", "cross-site")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!("user=&secret={READ_TOKEN}")))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN, "no login from another site");
 
     // Read-only: sees everything, no action button, and a post is refused.
     let reader = Dash {
@@ -409,6 +457,14 @@ async fn search_by_name_text_and_json_path_is_bounded() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 
+    // More matches than a page in a set shorter than a read: the page links to the rest.
+    for i in 0..60 {
+        pending(&env.client, "many", "x", serde_json::json!({"i": i})).await;
+    }
+    let r = dash.get("/queues/many?name=x").await;
+    assert_eq!(count(&r.body), 50);
+    assert!(r.body.contains("continue the search"), "{}", r.body);
+
     // Past the budget: the first page says how far it read and continues from there.
     let filler =
         queue::wire::encode_value(&serde_json::json!({"n": 0}), "arguments").expect("encode");
@@ -510,6 +566,33 @@ async fn bulk_and_single_actions_change_jobs() {
         .contains("Retried 2 job(s)."));
     let stats = admin.stats("web").await.expect("stats");
     assert_eq!((stats.dead, stats.pending), (0, 3), "{stats:?}");
+    // Retried while a worker fails them again at once: each is retried once, not again when it
+    // comes back dead during the same request.
+    let running = common::start_worker(&env.client, &["web.dies"], |b| b.queue("web", 1)).await;
+    common::eventually(Duration::from_secs(30), "the three dead again", || async {
+        admin.stats("web").await.expect("stats").dead == 3
+    })
+    .await;
+    let r = dash
+        .post(
+            "/queues/web/bulk",
+            &[("csrf", &csrf), ("action", "retry"), ("state", "dead")],
+        )
+        .await;
+    assert_eq!(r.location, "/queues/web?state=dead&done=retried&n=3", "{}", r.body);
+    common::eventually(Duration::from_secs(30), "the three dead once more", || async {
+        admin.stats("web").await.expect("stats").dead == 3
+    })
+    .await;
+    running.stop().await;
+    let r = dash
+        .post(
+            "/queues/web/bulk",
+            &[("csrf", &csrf), ("action", "retry"), ("state", "dead")],
+        )
+        .await;
+    assert_eq!(r.location, "/queues/web?state=dead&done=retried&n=3");
+
     // Delete one pending job, then all of them.
     let r = dash
         .post(

@@ -123,10 +123,25 @@ async fn settled_attempts_are_counted_per_minute_and_job_name() {
     assert!(bucket >= bucket_of(30), "{:?}", slow.run);
     assert!(slow.run.quantile(0.5).expect("p50") >= 25.0);
 
+    // The hourly hashes hold the same sums (the long charts read them).
+    let now = chrono::Utc::now().timestamp_millis();
+    let hours = admin
+        .history_hours("hist", now - 2 * 3_600_000, now)
+        .await
+        .expect("hours");
+    assert_eq!(hours.len(), 3, "one entry per hour, empty ones too");
+    let mut by_hour = std::collections::BTreeMap::<String, Counts>::new();
+    for h in hours {
+        for (name, c) in h.names {
+            by_hour.entry(name).or_default().merge(&c);
+        }
+    }
+    assert_eq!(by_hour, h, "hours and minutes agree");
+
     // Every minute's hash expires on its own after the retention.
     let mut raw = env.raw().await;
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("queue:{hist}:metrics:*")
+        .arg("queue:{hist}:metrics:[0-9]*")
         .query_async(&mut raw)
         .await
         .expect("keys");

@@ -266,14 +266,7 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         bail!("only dead, scheduled, retrying and recovered jobs can be retried");
     }
     let stats = admin.stats(&b.queue).await?;
-    let total = match state {
-        State::Pending => stats.pending,
-        State::Scheduled => stats.scheduled,
-        State::Retrying => stats.retrying,
-        State::Recovered => stats.recovered,
-        State::Dead => stats.dead,
-        _ => stats.completed,
-    };
+    let total = stats.count(state);
     let scope = match &b.name {
         Some(n) => format!("{} {} jobs named {n:?}", state.name(), printable(&b.queue)),
         None => format!("{total} {} jobs of {}", state.name(), printable(&b.queue)),
@@ -313,8 +306,9 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         queue::admin::Bulk::Delete
     };
     let done = admin
-        .apply_all(&b.queue, state, &query, bulk, |n| bar.inc(n))
-        .await?;
+        .apply_all(&b.queue, state, &query, bulk, u64::MAX, |n| bar.inc(n))
+        .await?
+        .changed;
     bar.finish_and_clear();
     if out.json {
         out.json(&serde_json::json!({ "action": verb, "queue": b.queue, "state": state.name(), "count": done }))?;

@@ -77,10 +77,15 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
         d = basic(d, Role::ReadOnly, u, "--read-user")?;
         users += 1;
     }
-    if users == 0 && !addr.ip().is_loopback() && !a.no_auth {
-        anyhow::bail!(
-            "{addr} is reachable from other machines: give --token or --user (or --no-auth to serve it open)"
-        );
+    if users == 0 && !a.no_auth {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "{addr} is reachable from other machines: give --token or --user (or --no-auth to serve it open)"
+            );
+        }
+        // Open on loopback: only for requests to localhost, so that no web page can reach
+        // it through DNS rebinding.
+        d = d.local_only(true);
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

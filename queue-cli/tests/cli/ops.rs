@@ -996,7 +996,10 @@ fn web_serves_the_dashboard_until_sigterm() {
     ok(&server, &["enqueue", "cli.email", "-q", "webq"]);
     let err = fails(&server, &["web", "--addr", "0.0.0.0:0"]);
     assert!(err.contains("--token or --user"), "{err}");
-    let err = fails(&server, &["web", "--addr", "127.0.0.1:0", "--token", "short"]);
+    let err = fails(
+        &server,
+        &["web", "--addr", "127.0.0.1:0", "--token", "short"],
+    );
     assert!(err.contains("at least 16 characters"), "{err}");
 
     let token = "cli-web-token-0123456789";
@@ -1024,7 +1027,9 @@ fn web_serves_the_dashboard_until_sigterm() {
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .expect("timeout");
-        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         write!(s, "GET /queues/webq HTTP/1.0\r\nHost: x\r\n{auth}\r\n").expect("write");
         let mut reply = String::new();
         s.read_to_string(&mut reply).expect("read");
@@ -1034,7 +1039,9 @@ fn web_serves_the_dashboard_until_sigterm() {
     let page = get(Some(token));
     assert!(page.starts_with("HTTP/1.0 200"), "{page}");
     assert!(page.contains("cli.email"), "{page}");
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
@@ -1052,6 +1059,8 @@ struct Killed(u32);
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
     }
 }

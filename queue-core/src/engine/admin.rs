@@ -124,6 +124,21 @@ pub struct QueueStats {
     pub oldest_pending_ms: Option<i64>,
 }
 
+impl QueueStats {
+    /// The jobs in `state`.
+    pub fn count(&self, state: State) -> u64 {
+        match state {
+            State::Pending => self.pending,
+            State::Scheduled => self.scheduled,
+            State::Retrying => self.retrying,
+            State::Recovered => self.recovered,
+            State::Active => self.active,
+            State::Dead => self.dead,
+            State::Completed => self.completed,
+        }
+    }
+}
+
 /// A job as listed or shown to operators.
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -286,21 +301,58 @@ impl Admin {
         if first > last {
             return Ok(Vec::new());
         }
-        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let minutes: Vec<(i64, String)> =
+            (first..=last).map(|m| (m * 60_000, k.metrics(m))).collect();
+        self.read_history(&minutes).await
+    }
+
+    /// As [`Admin::history`], hour by hour (each entry the sum of its minutes, `at_ms` the
+    /// hour's start), from the hourly hashes the workers write beside the minutes: 72 reads
+    /// for three days instead of 4,320.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn history_hours(
+        &self,
+        queue: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Minute>> {
+        let k = self.client.keys(queue)?;
+        let hour = |ms: i64| ms.div_euclid(3_600_000);
+        let last = hour(to_ms.min(now_ms()));
+        let oldest = last - (history::RETENTION.as_secs() as i64 / 3600) + 1;
+        let first = hour(from_ms).max(oldest);
+        if first > last {
+            return Ok(Vec::new());
+        }
+        let hours: Vec<(i64, String)> = (first..=last)
+            .map(|h| (h * 3_600_000, k.metrics_hour(h)))
+            .collect();
+        self.read_history(&hours).await
+    }
+
+    /// Reads history hashes (start in ms, key), in pipelines.
+    async fn read_history(&self, keys: &[(i64, String)]) -> Result<Vec<Minute>> {
+        let mut out = Vec::with_capacity(keys.len());
         let mut con = self.client.con();
         // Pipelines of a few hundred keep each reply small and the server responsive.
-        let minutes: Vec<i64> = (first..=last).collect();
-        for chunk in minutes.chunks(512) {
+        for chunk in keys.chunks(512) {
             let mut pipe = redis::pipe();
-            for m in chunk {
-                pipe.hgetall(k.metrics(*m));
+            for (_, key) in chunk {
+                pipe.hgetall(key);
             }
             let hashes: Vec<BTreeMap<String, i64>> = pipe
                 .query_async(&mut con)
                 .await
                 .map_err(rerr(&self.client))?;
-            for (m, fields) in chunk.iter().zip(hashes) {
-                out.push(Minute::decode(*m, fields));
+            for ((at_ms, _), fields) in chunk.iter().zip(hashes) {
+                out.push(Minute::decode(*at_ms, fields));
             }
         }
         Ok(out)
@@ -405,8 +457,15 @@ impl Admin {
         let k = self.client.keys(queue)?;
         let (zset, hash, members) = state.storage(&k);
         let mut con = self.client.con();
+        // Redis takes signed 64-bit positions: past them there is nothing to list.
+        let Some(last) = offset
+            .checked_add(limit - 1)
+            .filter(|l| i64::try_from(*l).is_ok())
+        else {
+            return Ok(Vec::new());
+        };
         let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(&zset).arg(offset).arg(offset + limit - 1);
+        cmd.arg(&zset).arg(offset).arg(last);
         if matches!(state, State::Dead | State::Completed) {
             cmd.arg("REV");
         }
@@ -535,14 +594,41 @@ impl Admin {
             None => self.queues().await?,
         };
         for q in &queues {
-            if let Some(v) = self.find_in(&id, q).await? {
+            let scans = [State::Recovered, State::Retrying, State::Scheduled];
+            if let Some(v) = self.find_in(&id, q, &scans).await? {
                 return Ok(Some(v));
             }
         }
         Ok(None)
     }
 
-    async fn find_in(&self, id: &JobId, queue: &str) -> Result<Option<JobView>> {
+    /// As [`Admin::find`] in one queue, in bounded time: the states kept by id (active, dead,
+    /// completed) and pending (located by its key), plus `state` when it is one of the sets
+    /// that can only be searched whole (scheduled, retrying, recovered: one `ZSCAN` pass over
+    /// that set alone). Without such a `state` those three are not looked in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed id; [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn find_quick(
+        &self,
+        id: &str,
+        queue: &str,
+        state: Option<State>,
+    ) -> Result<Option<JobView>> {
+        let id = JobId::parse(id)?;
+        let scans: Vec<State> = state
+            .filter(|s| matches!(s, State::Recovered | State::Retrying | State::Scheduled))
+            .into_iter()
+            .collect();
+        self.find_in(&id, queue, &scans).await
+    }
+
+    async fn find_in(&self, id: &JobId, queue: &str, scans: &[State]) -> Result<Option<JobView>> {
         let k = self.client.keys(queue)?;
         let mut con = self.client.con();
         // One round trip for every id-keyed state: the body and, where kept, the time.
@@ -614,7 +700,7 @@ impl Admin {
         if let Some(m) = pending {
             return Ok(Some(self.view_member(queue, State::Pending, &m, None)));
         }
-        for state in [State::Recovered, State::Retrying, State::Scheduled] {
+        for &state in scans {
             let (zset, _, _) = state.storage(&k);
             if let Some((m, at)) = self.scan_for(&zset, id).await? {
                 let at = (state != State::Recovered).then_some(at);

@@ -536,6 +536,7 @@ impl Broker {
 
     async fn fetch_inner(&self, n: usize, lease: Duration, policy: FetchPolicy) -> Result<Fetched> {
         let k = &self.keys;
+        let minute = history::minute_of(now_ms());
         let mut call = scripts().fetch.call();
         call.key(k.pending())
             .key(k.scheduled())
@@ -550,7 +551,8 @@ impl Broker {
             .key(k.stats())
             .key(k.recovered())
             .key(k.owners())
-            .key(k.metrics(history::minute_of(now_ms())));
+            .key(k.metrics(minute))
+            .key(k.metrics_hour(minute.div_euclid(60)));
         call.arg(n.min(MAX_BATCH))
             .arg(millis(lease))
             .arg(self.receipt.as_deref().unwrap_or(""))
@@ -874,6 +876,7 @@ impl Broker {
             let fields = history::fields(names);
             let mut call = scripts().record.call();
             call.key(self.keys.metrics(*minute))
+                .key(self.keys.metrics_hour(minute.div_euclid(60)))
                 .arg(millis(history::RETENTION))
                 .arg(fields.len());
             for (field, n) in &fields {

@@ -391,8 +391,9 @@ pub struct Minute {
 }
 
 impl Minute {
-    /// Decodes a minute's hash; fields that do not parse are skipped.
-    pub(crate) fn decode(minute: i64, fields: BTreeMap<String, i64>) -> Minute {
+    /// Decodes a minute's (or an hour's) hash starting at `at_ms`; fields that do not parse
+    /// are skipped.
+    pub(crate) fn decode(at_ms: i64, fields: BTreeMap<String, i64>) -> Minute {
         let mut names: BTreeMap<String, Counts> = BTreeMap::new();
         for (field, n) in fields {
             let Some((metric, name)) = field.split_once('|') else {
@@ -405,10 +406,7 @@ impl Minute {
                 names.insert(name.to_string(), counts);
             }
         }
-        Minute {
-            at_ms: minute * 60_000,
-            names,
-        }
+        Minute { at_ms, names }
     }
 
     /// The whole queue's counts in this minute (every name added up).
@@ -466,7 +464,7 @@ mod tests {
             .into_iter()
             .map(|(f, n)| (f, n as i64))
             .collect();
-        let m = Minute::decode(10, fields);
+        let m = Minute::decode(600_000, fields);
         assert_eq!(m.at_ms, 600_000);
         assert_eq!(m.names, names);
         assert_eq!(m.names["a"].failed, 2);

@@ -222,9 +222,11 @@ impl Admin {
             let want = CHUNK.min(SEARCH_BUDGET - page.scanned);
             let chunk = self.list(queue, state, offset, want).await?;
             let read = chunk.len();
+            let mut taken = 0;
             for v in chunk {
                 offset += 1;
                 page.scanned += 1;
+                taken += 1;
                 if query.matches(&v) {
                     page.jobs.push(v);
                     if page.jobs.len() == limit {
@@ -232,8 +234,8 @@ impl Admin {
                     }
                 }
             }
-            if read < want {
-                // The end of the state.
+            if read < want && taken == read {
+                // The state's end, every entry of it read.
                 return Ok(page);
             }
         }
@@ -241,8 +243,13 @@ impl Admin {
         Ok(page)
     }
 
-    /// Retries or deletes every job of `queue` in `state` matching `query`, a batch at a time,
-    /// calling `progress` with each batch's count; returns how many changed. Jobs that changed
+    /// Retries or deletes the jobs of `queue` in `state` matching `query`, a batch at a time,
+    /// at most `max` of them, calling `progress` with each batch's count; returns how many
+    /// changed and whether it reached the end.
+    ///
+    /// It works through what the state held when it started: it reads at most as many entries
+    /// as the state counted then, and skips entries that arrived since (a retried job that
+    /// fails again and comes back dead is not retried twice in one call). Jobs that changed
     /// state meanwhile are skipped. Running (active) jobs cannot be changed; only dead,
     /// scheduled, retrying and recovered jobs can be retried.
     ///
@@ -260,8 +267,9 @@ impl Admin {
         state: State,
         query: &Query,
         bulk: Bulk,
+        max: u64,
         mut progress: impl FnMut(u64) + Send,
-    ) -> Result<u64> {
+    ) -> Result<BulkDone> {
         if state == State::Active {
             return Err(Error::InvalidJob(
                 "running (active) jobs cannot be changed: they finish, or are recovered when their lease expires".into(),
@@ -277,28 +285,47 @@ impl Admin {
                 "only dead, scheduled, retrying and recovered jobs can be retried".into(),
             ));
         }
-        let mut done = 0;
+        let started_ms = crate::engine::client::now_ms();
+        let at_start = self.count(queue, state).await?;
+        let mut done = BulkDone::default();
         if bulk == Bulk::Delete && query.is_all() {
-            loop {
-                let n = self.purge_some(queue, state, MAX_BATCH).await?;
+            while done.changed < max.min(at_start) {
+                let n = self
+                    .purge_some(queue, state, MAX_BATCH.min((max.min(at_start) - done.changed) as usize))
+                    .await?;
                 if n == 0 {
-                    return Ok(done);
+                    break;
                 }
-                done += n;
+                done.changed += n;
                 progress(n);
             }
+            done.finished = done.changed >= at_start || self.count(queue, state).await? == 0;
+            return Ok(done);
         }
         // From the front in batches: changed jobs leave the set, so the front holds the next
-        // ones; the ones that do not match (or did not move) are stepped past.
-        let mut offset = 0;
-        loop {
-            let views = self.list(queue, state, offset, MAX_BATCH).await?;
+        // ones; the ones that do not match, did not move, or arrived after the start are
+        // stepped past.
+        let mut offset = 0usize;
+        let mut read = 0u64;
+        while read < at_start && done.changed < max {
+            let want = MAX_BATCH.min((at_start - read) as usize);
+            let views = self.list(queue, state, offset, want).await?;
             if views.is_empty() {
-                return Ok(done);
+                break;
             }
-            let (take, skip): (Vec<JobView>, Vec<JobView>) =
-                views.into_iter().partition(|v| query.matches(v));
-            offset += skip.len();
+            read += views.len() as u64;
+            let room = (max - done.changed) as usize;
+            let mut take = Vec::new();
+            for v in views {
+                // Dead and completed jobs carry their finish time: a newer one arrived since.
+                let newer = matches!(state, State::Dead | State::Completed)
+                    && v.at_ms.is_some_and(|at| at > started_ms);
+                if !newer && take.len() < room && query.matches(&v) {
+                    take.push(v);
+                } else {
+                    offset += 1;
+                }
+            }
             if take.is_empty() {
                 continue;
             }
@@ -306,15 +333,29 @@ impl Admin {
                 Bulk::Retry => self.retry(&take).await?,
                 Bulk::Delete => self.delete(&take).await?,
             };
-            if n < take.len() as u64 {
-                // Some changed state meanwhile and are still there: step past the batch
-                // (the changed ones left it, so this may skip a few; a second run finds them).
-                offset += take.len() - n as usize;
-            }
-            done += n;
+            // Those that did not move (changed state meanwhile) are still in front.
+            offset += take.len() - n as usize;
+            done.changed += n;
             progress(n);
         }
+        done.finished = read >= at_start || done.changed < max;
+        Ok(done)
     }
+
+    /// How many jobs `queue` holds in `state`.
+    async fn count(&self, queue: &str, state: State) -> Result<u64> {
+        Ok(self.stats(queue).await?.count(state))
+    }
+}
+
+/// What [`Admin::apply_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkDone {
+    /// Jobs retried or deleted.
+    pub changed: u64,
+    /// Whether it went through everything the state held at the start (false: it stopped at
+    /// `max`; call again for the rest).
+    pub finished: bool,
 }
 
 #[cfg(test)]

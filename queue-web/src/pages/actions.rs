@@ -15,6 +15,10 @@ use crate::html::{enc, Ctx};
 
 type Fields = Form<HashMap<String, String>>;
 
+/// The most jobs one bulk request changes: a request stays short (a proxy's timeout, a closed
+/// tab), and the page says when more remain.
+pub(super) const BULK_MAX: u64 = 10_000;
+
 fn csrf(app: &App, ctx: &Ctx, form: &HashMap<String, String>) -> Result<(), PageError> {
     check_csrf(app, ctx, form.get("csrf").map_or("", String::as_str))
 }
@@ -74,17 +78,19 @@ pub(super) async fn bulk(
         .matching(field("q"))
         .or_page(&ctx)?;
     app.admin.require_queue(&queue).await.or_page(&ctx)?;
-    let n = app
+    let r = app
         .admin
-        .apply_all(&queue, state, &search, bulk, |_| {})
+        .apply_all(&queue, state, &search, bulk, BULK_MAX, |_| {})
         .await
         .or_page(&ctx)?;
     Ok(to(
         &ctx,
         &format!(
-            "/queues/{}?state={}&done={done}&n={n}",
+            "/queues/{}?state={}&done={done}&n={}{}",
             enc(&queue),
-            state.name()
+            state.name(),
+            r.changed,
+            if r.finished { "" } else { "&more=1" }
         ),
     ))
 }
@@ -94,10 +100,13 @@ async fn one(
     ctx: &Ctx,
     queue: &str,
     id: &str,
+    form: &HashMap<String, String>,
     bulk: Bulk,
 ) -> Result<queue_core::admin::JobView, PageError> {
     app.admin.require_queue(queue).await.or_page(ctx)?;
-    let Some(v) = app.admin.find(id, Some(queue)).await.or_page(ctx)? else {
+    // The form says which state the page showed: the lookup stays bounded (see find_quick).
+    let state = form.get("state").and_then(|s| JobState::parse(s).ok());
+    let Some(v) = app.admin.find_quick(id, queue, state).await.or_page(ctx)? else {
         return Err(PageError::new(
             ctx,
             StatusCode::NOT_FOUND,
@@ -144,7 +153,7 @@ pub(super) async fn retry(
     Form(form): Fields,
 ) -> PageResult {
     csrf(&app, &ctx, &form)?;
-    let v = one(&app, &ctx, &queue, &id, Bulk::Retry).await?;
+    let v = one(&app, &ctx, &queue, &id, &form, Bulk::Retry).await?;
     Ok(to(
         &ctx,
         &format!(
@@ -162,7 +171,7 @@ pub(super) async fn delete(
     Form(form): Fields,
 ) -> PageResult {
     csrf(&app, &ctx, &form)?;
-    let v = one(&app, &ctx, &queue, &id, Bulk::Delete).await?;
+    let v = one(&app, &ctx, &queue, &id, &form, Bulk::Delete).await?;
     Ok(to(
         &ctx,
         &format!(

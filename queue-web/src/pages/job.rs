@@ -12,7 +12,7 @@ use queue_core::admin::State as JobState;
 use queue_core::events::Lifecycle;
 
 use super::queue::retryable;
-use super::{App, OrPage, PageError, PageResult};
+use super::{App, OrPage, PageResult};
 use crate::html::{self, esc, Ctx};
 
 /// How many of the queue's latest lifecycle events the page looks through for the job's.
@@ -25,13 +25,14 @@ pub(super) async fn page(
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult {
     app.admin.require_queue(&queue).await.or_page(&ctx)?;
-    let Some(v) = app.admin.find(&id, Some(&queue)).await.or_page(&ctx)? else {
-        return Err(PageError::new(
-            &ctx,
-            StatusCode::NOT_FOUND,
-            "Not found",
-            format!("no job {id:?} in queue {queue:?} (finished jobs are kept only as long as the queue's retention says)"),
-        ));
+    // Bounded: the sets that can only be searched whole are searched when the link says the
+    // job is there (the job lists' links do).
+    let state = match q.get("state").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(JobState::parse(s).or_page(&ctx)?),
+    };
+    let Some(v) = app.admin.find_quick(&id, &queue, state).await.or_page(&ctx)? else {
+        return Ok(not_found(&ctx, &queue, &id, state));
     };
     let events = Lifecycle::new(app.admin.client().clone())
         .tail(&queue, EVENTS_READ)
@@ -49,11 +50,12 @@ pub(super) async fn page(
         esc(&queue),
         esc(v.id.as_str()),
     );
+    let here = [("state", v.state.name())];
     if retryable(v.state) {
-        body.push_str(&ctx.button(&format!("{jpath}/retry"), "Retry now", "primary", &[]));
+        body.push_str(&ctx.button(&format!("{jpath}/retry"), "Retry now", "primary", &here));
     }
     if v.state != JobState::Active {
-        body.push_str(&ctx.button(&format!("{jpath}/delete"), "Delete", "danger", &[]));
+        body.push_str(&ctx.button(&format!("{jpath}/delete"), "Delete", "danger", &here));
     }
     body.push_str("</div></div>");
     if let Some(done) = q.get("done").filter(|d| *d == "retried") {
@@ -166,9 +168,9 @@ pub(super) async fn page(
     if mine.is_empty() {
         let _ = write!(
             body,
-            r#"<p class="empty">No event of this job among the queue's last {} (lifecycle events are off unless `queue events {} --enable` turned them on).</p>"#,
+            r#"<p class="empty">No event of this job among the queue's last {} (lifecycle events are off unless <code>queue events {} --enable</code> turned them on).</p>"#,
             html::num(EVENTS_READ as u64),
-            esc(&queue)
+            esc(&shell_word(&queue))
         );
     } else {
         body.push_str(r#"<ol class="events">"#);
@@ -192,4 +194,59 @@ pub(super) async fn page(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `/queues/{queue}/find?id=..`: the find-by-id form's answer, a redirect to the job's page.
+pub(super) async fn find(
+    Extension(ctx): Extension<Ctx>,
+    Path(queue): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> axum::response::Response {
+    let id = q.get("id").map_or("", |s| s.trim());
+    let mut path = format!("/queues/{}/jobs/{}", html::enc(&queue), html::enc(id));
+    if let Some(s) = q.get("state").filter(|s| !s.is_empty()) {
+        path.push_str(&format!("?state={}", html::enc(s)));
+    }
+    axum::response::Redirect::to(&ctx.url(&path)).into_response()
+}
+
+/// A word as a shell reads it back: quoted unless it is plain.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Not in the states looked in: where else it could be, each a link that looks there.
+fn not_found(ctx: &Ctx, queue: &str, id: &str, state: Option<JobState>) -> axum::response::Response {
+    let jpath = format!("/queues/{}/jobs/{}", html::enc(queue), html::enc(id));
+    let elsewhere: Vec<String> = [JobState::Scheduled, JobState::Retrying, JobState::Recovered]
+        .into_iter()
+        .filter(|s| Some(*s) != state)
+        .map(|s| {
+            format!(
+                r#"<a href="{}?state={}">{}</a>"#,
+                ctx.href(&jpath),
+                s.name(),
+                s.name()
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<h1>Not found</h1><p class="message">No job {} among the pending, active, dead and completed jobs of {}{}. Finished jobs are kept as long as the queue's retention says. Look among the {} jobs (each reads that whole set).</p>"#,
+        esc(id),
+        esc(queue),
+        state.map(|s| format!(" nor the {} ones", s.name())).unwrap_or_default(),
+        elsewhere.join(", ")
+    );
+    (
+        StatusCode::NOT_FOUND,
+        Html(html::page(ctx, "Not found", "", &body)),
+    )
+        .into_response()
 }

@@ -10,14 +10,35 @@ use axum::{Extension, Form};
 
 use super::{check_csrf, App, PageResult};
 use crate::auth::COOKIE;
-use crate::html::{self, esc, Ctx};
+use crate::html::{self, Ctx};
 
-/// Where to go after signing in: a path of the dashboard, never another site.
+/// Where to go after signing in: a path of the dashboard, never another site (visible ASCII
+/// only: browsers drop a tab or a newline and would read `/\t/evil` as `//evil`).
 fn next_path(q: &HashMap<String, String>) -> String {
     match q.get("next") {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.clone()
+        }
         _ => "/".into(),
     }
+}
+
+/// The cookie's attributes: scoped to the dashboard's path, `Secure` when the request came
+/// over HTTPS (a proxy says so with `X-Forwarded-Proto`).
+fn cookie_attributes(ctx: &Ctx, headers: &axum::http::HeaderMap) -> String {
+    let path = if ctx.base.is_empty() { "/" } else { ctx.base.as_str() };
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    format!(
+        "Path={path}; HttpOnly; SameSite=Strict{}",
+        if https { "; Secure" } else { "" }
+    )
 }
 
 fn form_page(app: &App, ctx: &Ctx, next: &str, failed: bool) -> String {
@@ -40,7 +61,7 @@ fn form_page(app: &App, ctx: &Ctx, next: &str, failed: bool) -> String {
     let body = format!(
         r#"<h1>Sign in</h1>{error}<form method="post" action="{}" class="login"><input type="hidden" name="next" value="{}">{fields}<button class="primary">Sign in</button></form>{hint}"#,
         ctx.href("/login"),
-        esc(next)
+        html::attr(next)
     );
     html::page(ctx, "Sign in", "", &body)
 }
@@ -56,6 +77,7 @@ pub(super) async fn form(
 pub(super) async fn submit(
     State(app): State<App>,
     Extension(ctx): Extension<Ctx>,
+    headers: axum::http::HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let next = next_path(&f);
@@ -68,13 +90,12 @@ pub(super) async fn submit(
         )
             .into_response();
     };
-    let path = if ctx.base.is_empty() {
-        "/"
-    } else {
-        ctx.base.as_str()
-    };
-    let cookie = format!("{COOKIE}={value}; Path={path}; HttpOnly; SameSite=Strict");
-    let mut res = Redirect::to(&format!("{}{next}", ctx.base)).into_response();
+    let cookie = format!(
+        "{COOKIE}={value}; Max-Age={}; {}",
+        crate::auth::SESSION_MAX.as_secs(),
+        cookie_attributes(&ctx, &headers)
+    );
+    let mut res = Redirect::to(&ctx.url(&next)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -84,17 +105,14 @@ pub(super) async fn submit(
 pub(super) async fn logout(
     State(app): State<App>,
     Extension(ctx): Extension<Ctx>,
+    headers: axum::http::HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> PageResult {
     check_csrf(&app, &ctx, f.get("csrf").map_or("", String::as_str))?;
-    let path = if ctx.base.is_empty() {
-        "/"
-    } else {
-        ctx.base.as_str()
-    };
-    let mut res = Redirect::to(&format!("{}/login", ctx.base)).into_response();
+    let mut res = Redirect::to(&ctx.url("/login")).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict"
+        "{COOKIE}=; Max-Age=0; {}",
+        cookie_attributes(&ctx, &headers)
     )) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -5,6 +5,8 @@
 mod actions;
 mod job;
 mod live;
+
+pub(crate) use live::Hub;
 mod login;
 mod overview;
 mod queue;
@@ -31,6 +33,12 @@ pub(crate) struct App {
     pub(crate) admin: Admin,
     pub(crate) cron: Cron,
     pub(crate) auth: Arc<Auth>,
+    /// Answer only requests addressed to this machine by name (`localhost`, a loopback
+    /// address): an open dashboard on loopback is otherwise readable by any web page the
+    /// operator visits, through DNS rebinding.
+    pub(crate) local_only: bool,
+    /// The counts every `/live` stream sends, read once for all of them.
+    pub(crate) live: live::Hub,
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -41,6 +49,7 @@ pub(crate) fn router(app: App) -> Router {
         .route("/queues/{queue}/pause", post(actions::pause))
         .route("/queues/{queue}/resume", post(actions::resume))
         .route("/queues/{queue}/bulk", post(actions::bulk))
+        .route("/queues/{queue}/find", get(job::find))
         .route("/queues/{queue}/jobs/{id}", get(job::page))
         .route("/queues/{queue}/jobs/{id}/retry", post(actions::retry))
         .route("/queues/{queue}/jobs/{id}/delete", post(actions::delete))
@@ -76,6 +85,23 @@ async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Response 
         })
         .unwrap_or_default();
     let base = base.trim_end_matches('/').to_string();
+    if app.local_only && !local_host(&req) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this dashboard answers requests to localhost only\n",
+        )
+            .into_response();
+    }
+    // Browsers say where a form came from; a cross-site post is refused before anything else
+    // (the CSRF token would refuse it too; the login form has none).
+    let cross = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site");
+    if req.method() == Method::POST && cross {
+        return (StatusCode::FORBIDDEN, "a form from another site cannot act here\n").into_response();
+    }
     let open = inner == "/login" || inner.starts_with("/assets/");
     let user = app.auth.identify(req.headers());
     let Some(user) = user.or_else(|| open.then(|| app.auth.anonymous())) else {
@@ -117,13 +143,40 @@ async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Response 
     if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
         res.headers_mut().insert("server-timing", v);
     }
-    res.headers_mut()
-        .insert("x-frame-options", HeaderValue::from_static("DENY"));
+    let h = res.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    if !inner.starts_with("/assets/") {
+        // Pages carry job arguments and CSRF tokens: not for a shared cache or the back button.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     res.headers_mut().insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
     res
+}
+
+/// Whether the request's `Host` names this machine (`localhost`, `127.0.0.1`, `[::1]`, any
+/// port).
+fn local_host(req: &Request) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        // HTTP/1.0 without a Host: not a browser following a rebound name.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1") || name.ends_with(".localhost")
 }
 
 /// Where an unknown visitor goes: the login form for a page in a browser, a 401 otherwise
@@ -134,8 +187,14 @@ fn sign_in(app: &App, base: &str, req: &Request) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if wants_html && req.method() == Method::GET {
-        let next = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if wants_html {
+        // A form posted with a session that ended (a restart signs everyone out) comes back to
+        // the login too, then to the page.
+        let next = if req.method() == Method::GET {
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        } else {
+            "/"
+        };
         return Redirect::to(&format!("{base}/login?next={}", html::enc(next))).into_response();
     }
     let mut res = (
@@ -258,11 +317,12 @@ impl Range {
         }
     }
 
-    /// (minutes, minutes a step): 60 bars of a minute, 96 of 15 minutes, 72 of an hour.
+    /// (minutes, minutes a step): 60 bars of a minute, or 24 and 72 bars of an hour (read
+    /// from the hourly hashes: 24 and 72 reads a queue rather than 1,440 and 4,320).
     fn shape(self) -> (i64, usize) {
         match self {
             Range::Hour => (60, 1),
-            Range::Day => (24 * 60, 15),
+            Range::Day => (24 * 60, 60),
             Range::ThreeDays => (72 * 60, 60),
         }
     }
@@ -278,9 +338,17 @@ pub(crate) async fn history(
 ) -> queue_core::Result<(Vec<HistoryStep>, queue_core::admin::Counts)> {
     let (span, step) = range.shape();
     let now = chrono::Utc::now().timestamp_millis();
-    let from = (queue_core::admin::minute_of(now) - span + 1) * 60_000;
-    let reads = queues.iter().map(|q| admin.history(q, from, now));
-    let per_queue: Vec<Vec<Minute>> = futures_util::future::try_join_all(reads).await?;
+    let per_queue: Vec<Vec<Minute>> = if step == 60 {
+        let from = (now.div_euclid(3_600_000) - span / 60 + 1) * 3_600_000;
+        futures_util::future::try_join_all(queues.iter().map(|q| admin.history_hours(q, from, now)))
+            .await?
+    } else {
+        let from = (queue_core::admin::minute_of(now) - span + 1) * 60_000;
+        futures_util::future::try_join_all(queues.iter().map(|q| admin.history(q, from, now)))
+            .await?
+    };
+    // Hours come one an entry already.
+    let step = if step == 60 { 1 } else { step };
     let mut sum: Vec<Minute> = Vec::new();
     for minutes in per_queue {
         if sum.is_empty() {

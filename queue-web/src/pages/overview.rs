@@ -7,7 +7,7 @@ use std::fmt::Write;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse};
 use axum::Extension;
-use queue_core::admin::{QueueStats, State as JobState};
+use queue_core::admin::State as JobState;
 
 use super::{chart_block, history, App, OrPage, PageResult, Range};
 use crate::html::{self, esc, Ctx};
@@ -23,18 +23,8 @@ pub(super) const STATES: [JobState; 7] = [
     JobState::Completed,
 ];
 
-/// A state's count in a queue's stats.
-pub(super) fn count(s: &QueueStats, state: JobState) -> u64 {
-    match state {
-        JobState::Pending => s.pending,
-        JobState::Scheduled => s.scheduled,
-        JobState::Retrying => s.retrying,
-        JobState::Recovered => s.recovered,
-        JobState::Active => s.active,
-        JobState::Dead => s.dead,
-        _ => s.completed,
-    }
-}
+/// How many queues get a sparkline on the overview.
+const SPARKLINES: usize = 50;
 
 /// A count cell the live stream keeps current.
 pub(super) fn live_cell(queue: &str, state: JobState, n: u64) -> String {
@@ -53,20 +43,27 @@ pub(super) async fn page(
 ) -> PageResult {
     let range = Range::parse(q.get("range").map(String::as_str));
     let queues = app.admin.queues().await.or_page(&ctx)?;
-    let stats = futures_util::future::try_join_all(queues.iter().map(|q| app.admin.stats(q)))
+    // Each queue on its own: one that cannot be read (a key of the wrong type) shows its error
+    // in its row, and the others still show.
+    let stats = futures_util::future::join_all(queues.iter().map(|q| app.admin.stats(q))).await;
+    let readable: Vec<String> = queues
+        .iter()
+        .zip(&stats)
+        .filter(|(_, s)| s.is_ok())
+        .map(|(q, _)| q.clone())
+        .collect();
+    let (steps, total) = history(&app.admin, &readable, range, None)
         .await
         .or_page(&ctx)?;
-    let (steps, total) = history(&app.admin, &queues, range, None)
-        .await
-        .or_page(&ctx)?;
-    // The rows' sparklines: each queue's last hour (the chart's own span when it is the hour).
-    let sparks = futures_util::future::try_join_all(
+    // The rows' sparklines (a minute a point): for the first SPARKLINES queues only, an hour
+    // being 60 reads a queue.
+    let sparks = futures_util::future::join_all(
         queues
             .iter()
+            .take(SPARKLINES)
             .map(|q| history(&app.admin, std::slice::from_ref(q), Range::Hour, None)),
     )
-    .await
-    .or_page(&ctx)?;
+    .await;
     let server = app.admin.server().await.ok();
     let now = chrono::Utc::now().timestamp_millis();
 
@@ -78,10 +75,36 @@ pub(super) async fn page(
         let _ = write!(body, r#"<th class="n">{}</th>"#, s.name());
     }
     body.push_str(r#"<th>last hour</th><th class="n">done / min</th><th class="n">fail % 1h</th><th>oldest pending</th></tr></thead><tbody>"#);
+    if queues.len() > SPARKLINES {
+        let _ = write!(
+            body,
+            r#"<tr><td colspan="12" class="empty">{} queues: the first {SPARKLINES} have a sparkline.</td></tr>"#,
+            queues.len()
+        );
+    }
     if stats.is_empty() {
         body.push_str(r#"<tr><td colspan="12" class="empty">No queue yet: enqueue a job and it shows here.</td></tr>"#);
     }
-    for (s, (spark, _)) in stats.iter().zip(&sparks) {
+    for (i, (queue, s)) in queues.iter().zip(&stats).enumerate() {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = write!(
+                    body,
+                    r#"<tr><td>{}</td><td colspan="11" class="error">{}</td></tr>"#,
+                    esc(queue),
+                    esc(&e.to_string())
+                );
+                continue;
+            }
+        };
+        let spark = match sparks.get(i) {
+            Some(Ok((steps, _))) => {
+                let values: Vec<u64> = steps.iter().map(|m| m.counts.completed).collect();
+                crate::chart::sparkline(&values)
+            }
+            _ => String::new(),
+        };
         let paused = if s.paused {
             r#" <span class="badge warn">paused</span>"#
         } else {
@@ -94,13 +117,11 @@ pub(super) async fn page(
             esc(&s.queue)
         );
         for state in STATES {
-            body.push_str(&live_cell(&s.queue, state, count(s, state)));
+            body.push_str(&live_cell(&s.queue, state, s.count(state)));
         }
-        let values: Vec<u64> = spark.iter().map(|m| m.counts.completed).collect();
         let _ = write!(
             body,
-            r#"<td>{}</td><td class="n">{}</td><td class="n">{:.1}</td><td>{}</td></tr>"#,
-            crate::chart::sparkline(&values),
+            r#"<td>{spark}</td><td class="n">{}</td><td class="n">{:.1}</td><td>{}</td></tr>"#,
             html::num(s.processed_1m),
             s.error_rate_1h * 100.0,
             s.oldest_pending_ms

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse};
 use axum::Extension;
 use queue_core::admin::{JobView, Query as Search, State as JobState, SEARCH_BUDGET};
 
-use super::overview::{count, STATES};
+use super::overview::STATES;
 use super::{chart_block, history, App, OrPage, PageError, PageResult, Range};
 use crate::html::{self, esc, Ctx};
 
@@ -111,6 +111,11 @@ pub(super) async fn page(
         }
     );
     if let Some(done) = flash(&q) {
+        let done = if q.get("more").is_some_and(|m| m == "1") {
+            format!("{done} More remain: run it again for the next {}.", html::num(super::actions::BULK_MAX))
+        } else {
+            done
+        };
         let _ = write!(body, r#"<p class="flash">{}</p>"#, esc(&done));
     }
     // The state tabs, with live counts.
@@ -124,7 +129,7 @@ pub(super) async fn page(
             s.name(),
             esc(&queue),
             s.name(),
-            html::num(count(&stats, s))
+            html::num(stats.count(s))
         );
     }
     body.push_str("</nav>");
@@ -134,12 +139,18 @@ pub(super) async fn page(
         r#"<form method="get" action="{}" class="search"><input type="hidden" name="state" value="{}"><label>name <input name="name" value="{}" placeholder="billing.invoice"></label><label>arguments <input name="q" value="{}" placeholder="alice@example.com or $.user.id = 42"></label><button>Search</button></form>"#,
         ctx.href(&qpath),
         p.state.name(),
-        esc(&p.name),
-        esc(&p.text)
+        html::attr(&p.name),
+        html::attr(&p.text)
+    );
+    let _ = write!(
+        body,
+        r#"<form method="get" action="{}" class="search"><input type="hidden" name="state" value="{}"><label>find by id <input name="id" placeholder="01J…" class="mono"></label><button>Open</button></form>"#,
+        ctx.href(&format!("{qpath}/find")),
+        p.state.name()
     );
     body.push_str(&jobs_table(&ctx, &queue, &found.jobs, now));
     // Paging, and how far a search read.
-    let state_total = count(&stats, p.state);
+    let state_total = stats.count(p.state);
     let searching = !search.is_all();
     body.push_str(r#"<div class="row paging">"#);
     if searching {
@@ -246,9 +257,10 @@ fn jobs_table(ctx: &Ctx, queue: &str, jobs: &[JobView], now: i64) -> String {
     }
     for v in jobs {
         let link = ctx.href(&format!(
-            "/queues/{}/jobs/{}",
+            "/queues/{}/jobs/{}?state={}",
             html::enc(queue),
-            html::enc(v.id.as_str())
+            html::enc(v.id.as_str()),
+            v.state.name()
         ));
         let (name, attempts, created, error) = match &v.job {
             Ok(j) => (
@@ -306,7 +318,7 @@ pub(super) async fn confirm(
         .matching(&p.text)
         .or_page(&ctx)?;
     let stats = app.admin.stats(&queue).await.or_page(&ctx)?;
-    let total = count(&stats, p.state);
+    let total = stats.count(p.state);
     let what = if search.is_all() {
         format!("all {} {} jobs", html::num(total), p.state.name())
     } else {

@@ -14,6 +14,7 @@
 -- KEYS[12] recovered sorted set
 -- KEYS[13] owners sorted set (lease tokens per worker)
 -- KEYS[14] the metrics hash of the current minute (optional)
+-- KEYS[15] the metrics hash of the current hour (with KEYS[14])
 -- ARGV[1]  n, the most jobs to lease (0..1000; 0 only promotes)
 -- ARGV[2]  lease duration in ms
 -- ARGV[3]  the caller's receipt field in the meta hash ('' for none): set to this batch's
@@ -154,8 +155,10 @@ if #bad > 0 then
   redis.call('HINCRBY', KEYS[11], 'dead', #bad)
   local ttl = tonumber(ARGV[7])
   if KEYS[14] and ttl and ttl >= 1 then
-    if redis.call('HINCRBY', KEYS[14], 'd|', #bad) == #bad then
-      redis.call('PEXPIRE', KEYS[14], ttl)
+    for k = 14, 15 do
+      if KEYS[k] and redis.call('HINCRBY', KEYS[k], 'd|', #bad) == #bad then
+        redis.call('PEXPIRE', KEYS[k], ttl)
+      end
     end
   end
   if #bad > #too_large then

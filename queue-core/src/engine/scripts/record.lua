@@ -4,12 +4,13 @@
 -- nothing.
 --
 -- KEYS[1]  the metrics hash of that minute
+-- KEYS[2]  the metrics hash of that minute's hour (optional): gets the same increments
 -- ARGV[1]  the hash's lifetime in ms
 -- ARGV[2]  the number of pairs m (0..10000)
 -- ARGV[3..] m pairs: a field `<metric>|<job name>` (at most 1024 bytes) and a count (digits)
 --
--- Returns the number of fields added to. The hash's lifetime restarts whenever one of its
--- fields is new, so it lives until ARGV[1] after that minute's last writer.
+-- Returns the number of fields added to. A hash's lifetime restarts whenever one of its
+-- fields is new, so it lives until ARGV[1] after its last writer.
 
 -- A count as the worker sends it: decimal digits, no sign, exponent or fraction, and short
 -- enough to be exact in Lua's doubles.
@@ -29,15 +30,17 @@ for j = 1, m do
     return fail('pair ' .. j .. ' is not a field of at most 1024 bytes and a count')
   end
 end
-local fresh = false
-for j = 1, m do
-  local by = count(ARGV[2 + 2 * j])
-  if redis.call('HINCRBY', KEYS[1], ARGV[1 + 2 * j], by) == by then
-    fresh = true
+for _, key in ipairs(KEYS) do
+  local fresh = false
+  for j = 1, m do
+    local by = count(ARGV[2 + 2 * j])
+    if redis.call('HINCRBY', key, ARGV[1 + 2 * j], by) == by then
+      fresh = true
+    end
   end
-end
--- A hash without a lifetime (written by hand, or persisted) gets one too.
-if fresh or (m > 0 and redis.call('PTTL', KEYS[1]) == -1) then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  -- A hash without a lifetime (written by hand, or persisted) gets one too.
+  if fresh or (m > 0 and redis.call('PTTL', key) == -1) then
+    redis.call('PEXPIRE', key, ttl)
+  end
 end
 return m
