@@ -77,6 +77,8 @@ pub use queue_worker::{middleware, QueueOrder, Worker, WorkerBuilder};
 pub mod worker {
     #[cfg(feature = "logging")]
     pub use queue_worker::{init_logging, init_logging_as, LogFormat};
+    #[cfg(feature = "otel")]
+    pub use queue_worker::{init_tracing_otel, OtelGuard};
     pub use queue_worker::{
         Error, MaintenanceTask, QueueOrder, Registry, Report, Result, Worker, WorkerBuilder,
         WorkerConfig, MAINTENANCE, MAINTENANCE_CRON,

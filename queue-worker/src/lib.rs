@@ -10,6 +10,8 @@ mod error;
 #[cfg(feature = "logging")]
 mod logging;
 pub mod middleware;
+#[cfg(feature = "otel")]
+mod otel;
 mod registry;
 mod scheduler;
 mod worker;
@@ -18,6 +20,8 @@ pub use builder::{QueueOrder, WorkerBuilder, WorkerConfig};
 pub use error::{Error, Result};
 #[cfg(feature = "logging")]
 pub use logging::{init_logging, init_logging_as, LogFormat};
+#[cfg(feature = "otel")]
+pub use otel::{init_tracing_otel, OtelGuard};
 pub use registry::Registry;
 pub use scheduler::{MaintenanceTask, MAINTENANCE, MAINTENANCE_CRON};
 pub use worker::{Report, Worker};

@@ -51,22 +51,40 @@ pub fn init_logging() -> Result<()> {
 ///
 /// As [`init_logging`].
 pub fn init_logging_as(format: LogFormat) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    tracing_subscriber::registry()
+        .with(env_filter()?)
+        .with(fmt_layer(format))
+        .try_init()
+        .map_err(|e| Error::Config(format!("cannot install the log subscriber: {e}")))
+}
+
+/// The filter from `RUST_LOG`, `info` when unset or empty. Shared with
+/// `init_tracing_otel` (feature `otel`), so both subscribers log the same lines.
+pub(crate) fn env_filter() -> Result<tracing_subscriber::EnvFilter> {
     // Unset or empty (`RUST_LOG=` in a unit file): info.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|f| !f.trim().is_empty())
         .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .map_err(|e| Error::Config(format!("RUST_LOG {filter:?}: {e}")))?;
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| Error::Config(format!("RUST_LOG {filter:?}: {e}")))
+}
+
+/// The layer writing log lines to stderr in `format`, colour codes only on a terminal with
+/// `NO_COLOR` unset or empty.
+pub(crate) fn fmt_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     // no-color.org: NO_COLOR counts when set and not empty.
     let ansi = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
-    installed.map_err(|e| Error::Config(format!("cannot install the log subscriber: {e}")))
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => Box::new(layer.with_ansi(ansi)),
+        LogFormat::Json => Box::new(layer.json().with_ansi(false)),
+    }
 }

@@ -13,6 +13,8 @@ mod faults;
 mod history;
 mod http;
 mod logs;
+#[cfg(feature = "otel")]
+mod otel;
 mod registry;
 mod restarts;
 mod runtime;

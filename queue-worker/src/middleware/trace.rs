@@ -21,6 +21,14 @@ impl Middleware for Trace {
             // The producer's trace context: a collector joins the job to its producer's trace.
             traceparent = req.ctx.traceparent.as_deref().unwrap_or(""),
         );
+        // A link, not a parent: the job runs after its producer's request ended, once per
+        // attempt, so each attempt is a trace of its own pointing back at the producer (the
+        // OpenTelemetry messaging conventions' consumer side).
+        #[cfg(feature = "otel")]
+        if let Some(producer) = req.ctx.traceparent.as_deref().and_then(remote_context) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            span.add_link(producer);
+        }
         async move {
             let started = std::time::Instant::now();
             let res = next.run(req).await;
@@ -33,6 +41,26 @@ impl Middleware for Trace {
         .instrument(span)
         .boxed()
     }
+}
+
+/// The producer's span context from its `traceparent`: remote, sampled as the header says.
+/// `None` for anything that is not a W3C trace context: an envelope written by a foreign
+/// producer may hold anything.
+#[cfg(feature = "otel")]
+fn remote_context(traceparent: &str) -> Option<opentelemetry::trace::SpanContext> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    if !queue_core::wire::valid_traceparent(traceparent) {
+        return None;
+    }
+    let mut parts = traceparent.split('-').skip(1);
+    let trace_id = TraceId::from_hex(parts.next()?).ok()?;
+    let span_id = SpanId::from_hex(parts.next()?).ok()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    // Only the sampled bit is defined; the others are not ours to pass on.
+    let flags = TraceFlags::new(flags) & TraceFlags::SAMPLED;
+    let cx = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    cx.is_valid().then_some(cx)
 }
 
 /// A string as a log shows it: as it is, control characters escaped (`\n`, `\u{1b}`), no quotes.
@@ -54,6 +82,41 @@ impl std::fmt::Display for Printable<'_> {
 #[cfg(test)]
 mod tests {
     use super::Printable;
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn a_traceparent_becomes_a_remote_span_context() {
+        use super::remote_context;
+
+        let cx = remote_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid");
+        assert_eq!(
+            cx.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(cx.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(cx.is_sampled());
+        assert!(cx.is_remote());
+        let unsampled = remote_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+            .expect("valid");
+        assert!(!unsampled.is_sampled());
+        // A later version may append fields; the first four are read.
+        assert!(
+            remote_context("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x").is_some()
+        );
+        for bad in [
+            "",
+            "00-not-a-trace-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+        ] {
+            assert!(remote_context(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped_and_nothing_else() {
