@@ -249,9 +249,20 @@ async fn mounted_under_a_path_its_links_follow() {
     );
     assert!(r.body.contains(r#"href="/admin/queues/assets/app.css""#));
     // The root is the mount path itself (a nested router does not answer `/admin/queues/`).
-    assert!(r.body.contains(r#"class="brand" href="/admin/queues""#), "{}", r.body);
-    assert!(r.body.contains(r#"href="/admin/queues?range=24h""#), "{}", r.body);
-    assert_eq!(dash.get("/admin/queues?range=24h").await.status, StatusCode::OK);
+    assert!(
+        r.body.contains(r#"class="brand" href="/admin/queues""#),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(r#"href="/admin/queues?range=24h""#),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        dash.get("/admin/queues?range=24h").await.status,
+        StatusCode::OK
+    );
     let csrf = dash.csrf("/admin/queues/queues/web").await;
     let r = dash
         .post("/admin/queues/queues/web/pause", &[("csrf", &csrf)])
@@ -275,7 +286,10 @@ async fn an_open_local_dashboard_refuses_other_host_names() {
         ("127.0.0.1:8080", StatusCode::OK),
         ("[::1]:8080", StatusCode::OK),
         ("attacker.example:8080", StatusCode::MISDIRECTED_REQUEST),
-        ("127.0.0.1.attacker.example", StatusCode::MISDIRECTED_REQUEST),
+        (
+            "127.0.0.1.attacker.example",
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
     ] {
         let r = dash
             .send(
@@ -337,7 +351,14 @@ async fn sign_in_roles_and_csrf() {
     assert!(r.body.contains("wrong credentials"));
     // A next path a browser would read as another site is not followed.
     let r = nobody
-        .post("/login", &[("user", ""), ("secret", READ_TOKEN), ("next", "/\t/evil.example")])
+        .post(
+            "/login",
+            &[
+                ("user", ""),
+                ("secret", READ_TOKEN),
+                ("next", "/\t/evil.example"),
+            ],
+        )
         .await;
     assert_eq!(r.location, "/");
     let cross = nobody
@@ -350,7 +371,11 @@ async fn sign_in_roles_and_csrf() {
                 .expect("request"),
         )
         .await;
-    assert_eq!(cross.status, StatusCode::FORBIDDEN, "no login from another site");
+    assert_eq!(
+        cross.status,
+        StatusCode::FORBIDDEN,
+        "no login from another site"
+    );
 
     // Read-only: sees everything, no action button, and a post is refused.
     let reader = Dash {
@@ -579,10 +604,16 @@ async fn bulk_and_single_actions_change_jobs() {
             &[("csrf", &csrf), ("action", "retry"), ("state", "dead")],
         )
         .await;
-    assert_eq!(r.location, "/queues/web?state=dead&done=retried&n=3", "{}", r.body);
-    common::eventually(Duration::from_secs(30), "the three dead once more", || async {
-        admin.stats("web").await.expect("stats").dead == 3
-    })
+    assert_eq!(
+        r.location, "/queues/web?state=dead&done=retried&n=3",
+        "{}",
+        r.body
+    );
+    common::eventually(
+        Duration::from_secs(30),
+        "the three dead once more",
+        || async { admin.stats("web").await.expect("stats").dead == 3 },
+    )
     .await;
     running.stop().await;
     let r = dash

@@ -291,7 +291,11 @@ impl Admin {
         if bulk == Bulk::Delete && query.is_all() {
             while done.changed < max.min(at_start) {
                 let n = self
-                    .purge_some(queue, state, MAX_BATCH.min((max.min(at_start) - done.changed) as usize))
+                    .purge_some(
+                        queue,
+                        state,
+                        MAX_BATCH.min((max.min(at_start) - done.changed) as usize),
+                    )
                     .await?;
                 if n == 0 {
                     break;

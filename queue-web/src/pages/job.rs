@@ -31,7 +31,12 @@ pub(super) async fn page(
         None | Some("") => None,
         Some(s) => Some(JobState::parse(s).or_page(&ctx)?),
     };
-    let Some(v) = app.admin.find_quick(&id, &queue, state).await.or_page(&ctx)? else {
+    let Some(v) = app
+        .admin
+        .find_quick(&id, &queue, state)
+        .await
+        .or_page(&ctx)?
+    else {
         return Ok(not_found(&ctx, &queue, &id, state));
     };
     let events = Lifecycle::new(app.admin.client().clone())
@@ -213,8 +218,7 @@ pub(super) async fn find(
 /// A word as a shell reads it back: quoted unless it is plain.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
     {
         return s.to_string();
@@ -223,7 +227,12 @@ fn shell_word(s: &str) -> String {
 }
 
 /// Not in the states looked in: where else it could be, each a link that looks there.
-fn not_found(ctx: &Ctx, queue: &str, id: &str, state: Option<JobState>) -> axum::response::Response {
+fn not_found(
+    ctx: &Ctx,
+    queue: &str,
+    id: &str,
+    state: Option<JobState>,
+) -> axum::response::Response {
     let jpath = format!("/queues/{}/jobs/{}", html::enc(queue), html::enc(id));
     let elsewhere: Vec<String> = [JobState::Scheduled, JobState::Retrying, JobState::Recovered]
         .into_iter()
@@ -241,7 +250,9 @@ fn not_found(ctx: &Ctx, queue: &str, id: &str, state: Option<JobState>) -> axum:
         r#"<h1>Not found</h1><p class="message">No job {} among the pending, active, dead and completed jobs of {}{}. Finished jobs are kept as long as the queue's retention says. Look among the {} jobs (each reads that whole set).</p>"#,
         esc(id),
         esc(queue),
-        state.map(|s| format!(" nor the {} ones", s.name())).unwrap_or_default(),
+        state
+            .map(|s| format!(" nor the {} ones", s.name()))
+            .unwrap_or_default(),
         elsewhere.join(", ")
     );
     (

@@ -30,7 +30,11 @@ fn next_path(q: &HashMap<String, String>) -> String {
 /// The cookie's attributes: scoped to the dashboard's path, `Secure` when the request came
 /// over HTTPS (a proxy says so with `X-Forwarded-Proto`).
 fn cookie_attributes(ctx: &Ctx, headers: &axum::http::HeaderMap) -> String {
-    let path = if ctx.base.is_empty() { "/" } else { ctx.base.as_str() };
+    let path = if ctx.base.is_empty() {
+        "/"
+    } else {
+        ctx.base.as_str()
+    };
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

@@ -100,7 +100,11 @@ async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Response 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "cross-site");
     if req.method() == Method::POST && cross {
-        return (StatusCode::FORBIDDEN, "a form from another site cannot act here\n").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "a form from another site cannot act here\n",
+        )
+            .into_response();
     }
     let open = inner == "/login" || inner.starts_with("/assets/");
     let user = app.auth.identify(req.headers());
@@ -147,7 +151,9 @@ async fn gate(State(app): State<App>, mut req: Request, next: Next) -> Response 
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"),
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+        ),
     );
     h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     if !inner.starts_with("/assets/") {

@@ -112,7 +112,10 @@ pub(super) async fn page(
     );
     if let Some(done) = flash(&q) {
         let done = if q.get("more").is_some_and(|m| m == "1") {
-            format!("{done} More remain: run it again for the next {}.", html::num(super::actions::BULK_MAX))
+            format!(
+                "{done} More remain: run it again for the next {}.",
+                html::num(super::actions::BULK_MAX)
+            )
         } else {
             done
         };
