@@ -10,26 +10,25 @@ use crate::auth::{Principal, Role};
 /// Text as HTML: `& < > " '` escaped, control characters shown escaped (`\n`, `\u{1b}`), so a
 /// hostile job name neither opens a tag nor breaks out of an attribute.
 pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => {
-                let _ = write!(out, "{}", c.escape_debug());
-            }
-            c => out.push(c),
+    escape(s, |c, out| {
+        if c == '\n' {
+            out.push(c);
+        } else {
+            let _ = write!(out, "{}", c.escape_debug());
         }
-    }
-    out
+    })
 }
 
 /// Text as an attribute value: as [`esc`], but a control character becomes a character
 /// reference (`&#9;`), so a form field posts back exactly what it holds.
 pub(crate) fn attr(s: &str) -> String {
+    escape(s, |c, out| {
+        let _ = write!(out, "&#{};", c as u32);
+    })
+}
+
+/// The markup characters as entities, control characters as `control` writes them.
+fn escape(s: &str, control: impl Fn(char, &mut String)) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -38,9 +37,7 @@ pub(crate) fn attr(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {
-                let _ = write!(out, "&#{};", c as u32);
-            }
+            c if c.is_control() => control(c, &mut out),
             c => out.push(c),
         }
     }

@@ -64,9 +64,16 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-#[tokio::test]
-async fn metrics_livez_and_readyz() {
-    let env = Env::start().await;
+type Running = tokio::task::JoinHandle<Result<queue::worker::Report, queue::worker::Error>>;
+
+/// A worker of queue `hm` serving its endpoints on a free port: (address, stop, the run).
+async fn http_worker(
+    env: &Env,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Running,
+) {
     let worker = queue::WorkerBuilder::with_client(env.client.clone())
         .registry(common::registry(&["http.ok"]))
         .queue("hm", 1)
@@ -79,6 +86,13 @@ async fn metrics_livez_and_readyz() {
     let running = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
     }));
+    (addr, stop, running)
+}
+
+#[tokio::test]
+async fn metrics_livez_and_readyz() {
+    let env = Env::start().await;
+    let (addr, stop, running) = http_worker(&env).await;
 
     assert_eq!(get(addr, "/livez").await.0, 200);
     assert_eq!(get(addr, "/readyz").await.0, 200);
@@ -172,18 +186,7 @@ async fn a_bad_http_address_is_a_config_error() {
 #[tokio::test]
 async fn a_stuck_http_client_does_not_hold_the_shutdown() {
     let env = Env::start().await;
-    let worker = queue::WorkerBuilder::with_client(env.client.clone())
-        .registry(common::registry(&["http.ok"]))
-        .queue("hm", 1)
-        .serve_http("127.0.0.1:0")
-        .build()
-        .await
-        .expect("build");
-    let addr = worker.http_addr().expect("bound");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, running) = http_worker(&env).await;
     assert_eq!(get(addr, "/livez").await.0, 200);
     // Half a request, held open.
     let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -193,13 +193,7 @@ async fn show(admin: &Admin, out: Out, id: &str, queue: Option<&str>) -> anyhow:
         lines.push(format!("  created    {} ({})", iso(c), relative(c, now)));
     }
     if let Some(at) = r.at_ms {
-        let label = match v.state {
-            State::Scheduled | State::Retrying => "runs",
-            State::Active => "lease ends",
-            State::Dead => "died",
-            State::Completed => "finished",
-            _ => "at",
-        };
+        let label = v.state.at_label();
         lines.push(format!("  {label:<10} {} ({})", iso(at), relative(at, now)));
     }
     match shown.timeout_ms {

@@ -62,7 +62,19 @@ impl State {
             .ok_or_else(|| Error::Config(format!("unknown state {s:?}; expected one of: pending, scheduled, retrying, recovered, active, dead, completed")))
     }
 
-    /// The state's name.
+    /// What a view's `at_ms` is in this state: `runs` (scheduled, retrying), `lease ends`
+    /// (active), `died` (dead), `finished` (completed), `at` otherwise.
+    pub fn at_label(self) -> &'static str {
+        match self {
+            State::Scheduled | State::Retrying => "runs",
+            State::Active => "lease ends",
+            State::Dead => "died",
+            State::Completed => "finished",
+            _ => "at",
+        }
+    }
+
+    /// The state's name, as [`State::parse`] reads it.
     pub fn name(self) -> &'static str {
         match self {
             State::Pending => "pending",

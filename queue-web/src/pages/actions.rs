@@ -33,10 +33,7 @@ pub(super) async fn pause(
     Path(queue): Path<String>,
     Form(form): Fields,
 ) -> PageResult {
-    csrf(&app, &ctx, &form)?;
-    app.admin.require_queue(&queue).await.or_page(&ctx)?;
-    app.admin.client().pause(&queue).await.or_page(&ctx)?;
-    Ok(to(&ctx, &format!("/queues/{}?done=paused", enc(&queue))))
+    set_paused(&app, &ctx, &queue, &form, true).await
 }
 
 pub(super) async fn resume(
@@ -45,10 +42,26 @@ pub(super) async fn resume(
     Path(queue): Path<String>,
     Form(form): Fields,
 ) -> PageResult {
-    csrf(&app, &ctx, &form)?;
-    app.admin.require_queue(&queue).await.or_page(&ctx)?;
-    app.admin.client().resume(&queue).await.or_page(&ctx)?;
-    Ok(to(&ctx, &format!("/queues/{}?done=resumed", enc(&queue))))
+    set_paused(&app, &ctx, &queue, &form, false).await
+}
+
+async fn set_paused(
+    app: &App,
+    ctx: &Ctx,
+    queue: &str,
+    form: &HashMap<String, String>,
+    paused: bool,
+) -> PageResult {
+    csrf(app, ctx, form)?;
+    app.admin.require_queue(queue).await.or_page(ctx)?;
+    let client = app.admin.client();
+    let (changed, done) = if paused {
+        (client.pause(queue).await, "paused")
+    } else {
+        (client.resume(queue).await, "resumed")
+    };
+    changed.or_page(ctx)?;
+    Ok(to(ctx, &format!("/queues/{}?done={done}", enc(queue))))
 }
 
 /// Retry or delete every job of a state (matching the search, when there is one).

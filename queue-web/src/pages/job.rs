@@ -109,14 +109,7 @@ pub(super) async fn page(
         )),
     }
     if let Some(at) = v.at_ms {
-        let label = match v.state {
-            JobState::Scheduled | JobState::Retrying => "runs",
-            JobState::Active => "lease ends",
-            JobState::Dead => "died",
-            JobState::Completed => "finished",
-            _ => "at",
-        };
-        rows.push((label, html::when(Some(at), now)));
+        rows.push((v.state.at_label(), html::when(Some(at), now)));
     }
     if let Some(e) = v.outcome.as_ref().and_then(|o| o.error.as_ref()) {
         rows.push((

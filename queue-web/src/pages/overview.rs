@@ -52,18 +52,40 @@ pub(super) async fn page(
         .filter(|(_, s)| s.is_ok())
         .map(|(q, _)| q.clone())
         .collect();
-    let (steps, total) = history(&app.admin, &readable, range, None)
-        .await
-        .or_page(&ctx)?;
     // The rows' sparklines (a minute a point): for the first SPARKLINES queues only, an hour
-    // being 60 reads a queue.
+    // being 60 reads a queue; for every queue when the chart is the hour too, whose figures
+    // are then their sum (each minute read once).
+    let spark_count = if range == Range::Hour {
+        queues.len()
+    } else {
+        SPARKLINES
+    };
     let sparks = futures_util::future::join_all(
         queues
             .iter()
-            .take(SPARKLINES)
+            .take(spark_count)
             .map(|q| history(&app.admin, std::slice::from_ref(q), Range::Hour, None)),
     )
     .await;
+    let (steps, total) = if range == Range::Hour {
+        let mut steps: Vec<queue_core::admin::HistoryStep> = Vec::new();
+        let mut total = queue_core::admin::Counts::default();
+        for (q_steps, q_total) in sparks.iter().flatten() {
+            if steps.is_empty() {
+                steps = q_steps.clone();
+            } else {
+                for (into, s) in steps.iter_mut().zip(q_steps) {
+                    into.counts.merge(&s.counts);
+                }
+            }
+            total.merge(q_total);
+        }
+        (steps, total)
+    } else {
+        history(&app.admin, &readable, range, None)
+            .await
+            .or_page(&ctx)?
+    };
     let server = app.admin.server().await.ok();
     let now = chrono::Utc::now().timestamp_millis();
 
@@ -75,11 +97,12 @@ pub(super) async fn page(
         let _ = write!(body, r#"<th class="n">{}</th>"#, s.name());
     }
     body.push_str(r#"<th>last hour</th><th class="n">done / min</th><th class="n">fail % 1h</th><th>oldest pending</th></tr></thead><tbody>"#);
-    if queues.len() > SPARKLINES {
+    if sparks.len() < queues.len() {
         let _ = write!(
             body,
-            r#"<tr><td colspan="12" class="empty">{} queues: the first {SPARKLINES} have a sparkline.</td></tr>"#,
-            queues.len()
+            r#"<tr><td colspan="12" class="empty">{} queues: the first {} have a sparkline (all of them on the 1h view).</td></tr>"#,
+            queues.len(),
+            sparks.len()
         );
     }
     if stats.is_empty() {

@@ -342,13 +342,7 @@ fn detail_lines(v: &JobView, now: i64) -> Vec<String> {
         lines.push(format!("created    {} ({})", iso(c), relative(c, now)));
     }
     if let Some(at) = r.at_ms {
-        let label = match v.state {
-            State::Scheduled | State::Retrying => "runs",
-            State::Active => "lease ends",
-            State::Dead => "died",
-            State::Completed => "finished",
-            _ => "at",
-        };
+        let label = v.state.at_label();
         lines.push(format!("{label:<10} {} ({})", iso(at), relative(at, now)));
     }
     if let Some(u) = job.and_then(|j| j.unique_key.as_deref()) {
