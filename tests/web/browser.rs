@@ -33,14 +33,18 @@ impl Driver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("chromedriver ({e}): apt-get install -y chromium chromium-driver (.ci/run does)")
-            });
+        // Its own process group, so that dropping it also ends the browsers it started (a
+        // failing test leaves no Chromium behind).
+        let child = std::os::unix::process::CommandExt::process_group(
+            Command::new("chromedriver").arg(format!("--port={port}")),
+            0,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("chromedriver ({e}): apt-get install -y chromium chromium-driver (.ci/run does)")
+        });
         let driver = Driver { child, port };
         common::eventually(WAIT, "chromedriver to listen", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -76,6 +80,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
