@@ -22,7 +22,7 @@ async fn dies(_n: u32) -> Result<(), JobError> {
 
 /// Jobs of `web.dies` run to their dead letter by a worker, `n` of them, with arguments
 /// `{"user": {"id": i}, "mail": "user<i>@example.com"}` as JSON... encoded from `i`.
-pub async fn dead_jobs(env: &common::Env, n: u32) -> Vec<queue::JobId> {
+pub(crate) async fn dead_jobs(env: &common::Env, n: u32) -> Vec<queue::JobId> {
     let running = common::start_worker(&env.client, &["web.dies"], |b| b.queue("web", 1)).await;
     let mut ids = Vec::new();
     for i in 0..n {
