@@ -1580,23 +1580,31 @@ impl Case {
         // what it counted (a worker's heartbeat does): lost leases are not counted, and fetch
         // counts the garbage it dead-letters. Every minute of the queue is added up.
         self.broker.flush_metrics().await.ctx("flush metrics")?;
-        let minutes: Vec<String> = redis::cmd("KEYS")
+        // The minutes' hashes and the hours' each add up to the counters, on their own.
+        let keys: Vec<String> = redis::cmd("KEYS")
             .arg(self.keys.metrics_pattern())
             .query_async(&mut self.raw)
             .await
             .ctx("metrics keys")?;
         let mut history: HashMap<String, i64> = HashMap::new();
-        for key in &minutes {
+        let mut hourly: HashMap<String, i64> = HashMap::new();
+        for key in &keys {
             let fields: HashMap<String, i64> = redis::cmd("HGETALL")
                 .arg(key)
                 .query_async(&mut self.raw)
                 .await
                 .ctx("metrics")?;
+            let sums = if key.contains(":metrics:hour:") {
+                &mut hourly
+            } else {
+                &mut history
+            };
             for (field, n) in fields {
                 let metric = field.split_once('|').map_or(field.as_str(), |(m, _)| m);
-                *history.entry(metric.to_string()).or_default() += n;
+                *sums.entry(metric.to_string()).or_default() += n;
             }
         }
+        prop_assert_eq!(&hourly, &history, "the hours' sums against the minutes'");
         let stats: HashMap<String, i64> = redis::cmd("HGETALL")
             .arg(self.keys.stats())
             .query_async(&mut self.raw)
