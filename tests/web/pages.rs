@@ -226,6 +226,18 @@ async fn every_page_answers_and_hostile_names_stay_text() {
         dash.get("/queues/web?from=-1").await.status,
         StatusCode::BAD_REQUEST
     );
+    // Past Redis's signed 64-bit positions: refused, not a panic or a Redis error.
+    for huge in ["18446744073709551615", "9223372036854775808"] {
+        let r = dash.get(&format!("/queues/web?from={huge}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "from={huge}");
+    }
+    let r = dash.get("/queues/web?from=9223372036854775807").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the last position lists nothing: {}",
+        r.body
+    );
 }
 
 #[tokio::test]

@@ -214,7 +214,9 @@ impl Admin {
         if query.is_all() {
             page.jobs = self.list(queue, state, from, limit).await?;
             page.scanned = page.jobs.len();
-            page.next = (page.jobs.len() == limit).then_some(from + limit);
+            page.next = (page.jobs.len() == limit)
+                .then(|| from.checked_add(limit))
+                .flatten();
             return Ok(page);
         }
         let mut offset = from;

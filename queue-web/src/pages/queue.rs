@@ -35,14 +35,19 @@ impl Params {
         };
         let from = match q.get("from").map(String::as_str) {
             None | Some("") => 0,
-            Some(f) => f.parse().map_err(|_| {
-                PageError::new(
-                    ctx,
-                    StatusCode::BAD_REQUEST,
-                    "Bad request",
-                    format!("from={f:?} is not a position"),
-                )
-            })?,
+            // Redis positions are signed 64-bit: past them is no position.
+            Some(f) => f
+                .parse::<usize>()
+                .ok()
+                .filter(|f| i64::try_from(*f).is_ok())
+                .ok_or_else(|| {
+                    PageError::new(
+                        ctx,
+                        StatusCode::BAD_REQUEST,
+                        "Bad request",
+                        format!("from={f:?} is not a position"),
+                    )
+                })?,
         };
         Ok(Params {
             state,
