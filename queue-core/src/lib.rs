@@ -17,6 +17,7 @@
 
 pub mod acl;
 mod duration;
+mod endpoint;
 mod engine;
 mod error;
 mod keys;
@@ -60,6 +61,7 @@ pub mod broker {
 
 /// The wire format (docs/PROTOCOL.md): the envelope, its MessagePack encoding, key names.
 pub mod wire {
+    pub use crate::endpoint::SENTINEL_PORT;
     pub use crate::engine::client::{DEFAULT_MAX_PAYLOAD, MAX_BATCH, MIN_REDIS};
     pub use crate::engine::codec::{
         decode_member, decode_value, encode_member, encode_value, member_id, priority_prefix,

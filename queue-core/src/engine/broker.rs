@@ -1148,7 +1148,8 @@ impl Broker {
 pub struct Waker {
     client: Client,
     keys: Vec<String>,
-    con: Option<redis::aio::MultiplexedConnection>,
+    /// The connection and the client's epoch it was opened in.
+    con: Option<(redis::aio::MultiplexedConnection, u64)>,
 }
 
 impl Waker {
@@ -1175,23 +1176,36 @@ impl Waker {
     /// caller's timer covers.
     pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let secs = timeout.as_secs().max(1);
+        let epoch = self.client.epoch();
+        // Behind Sentinels, a connection to a primary that may have moved is replaced.
+        if self.con.as_ref().is_some_and(|(_, e)| *e != epoch) {
+            self.con = None;
+        }
         if self.con.is_none() {
             // The response timeout must outlast the blocking call itself.
             let limit = Duration::from_secs(secs + 4);
-            self.con = Some(self.client.dedicated(Some(limit)).await?);
+            self.con = Some((self.client.dedicated(Some(limit)).await?, epoch));
         }
-        let Some(con) = self.con.as_mut() else {
+        let Some((con, _)) = self.con.as_mut() else {
             return Ok(false);
         };
-        let reply = redis::cmd("BLPOP")
-            .arg(&self.keys)
-            .arg(secs)
-            .query_async::<Option<(String, String)>>(con)
-            .await;
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(&self.keys).arg(secs);
+        let blpop = cmd.query_async::<Option<(String, String)>>(con);
+        let reply = tokio::select! {
+            reply = blpop => reply,
+            // Behind Sentinels, the primary moved: markers are pushed there now, so the
+            // caller is woken to fetch from it.
+            () = self.client.moved(epoch) => {
+                self.con = None;
+                return Ok(true);
+            }
+        };
         match reply {
             Ok(popped) => Ok(popped.is_some()),
             Err(e) => {
                 self.con = None;
+                self.client.observe_failure(epoch, &e);
                 Err(Error::from_redis(self.client.url(), "BLPOP", e))
             }
         }

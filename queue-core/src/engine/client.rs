@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
 
+use crate::endpoint::Endpoint;
 use crate::engine::codec::{self, Outcome};
 use crate::engine::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
 use crate::engine::registry::JobType;
@@ -144,54 +145,91 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    redis: redis::Client,
+    /// The server, or the Sentinels that name it.
+    endpoint: Endpoint,
     /// Queues this client has already recorded in the namespace's queue registry.
     registered: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The shared connection and its generation.
-    shared: std::sync::RwLock<(u64, ConnectionManager)>,
+    /// The shared connection, when one is open.
+    shared: std::sync::RwLock<Option<Shared>>,
+    /// The generation of the last shared connection opened.
+    generation: std::sync::atomic::AtomicU64,
     manager: ConnectionManagerConfig,
+    /// The database the URL selects.
+    db: i64,
+}
+
+/// The shared connection, its generation, and the endpoint epoch it was opened in.
+#[derive(Clone)]
+struct Shared {
+    manager: ConnectionManager,
+    generation: u64,
+    endpoint: u64,
+}
+
+impl Inner {
+    /// The shared connection, opened (lazily: it connects at its first call) when there is
+    /// none.
+    async fn shared(&self) -> redis::RedisResult<Shared> {
+        let epoch = self.endpoint.epoch();
+        if let Some(s) = &*self.shared.read().unwrap_or_else(|p| p.into_inner()) {
+            if s.endpoint == epoch {
+                return Ok(s.clone());
+            }
+        }
+        let (endpoint, redis) = self.endpoint.client().await?;
+        let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
+        // Another call may have opened one meanwhile: one connection is shared by all.
+        if let Some(s) = &*shared {
+            if s.endpoint == endpoint {
+                return Ok(s.clone());
+            }
+        }
+        let fresh = Shared {
+            manager: ConnectionManager::new_lazy_with_config(redis, self.manager.clone())?,
+            generation: self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+            endpoint,
+        };
+        *shared = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Retires the shared connection after a failure that says it is no longer the one to
+    /// use: a timeout (it may be half-open), or, behind Sentinels, a sign the primary moved.
+    fn observe<T>(&self, used: &Shared, result: &redis::RedisResult<T>) {
+        let Err(e) = result else { return };
+        // Behind Sentinels, this ends the epoch, which retires the connection by itself.
+        let moved = self.endpoint.observe(used.endpoint, e);
+        if !e.is_timeout() || moved {
+            return;
+        }
+        let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
+        // Only the first failure of a generation retires it.
+        if shared.as_ref().map(|s| s.generation) != Some(used.generation) {
+            return;
+        }
+        if e.is_timeout() {
+            tracing::warn!(
+                url = %crate::error::redact(&self.config.url),
+                "a Redis call timed out; the connection is replaced (it may be half-open)"
+            );
+        }
+        *shared = None;
+    }
 }
 
 /// The shared connection as handed to one call. The connection manager reconnects by itself
 /// after a Redis restart or a dropped connection (the request that hit the failure errors,
 /// callers retry, later ones use the new connection). It does not after a timeout, and a
 /// half-open connection (the peer or a middlebox gone without a reset) times out forever: so
-/// a timeout retires the connection, and the next calls open a fresh one. Calls still in
-/// flight on the old connection finish or time out on it.
+/// a timeout retires the connection, and the next calls open a fresh one. Behind Sentinels, a
+/// failure a failover explains retires it too, and the next calls ask the Sentinels where the
+/// primary is. Calls still in flight on the old connection finish or time out on it.
 #[derive(Clone)]
 pub(crate) struct Con {
-    manager: ConnectionManager,
-    generation: u64,
     inner: Arc<Inner>,
-}
-
-impl Con {
-    fn observe<T>(&self, result: &redis::RedisResult<T>) {
-        let Err(e) = result else { return };
-        if !e.is_timeout() {
-            return;
-        }
-        let mut shared = self.inner.shared.write().unwrap_or_else(|p| p.into_inner());
-        // Only the first timeout of a generation replaces it.
-        if shared.0 != self.generation {
-            return;
-        }
-        match ConnectionManager::new_lazy_with_config(
-            self.inner.redis.clone(),
-            self.inner.manager.clone(),
-        ) {
-            Ok(fresh) => {
-                tracing::warn!(
-                    url = %crate::error::redact(&self.inner.config.url),
-                    "a Redis call timed out; the connection is replaced (it may be half-open)"
-                );
-                *shared = (self.generation + 1, fresh);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not replace a Redis connection that timed out")
-            }
-        }
-    }
 }
 
 impl redis::aio::ConnectionLike for Con {
@@ -200,8 +238,9 @@ impl redis::aio::ConnectionLike for Con {
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let result = self.manager.req_packed_command(cmd).await;
-            self.observe(&result);
+            let mut used = self.inner.shared().await?;
+            let result = used.manager.req_packed_command(cmd).await;
+            self.inner.observe(&used, &result);
             result
         })
     }
@@ -213,17 +252,19 @@ impl redis::aio::ConnectionLike for Con {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
-            let result = self
+            let mut used = self.inner.shared().await?;
+            let result = used
                 .manager
                 .req_packed_commands(pipeline, offset, count)
                 .await;
-            self.observe(&result);
+            self.inner.observe(&used, &result);
             result
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.manager.get_db()
+        // Every connection of a client selects the database its URL names.
+        self.inner.db
     }
 }
 
@@ -532,7 +573,8 @@ impl Client {
     /// Cancel safe: nothing is written (loading scripts is idempotent).
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         QueueKeys::new(&config.namespace, DEFAULT_QUEUE)?;
-        let redis = open_redis(&config)?;
+        let endpoint = Endpoint::open(&config)?;
+        let (_, redis) = endpoint.client().await.map_err(Error::redis(&config.url))?;
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout));
@@ -566,15 +608,16 @@ impl Client {
             // well within a second (a longer pause here was most of the time to resume).
             .set_max_delay(Duration::from_millis(400))
             .set_number_of_retries(6);
-        let con = ConnectionManager::new_lazy_with_config(redis.clone(), manager.clone())
-            .map_err(Error::redis(&config.url))?;
+        let db = redis.get_connection_info().redis_settings().db();
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                redis,
+                endpoint,
                 registered: Default::default(),
-                shared: std::sync::RwLock::new((0, con)),
+                shared: std::sync::RwLock::new(None),
+                generation: Default::default(),
                 manager,
+                db,
             }),
         })
     }
@@ -588,21 +631,51 @@ impl Client {
         &self.inner.config.url
     }
 
-    /// The redis-rs client behind this one (URL and TLS settings), for connections of their own.
-    pub(crate) fn redis_client(&self) -> &redis::Client {
-        &self.inner.redis
-    }
-
     /// A new pub/sub connection (its own socket), within the connect timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         let timeout = self.inner.config.connect_timeout;
-        match tokio::time::timeout(timeout, self.inner.redis.get_async_pubsub()).await {
-            Ok(r) => r.map_err(Error::redis(self.url())),
+        let epoch = self.epoch();
+        let opened = tokio::time::timeout(timeout, async {
+            let (_, redis) = self.inner.endpoint.client().await?;
+            redis.get_async_pubsub().await
+        })
+        .await;
+        match opened {
+            Ok(r) => r.map_err(|e| {
+                self.observe_failure(epoch, &e);
+                Error::redis(self.url())(e)
+            }),
             Err(_) => Err(Error::unreachable(
                 self.url(),
                 format!("no pub/sub connection within {timeout:?}"),
             )),
         }
+    }
+
+    /// Notes a failure on a connection of this client's own (a dedicated or pub/sub one)
+    /// opened in `epoch`: if a failover explains it, the primary is looked up again before
+    /// the next connection.
+    pub(crate) fn observe_failure(&self, epoch: u64, e: &redis::RedisError) {
+        self.inner.endpoint.observe(epoch, e);
+    }
+
+    /// The endpoint's epoch ([`Endpoint::epoch`]): a connection of this client's own opened in
+    /// an earlier one is to be replaced (the primary may have moved).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.endpoint.epoch()
+    }
+
+    /// Resolves when `epoch` has ended (the primary may have moved); never on one server.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn moved(&self, epoch: u64) {
+        self.inner.endpoint.moved(epoch).await
     }
 
     /// The keys of `queue` in this client's namespace.
@@ -615,10 +688,7 @@ impl Client {
     }
 
     pub(crate) fn con(&self) -> Con {
-        let shared = self.inner.shared.read().unwrap_or_else(|p| p.into_inner());
         Con {
-            manager: shared.1.clone(),
-            generation: shared.0,
             inner: self.inner.clone(),
         }
     }
@@ -631,11 +701,18 @@ impl Client {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(response_timeout)
             .set_connection_timeout(Some(self.inner.config.connect_timeout));
-        self.inner
-            .redis
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(Error::redis(self.url()))
+        let epoch = self.epoch();
+        let opened = async {
+            let (_, redis) = self.inner.endpoint.client().await?;
+            redis
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+        }
+        .await;
+        opened.map_err(|e| {
+            self.observe_failure(epoch, &e);
+            Error::redis(self.url())(e)
+        })
     }
 
     /// Enqueues a job of type `J` with its `#[job]` defaults.

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
+mod sentinel;
+pub use sentinel::{SentinelOptions, SentinelSet, MASTER as SENTINEL_MASTER};
+
 /// A `redis-server` child process.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -255,9 +258,24 @@ impl RedisServer {
     ///
     /// [`Error::Spawn`] if it does not come back.
     pub fn restart_after(&mut self, down: Duration) -> Result<()> {
+        self.kill();
+        std::thread::sleep(down);
+        self.start_again()
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved, as after a crash) and leaves it down.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(down);
+    }
+
+    /// Starts a server [`RedisServer::kill`]ed before on the same address with the same
+    /// arguments, and waits until it answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if it does not come back.
+    pub fn start_again(&mut self) -> Result<()> {
         self.child = spawn(&self.program, &self.args)?;
         // A server with a long append-only file replays it before it answers (on a busy
         // machine, minutes of `appendfsync always` writes take well over 10 s): the wait is

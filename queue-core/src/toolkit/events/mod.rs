@@ -162,8 +162,8 @@ async fn subscribe_raw<T: Send + 'static>(
 ) -> Result<Subscription<T>> {
     let (tx, rx) = mpsc::channel(1024);
     let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
-    // The client's own redis-rs client: its TLS settings included.
-    let redis = client.redis_client().clone();
+    // The client itself: its TLS settings, and behind Sentinels the current primary.
+    let owner = client.clone();
     let url = crate::error::redact(client.url());
     let task = tokio::spawn(async move {
         let pattern = topic.name().to_string();
@@ -171,20 +171,25 @@ async fn subscribe_raw<T: Send + 'static>(
         let mut lost_at: Option<std::time::Instant> = None;
         let mut delay = Duration::from_millis(50);
         loop {
+            let epoch = owner.epoch();
             let connected = async {
-                let mut ps = redis.get_async_pubsub().await?;
-                match &topic {
-                    Topic::Channel(c) => ps.subscribe(c).await?,
-                    Topic::Pattern(p) => ps.psubscribe(p).await?,
-                }
-                Ok::<_, redis::RedisError>(ps)
+                let mut ps = owner.pubsub().await?;
+                let subscribed = match &topic {
+                    Topic::Channel(c) => ps.subscribe(c).await,
+                    Topic::Pattern(p) => ps.psubscribe(p).await,
+                };
+                subscribed.map_err(|e| {
+                    owner.observe_failure(epoch, &e);
+                    Error::from_redis(&url, "subscribe", e)
+                })?;
+                Ok::<_, Error>(ps)
             }
             .await;
             let mut ps = match connected {
                 Ok(ps) => ps,
                 Err(e) => {
                     if let Some(r) = ready.take() {
-                        let _ = r.send(Err(Error::from_redis(&url, "subscribe", e)));
+                        let _ = r.send(Err(e));
                         return;
                     }
                     tracing::warn!(%pattern, error = %e, "event subscription: reconnect failed; retrying");
@@ -397,6 +402,7 @@ impl Lifecycle {
         block: Duration,
     ) -> Result<Vec<LifecycleEvent>> {
         let k = self.client.keys(queue)?;
+        let epoch = self.client.epoch();
         let mut con = self
             .client
             .dedicated(Some(block + Duration::from_secs(5)))
@@ -411,7 +417,10 @@ impl Lifecycle {
             .arg(after)
             .query_async(&mut con)
             .await
-            .map_err(Error::redis(self.client.url()))?;
+            .map_err(|e| {
+                self.client.observe_failure(epoch, &e);
+                Error::redis(self.client.url())(e)
+            })?;
         Ok(reply
             .unwrap_or_default()
             .into_iter()

@@ -1,0 +1,647 @@
+//! Where a client connects: one server named by its URL, or the primary a set of Redis
+//! Sentinels names (`redis+sentinel://`), found again after every failover.
+//!
+//! A Sentinel URL lists the Sentinels and the master's name:
+//!
+//! ```text
+//! redis+sentinel://[user:password@]host[:port][,host[:port]...]/master-name[/db]
+//!     [?sentinel_user=U&sentinel_password=P]
+//! ```
+//!
+//! The credentials and the database are the data servers' (the primary's); the Sentinels take
+//! theirs from the query (most deployments leave them open). `rediss+sentinel://` speaks TLS to
+//! both, with the client's TLS files. The default Sentinel port is 26379.
+//!
+//! Following the Sentinel client guidelines, the primary's address is asked of the Sentinels in
+//! turn (the one that answered moves to the front), and the server found there must say it is
+//! the primary (`ROLE`) before it is used: a Sentinel that has not seen a failover yet names the
+//! old one. The address is kept until a call fails in a way a failover explains (the connection
+//! refused, dropped or timed out, `READONLY`, `MASTERDOWN`); the next call asks again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::AsyncConnectionConfig;
+
+use crate::engine::client::{open_redis, ClientConfig};
+use crate::error::{Error, ErrorKind, Result};
+
+/// The default port of a Sentinel.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// How long a failed search for the primary is answered from memory: callers retrying in a
+/// burst (every worker slot at once) do not each walk the Sentinels.
+const NEGATIVE_TTL: Duration = Duration::from_millis(200);
+
+/// The servers a client talks to.
+pub(crate) enum Endpoint {
+    /// One server, at a fixed address.
+    Direct(Box<redis::Client>),
+    /// The primary the Sentinels name.
+    Sentinel(Sentinel),
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct(_) => f.write_str("Direct"),
+            Endpoint::Sentinel(s) => f
+                .debug_struct("Sentinel")
+                .field("master", &s.state.url.master)
+                .field("sentinels", &s.state.url.sentinels)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint `config.url` names. Behind Sentinels, a task follows their
+    /// `+switch-master` announcements for as long as the endpoint lives (so it must be opened
+    /// inside a Tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL or unreadable TLS files.
+    pub(crate) fn open(config: &ClientConfig) -> Result<Endpoint> {
+        match SentinelUrl::parse(&config.url)? {
+            None => Ok(Endpoint::Direct(Box::new(open_redis(config)?))),
+            Some(url) => {
+                // The TLS files are checked now, not at the first failover.
+                let probe = ClientConfig {
+                    url: url.node_url("127.0.0.1", 6379),
+                    ..config.clone()
+                };
+                open_redis(&probe)?;
+                let state = std::sync::Arc::new(State {
+                    url,
+                    config: config.clone(),
+                    order: Mutex::new(Vec::new()),
+                    current: Mutex::new(Current::Unknown),
+                    resolving: tokio::sync::Mutex::new(()),
+                    epoch: AtomicU64::new(1),
+                    moved: tokio::sync::watch::channel(1).0,
+                });
+                let watcher = tokio::spawn(watch(std::sync::Arc::downgrade(&state)));
+                Ok(Endpoint::Sentinel(Sentinel { state, watcher }))
+            }
+        }
+    }
+
+    /// The client of the server to talk to now, and the epoch it belongs to (see
+    /// [`Endpoint::epoch`]).
+    ///
+    /// # Errors
+    ///
+    /// A connection error when no Sentinel names a primary that answers as one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped lookup leaves the address unknown, and the next call looks again.
+    pub(crate) async fn client(&self) -> redis::RedisResult<(u64, redis::Client)> {
+        match self {
+            Endpoint::Direct(c) => Ok((0, (**c).clone())),
+            Endpoint::Sentinel(s) => s.state.client().await,
+        }
+    }
+
+    /// Changes whenever the primary may have moved: a connection opened in an earlier epoch
+    /// is to be replaced. Always 0 for one server.
+    pub(crate) fn epoch(&self) -> u64 {
+        match self {
+            Endpoint::Direct(_) => 0,
+            Endpoint::Sentinel(s) => s.state.epoch.load(Ordering::Acquire),
+        }
+    }
+
+    /// Resolves when epoch `epoch` has ended; never for one server. For blocking calls, which
+    /// would otherwise wait on an old primary nobody writes to any more.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn moved(&self, epoch: u64) {
+        match self {
+            Endpoint::Direct(_) => std::future::pending().await,
+            Endpoint::Sentinel(s) => {
+                let mut rx = s.state.moved.subscribe();
+                // Only an error (the sender gone with the endpoint) ends the wait otherwise.
+                let _ = rx.wait_for(|&now| now != epoch).await;
+            }
+        }
+    }
+
+    /// Notes a failed call made on a connection of epoch `epoch`: if a failover explains it,
+    /// the epoch ends and the primary is looked up again before the next call. Returns
+    /// whether it did.
+    pub(crate) fn observe(&self, epoch: u64, e: &redis::RedisError) -> bool {
+        match self {
+            Endpoint::Sentinel(s) if is_failover_sign(ErrorKind::of_redis(e)) => {
+                s.state.end_epoch(epoch, &e.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a failure of this kind may mean the primary moved.
+fn is_failover_sign(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::ReadOnly | ErrorKind::MasterDown
+    )
+}
+
+/// A primary found through Sentinels, and the task that follows their announcements.
+pub(crate) struct Sentinel {
+    state: std::sync::Arc<State>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+enum Current {
+    Unknown,
+    /// The primary found in an epoch.
+    Known(u64, Box<redis::Client>),
+    /// The last search failed, at this instant, for this reason.
+    Failed(Instant, String),
+}
+
+struct State {
+    url: SentinelUrl,
+    config: ClientConfig,
+    /// Indexes into `url.sentinels`, the one that last answered first.
+    order: Mutex<Vec<usize>>,
+    current: Mutex<Current>,
+    /// One search at a time; the others wait for its answer.
+    resolving: tokio::sync::Mutex<()>,
+    epoch: AtomicU64,
+    /// The epoch, for those who wait for it to end.
+    moved: tokio::sync::watch::Sender<u64>,
+}
+
+impl State {
+    fn cached(&self) -> Option<redis::RedisResult<(u64, redis::Client)>> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Current::Known(e, c) if *e == epoch => Some(Ok((*e, (**c).clone()))),
+            Current::Failed(at, why) if at.elapsed() < NEGATIVE_TTL => {
+                Some(Err(unreachable(why.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    async fn client(&self) -> redis::RedisResult<(u64, redis::Client)> {
+        if let Some(known) = self.cached() {
+            return known;
+        }
+        let _one = self.resolving.lock().await;
+        if let Some(known) = self.cached() {
+            return known;
+        }
+        // The epoch the answer belongs to is the one it was asked in: an announcement that
+        // arrives meanwhile ends it, and the answer is not trusted past that.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let found = self.find_primary().await;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match found {
+            Ok((addr, client)) => {
+                tracing::info!(master = %self.url.master, primary = %addr, "Sentinel: connecting to the primary");
+                *current = Current::Known(epoch, Box::new(client.clone()));
+                Ok((epoch, client))
+            }
+            Err(why) => {
+                *current = Current::Failed(Instant::now(), why.clone());
+                Err(unreachable(why))
+            }
+        }
+    }
+
+    /// Ends epoch `epoch` (if it is still the current one): connections opened in it are
+    /// replaced, and the primary is looked up again.
+    fn end_epoch(&self, epoch: u64, why: &str) {
+        if self
+            .epoch
+            .compare_exchange(epoch, epoch + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.moved.send_replace(epoch + 1);
+            tracing::warn!(master = %self.url.master, reason = %why, "Sentinel: the primary may have moved; asking the Sentinels again");
+        }
+    }
+
+    /// Asks each Sentinel in turn for the primary's address, and checks the server there.
+    async fn find_primary(&self) -> std::result::Result<(String, redis::Client), String> {
+        let mut failures = Vec::new();
+        for i in self.order() {
+            let (host, port) = &self.url.sentinels[i];
+            match self.ask(host, *port).await {
+                Ok(found) => {
+                    self.prefer(i);
+                    return Ok(found);
+                }
+                Err(why) => failures.push(format!("{}: {why}", host_port(host, *port))),
+            }
+        }
+        Err(format!(
+            "no Sentinel names a reachable primary for '{}' ({})",
+            self.url.master,
+            failures.join("; ")
+        ))
+    }
+
+    /// The Sentinels to ask, in order.
+    fn order(&self) -> Vec<usize> {
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        if order.len() != self.url.sentinels.len() {
+            *order = (0..self.url.sentinels.len()).collect();
+        }
+        order.clone()
+    }
+
+    /// Moves Sentinel `i` to the front: it answered.
+    fn prefer(&self, i: usize) {
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.retain(|&j| j != i);
+        order.insert(0, i);
+    }
+
+    fn sentinel_client(&self, host: &str, port: u16) -> std::result::Result<redis::Client, String> {
+        open_redis(&ClientConfig {
+            url: self.url.sentinel_url(host, port),
+            ..self.config.clone()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn timeouts(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.config.response_timeout))
+            .set_connection_timeout(Some(self.config.connect_timeout))
+    }
+
+    async fn ask(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::result::Result<(String, redis::Client), String> {
+        let mut con = self
+            .sentinel_client(host, port)?
+            .get_multiplexed_async_connection_with_config(&self.timeouts())
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.url.master)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (ip, port) = addr.ok_or_else(|| format!("knows no master '{}'", self.url.master))?;
+        let node = open_redis(&ClientConfig {
+            url: self.url.node_url(&ip, port),
+            ..self.config.clone()
+        })
+        .map_err(|e| e.to_string())?;
+        let addr = host_port(&ip, port);
+        let mut con = node
+            .get_multiplexed_async_connection_with_config(&self.timeouts())
+            .await
+            .map_err(|e| format!("names {addr}, which does not answer: {e}"))?;
+        let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await;
+        match role {
+            Ok(redis::Value::Array(parts)) => match parts.first() {
+                Some(redis::Value::BulkString(r)) if r.as_slice() == b"master" => Ok((addr, node)),
+                _ => Err(format!(
+                    "names {addr}, which is not a primary (yet): a failover is under way"
+                )),
+            },
+            Ok(other) => Err(format!("names {addr}, whose ROLE reply is {other:?}")),
+            // A least-privilege user may not run ROLE: the Sentinel's word is taken.
+            Err(e) if ErrorKind::of_redis(&e) == ErrorKind::Permission => Ok((addr, node)),
+            Err(e) => Err(format!("names {addr}, which fails ROLE: {e}")),
+        }
+    }
+}
+
+/// Follows the Sentinels' `+switch-master` announcements, on one Sentinel at a time, for as
+/// long as `state` lives: each for this master ends the epoch, so the clients move to the new
+/// primary at once. Without this, a client would keep writing to an old primary that a
+/// requested failover left running (Sentinel turns it into a replica only seconds later, and
+/// what it took meanwhile is lost).
+async fn watch(state: std::sync::Weak<State>) {
+    let mut pause = Duration::from_millis(100);
+    let mut subscribed_before = false;
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        let order = s.order();
+        let master = s.url.master.clone();
+        let mut lost = None;
+        for i in order {
+            let (host, port) = s.url.sentinels[i].clone();
+            let Ok(client) = s.sentinel_client(&host, port) else {
+                continue;
+            };
+            let connect = tokio::time::timeout(s.config.connect_timeout, async {
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe("+switch-master").await?;
+                Ok::<_, redis::RedisError>(ps)
+            });
+            let Ok(Ok(mut ps)) = connect.await else {
+                continue;
+            };
+            if subscribed_before {
+                // Announcements may have been missed while no Sentinel was followed.
+                s.end_epoch(
+                    s.epoch.load(Ordering::Acquire),
+                    "the Sentinel announcements resumed",
+                );
+            }
+            subscribed_before = true;
+            pause = Duration::from_millis(100);
+            drop(s);
+            let mut messages = ps.on_message();
+            use futures_util::StreamExt;
+            while let Some(msg) = messages.next().await {
+                let payload: String = msg.get_payload().unwrap_or_default();
+                // `<master> <old ip> <old port> <new ip> <new port>`
+                if payload.split(' ').next() == Some(master.as_str()) {
+                    let Some(s) = state.upgrade() else { return };
+                    s.end_epoch(
+                        s.epoch.load(Ordering::Acquire),
+                        &format!("+switch-master {payload}"),
+                    );
+                }
+            }
+            lost = Some(host_port(&host, port));
+            break;
+        }
+        if let Some(from) = lost {
+            tracing::debug!(sentinel = %from, "Sentinel announcements lost; following another Sentinel");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn unreachable(why: String) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        why,
+    ))
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A parsed `redis+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentinelUrl {
+    tls: bool,
+    /// `user:password` for the data servers, as written (still percent-encoded).
+    userinfo: Option<String>,
+    sentinels: Vec<(String, u16)>,
+    master: String,
+    db: u32,
+    /// `user:password` for the Sentinels.
+    sentinel_userinfo: Option<String>,
+}
+
+impl SentinelUrl {
+    /// `Ok(None)` for a URL of another scheme.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a Sentinel URL that does not parse, naming what is wrong (never
+    /// the password).
+    pub(crate) fn parse(url: &str) -> Result<Option<SentinelUrl>> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
+            (true, rest)
+        } else {
+            return Ok(None);
+        };
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "invalid Sentinel URL {}: {why} (expected redis+sentinel://[user:password@]host[:port][,host[:port]...]/master-name[/db])",
+                crate::error::redact(url)
+            ))
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, authority),
+        };
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',') {
+            sentinels.push(parse_host(host).map_err(|why| bad(&why))?);
+        }
+        let mut path = path.split('/');
+        let master = path.next().unwrap_or_default().to_string();
+        if master.is_empty()
+            || master.len() > 128
+            || !master
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(bad(
+                "the master name must be 1 to 128 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let db = match path.next() {
+            None | Some("") => 0,
+            Some(db) => db
+                .parse()
+                .map_err(|_| bad("the database must be a number"))?,
+        };
+        if path.next().is_some() {
+            return Err(bad("too many path segments"));
+        }
+        let (mut s_user, mut s_pass) = (None, None);
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("sentinel_user", v)) => s_user = Some(v.to_string()),
+                Some(("sentinel_password", v)) => s_pass = Some(v.to_string()),
+                _ => {
+                    return Err(bad(
+                        "unknown query parameter (sentinel_user and sentinel_password are known)",
+                    ))
+                }
+            }
+        }
+        let sentinel_userinfo = match (s_user, s_pass) {
+            (None, None) => None,
+            (user, pass) => Some(format!(
+                "{}:{}",
+                user.unwrap_or_default(),
+                pass.unwrap_or_default()
+            )),
+        };
+        Ok(Some(SentinelUrl {
+            tls,
+            userinfo,
+            sentinels,
+            master,
+            db,
+            sentinel_userinfo,
+        }))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// The URL of the data server at `host:port`.
+    fn node_url(&self, host: &str, port: u16) -> String {
+        let auth = self
+            .userinfo
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!(
+            "{}://{auth}{}/{}",
+            self.scheme(),
+            host_port(host, port),
+            self.db
+        )
+    }
+
+    /// The URL of the Sentinel at `host:port`.
+    fn sentinel_url(&self, host: &str, port: u16) -> String {
+        let auth = self
+            .sentinel_userinfo
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{}://{auth}{}", self.scheme(), host_port(host, port))
+    }
+}
+
+fn parse_host(host: &str) -> std::result::Result<(String, u16), String> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in '{host}'"))?;
+        match after {
+            "" => (name, None),
+            p => (
+                name,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("'{host}' has junk after ']'"))?,
+                ),
+            ),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    if name.is_empty() {
+        return Err("an empty Sentinel host".into());
+    }
+    let port = match port {
+        None => SENTINEL_PORT,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("'{p}' is not a port (in '{host}')"))?,
+    };
+    Ok((name.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sentinel_url_names_its_sentinels_master_and_database() {
+        let u = SentinelUrl::parse(
+            "redis+sentinel://app:s3cret@10.0.0.1,10.0.0.2:26380,[::1]:5000/mymaster/2?sentinel_password=sp",
+        )
+        .expect("parses")
+        .expect("is a sentinel url");
+        assert_eq!(
+            u.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), SENTINEL_PORT),
+                ("10.0.0.2".to_string(), 26380),
+                ("::1".to_string(), 5000)
+            ]
+        );
+        assert_eq!(u.master, "mymaster");
+        assert_eq!(
+            u.node_url("10.1.1.1", 6380),
+            "redis://app:s3cret@10.1.1.1:6380/2"
+        );
+        assert_eq!(
+            u.node_url("fe80::1", 6380),
+            "redis://app:s3cret@[fe80::1]:6380/2"
+        );
+        assert_eq!(u.sentinel_url("::1", 5000), "redis://:sp@[::1]:5000");
+        let tls = SentinelUrl::parse("rediss+sentinel://h/m")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(tls.node_url("h", 1), "rediss://h:1/0");
+        assert_eq!(tls.sentinel_url("h", 1), "rediss://h:1");
+    }
+
+    #[test]
+    fn other_schemes_are_not_sentinel_urls() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://h",
+            "redis+unix:///tmp/s",
+        ] {
+            assert_eq!(SentinelUrl::parse(url).expect("ok"), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_sentinel_url_says_what_is_wrong_without_the_password() {
+        for (url, says) in [
+            ("redis+sentinel://u:hunter2@h1,h2", "no master name"),
+            ("redis+sentinel://u:hunter2@h1/", "master name"),
+            ("redis+sentinel://u:hunter2@h1/m{x}", "master name"),
+            ("redis+sentinel://u:hunter2@h1:99999/m", "not a port"),
+            ("redis+sentinel://u:hunter2@,h2/m", "empty Sentinel host"),
+            ("redis+sentinel://u:hunter2@h1/m/x", "database"),
+            ("redis+sentinel://u:hunter2@h1/m/1/2", "too many"),
+            ("redis+sentinel://u:hunter2@h1/m?pw=1", "unknown query"),
+            ("redis+sentinel://u:hunter2@[::1/m", "unclosed"),
+        ] {
+            let e = SentinelUrl::parse(url).expect_err(url).to_string();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_failover_is_suspected_only_for_errors_it_explains() {
+        assert!(is_failover_sign(ErrorKind::ReadOnly));
+        assert!(is_failover_sign(ErrorKind::Connection));
+        assert!(!is_failover_sign(ErrorKind::Script));
+        assert!(!is_failover_sign(ErrorKind::Auth));
+    }
+}

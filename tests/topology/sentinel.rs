@@ -1,0 +1,306 @@
+//! Clients and workers on a `redis+sentinel://` URL (issue 13, point 1): they find the primary
+//! through the Sentinels, and find it again after each failover, whether asked for
+//! (`SENTINEL FAILOVER`) or forced (the primary killed with SIGKILL).
+//!
+//! The default run does one failover of each kind; `QUEUE_SOAK=1` does ten (five of each).
+//! Every deployment is real processes on loopback: a primary, a replica and three Sentinels
+//! with `down-after-milliseconds` 1500.
+
+use crate::common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bounded, eventually};
+use queue::testing::{SentinelOptions, SentinelSet};
+use queue::{job, Client, ClientConfig, Durability, Error, JobContext, JobError, NewJob};
+
+/// The ids the handler has run.
+static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn seen() -> HashSet<String> {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+fn seen_count() -> usize {
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, |s| s.len())
+}
+
+#[job(name = "topology.mark", queue = "topology")]
+async fn mark(_seq: u64, ctx: JobContext) -> Result<(), JobError> {
+    // 8 slots of 20 ms: 400 jobs/s at most, slower than the producer, so a backlog is
+    // there to drain when a failover ends.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    SEEN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(ctx.id.to_string());
+    Ok(())
+}
+
+/// A deployment for the suite: in the ACL mode the servers have the administrator's password
+/// and the suite's user, and the Sentinels log in with the former.
+fn deployment() -> SentinelSet {
+    deployment_with(&[])
+}
+
+/// [`deployment`] with `args` for every data server.
+fn deployment_with(args: &[&str]) -> SentinelSet {
+    let mut opts = SentinelOptions::default();
+    opts.server.args.extend(args.iter().map(|a| a.to_string()));
+    if common::acl_mode() {
+        let (name, password) = common::acl::SUITE_USER;
+        opts.server.password = Some(common::acl::ADMIN_PASSWORD.into());
+        opts.server
+            .args
+            .extend(["--masterauth", common::acl::ADMIN_PASSWORD].map(String::from));
+        opts.server = opts.server.user(name, password, &common::acl::suite());
+        opts.auth_pass = Some(common::acl::ADMIN_PASSWORD.into());
+    }
+    SentinelSet::start(opts).expect("a Sentinel deployment (redis-server must be installed)")
+}
+
+fn replicated(url: &str, timeout: Duration) -> ClientConfig {
+    let mut config = ClientConfig::new(url);
+    config.durability = Durability::Replicated {
+        replicas: 1,
+        timeout,
+    };
+    config
+}
+
+/// The longest consumption may stop after a failover is set off (issue 13's bound): the
+/// Sentinels' detection (1.5 s) and election, and the clients' finding the new primary.
+const RESUME_WITHIN: Duration = Duration::from_secs(10);
+
+/// Under load (a producer with `Durability::Replicated(1)` keeping a backlog, a worker draining
+/// it), failovers of both kinds: after each, consumption resumes within 10 s, and in the end
+/// every acknowledged enqueue has run and the worker still takes new work and stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_workers_follow_the_primary_through_failovers() {
+    common::init_tracing();
+    let soak = std::env::var("QUEUE_SOAK").is_ok_and(|v| v == "1");
+    let rounds = if soak { 10 } else { 2 };
+    eprintln!("start {:?}", std::time::SystemTime::now());
+    let mut set = tokio::task::block_in_place(deployment);
+    let url = common::as_suite(&set.url());
+
+    let producer_client = Client::connect_with(replicated(&url, Duration::from_secs(2)))
+        .await
+        .expect("connect through the Sentinels");
+    let worker_client = Client::connect(&url).await.expect("connect");
+    let worker = common::start_worker(&worker_client, &["topology.mark"], |b| {
+        b.queue("topology", 1)
+            .concurrency(8)
+            .lease(Duration::from_secs(2))
+            .heartbeat(Duration::from_millis(400))
+    })
+    .await;
+
+    // The producer keeps about 600 jobs ahead of the worker (1.5 s of work), so consumption
+    // never stops for want of work, and counts what it could not enqueue. (While the new
+    // primary has no replica yet, no `Replicated(1)` enqueue is acknowledged: after a
+    // requested failover, until the Sentinels turn the old primary into a replica.)
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn({
+        let (acked, refused, stop) = (acked.clone(), refused.clone(), stop.clone());
+        async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let ahead = acked
+                    .lock()
+                    .expect("acked")
+                    .len()
+                    .saturating_sub(seen_count());
+                if ahead > 600 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let jobs: Vec<NewJob> = (0..50)
+                    .map(|i| NewJob::of::<mark>(&(seq + i)).expect("encode"))
+                    .collect();
+                seq += 50;
+                match producer_client.enqueue_batch(jobs).await {
+                    Ok(done) => acked
+                        .lock()
+                        .expect("acked")
+                        .extend(done.into_iter().map(|e| e.id.to_string())),
+                    Err(e) => {
+                        // Not acknowledged: it may or may not be there, and is not counted.
+                        refused
+                            .lock()
+                            .expect("refused")
+                            .push(format!("{:?}: {e}", e.kind()));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    });
+
+    eventually(Duration::from_secs(30), "the first jobs to run", || async {
+        seen_count() >= 100
+    })
+    .await;
+    let mut resumed_after = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        let kind = if round % 2 == 0 {
+            "SENTINEL FAILOVER"
+        } else {
+            "kill -9"
+        };
+        tokio::task::block_in_place(|| {
+            if round % 2 == 0 {
+                set.failover().map(|_| ())
+            } else {
+                let (killed, _) = set.kill_primary()?;
+                // As a supervisor would: the killed server comes back (empty) and the
+                // Sentinels make it a replica of the new primary.
+                set.restart(killed)
+            }
+        })
+        .unwrap_or_else(|e| panic!("round {round} ({kind}): {e}"));
+        let promoted = started.elapsed();
+        let at_promotion = seen_count();
+        bounded(
+            RESUME_WITHIN.saturating_sub(started.elapsed()) + Duration::from_millis(1),
+            &format!("consumption to resume after round {round} ({kind})"),
+            async {
+                while seen_count() < at_promotion + 50 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        )
+        .await;
+        resumed_after.push((kind, promoted, started.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    bounded(Duration::from_secs(30), "the producer to stop", producer)
+        .await
+        .expect("producer");
+
+    // Nothing acknowledged is lost: every acknowledged job runs (a lease lost with a failover
+    // is recovered after 2 s, so this may take a few).
+    let acked = acked.lock().expect("acked").clone();
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged job to run",
+        || async {
+            let seen = seen();
+            acked.iter().all(|id| seen.contains(id))
+        },
+    )
+    .await;
+    // No worker is stuck: new work still runs, and the worker stops cleanly.
+    let last = Client::connect(&url)
+        .await
+        .expect("connect")
+        .enqueue::<mark>(&u64::MAX)
+        .await
+        .expect("enqueue after the failovers");
+    eventually(
+        Duration::from_secs(30),
+        "a job enqueued after the failovers to run",
+        || async { seen().contains(last.id.as_str()) },
+    )
+    .await;
+    worker.stop().await;
+    let refused = refused.lock().expect("refused").clone();
+    eprintln!(
+        "{rounds} failovers: {} jobs acknowledged and run, {} enqueues refused ({:?}); \
+         (failover, promoted after, consumption resumed after): {resumed_after:?}",
+        acked.len(),
+        refused.len(),
+        refused.iter().take(3).collect::<Vec<_>>(),
+    );
+}
+
+/// What each durability can lose, shown deterministically: with the replica down, an enqueue
+/// with the default durability is acknowledged by the primary alone, and the same enqueue with
+/// `Replicated(1)` is reported as not durable. The primary then dies, the replica comes back
+/// (from its append-only file, without either write) and is promoted: the acknowledged default
+/// enqueue is gone, the replicated one from before survives, and the loss the second
+/// replicated one risked was reported to its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_loses_what_only_the_primary_had_and_replicated_durability_says_so() {
+    common::init_tracing();
+    let mut set = tokio::task::block_in_place(|| {
+        deployment_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    });
+    let url = common::as_suite(&set.url());
+    let plain = Client::connect(&url).await.expect("connect");
+    let careful = Client::connect_with(replicated(&url, Duration::from_millis(500)))
+        .await
+        .expect("connect");
+    let safe = careful
+        .enqueue_job(NewJob::of::<mark>(&1).expect("encode").queue("demo"))
+        .await
+        .expect("acknowledged by the replica");
+
+    let primary = set.primary().expect("a primary");
+    let replica = 1 - primary;
+    set.kill(replica);
+    let lost = plain
+        .enqueue_job(NewJob::of::<mark>(&2).expect("encode").queue("demo"))
+        .await
+        .expect("the default durability acknowledges what the primary has");
+    let reported = careful
+        .enqueue_job(NewJob::of::<mark>(&3).expect("encode").queue("demo"))
+        .await
+        .expect_err("no replica confirms it");
+    assert!(
+        matches!(
+            reported,
+            Error::NotDurable {
+                wanted: 1,
+                confirmed: 0,
+                ..
+            }
+        ),
+        "{reported:?}"
+    );
+    // The primary dies with both writes; the replica comes back without them and is promoted.
+    tokio::task::block_in_place(|| {
+        set.kill(primary);
+        set.start_again(replica)?;
+        set.wait_new_primary(primary)
+    })
+    .expect("the replica promoted");
+
+    let admin = queue::admin::Admin::new(plain.clone());
+    let find = |id: String| {
+        let admin = admin.clone();
+        async move {
+            // Through the Sentinels: the first calls may still meet the dead primary.
+            for _ in 0..100 {
+                match admin.find_quick(&id, "demo", None).await {
+                    Ok(found) => return found.is_some(),
+                    Err(e) if e.kind().is_retryable() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("find {id}: {e}"),
+                }
+            }
+            panic!("find {id}: the new primary was not reached");
+        }
+    };
+    assert!(
+        find(safe.id.to_string()).await,
+        "the replicated enqueue survives"
+    );
+    assert!(
+        !find(lost.id.to_string()).await,
+        "the default enqueue, acknowledged by the dead primary alone, is lost"
+    );
+}
