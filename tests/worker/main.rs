@@ -13,7 +13,6 @@ mod faults;
 mod history;
 mod http;
 mod logs;
-#[cfg(feature = "otel")]
 mod otel;
 mod registry;
 mod restarts;

@@ -1,4 +1,4 @@
-//! `init_tracing_otel` (feature `otel`): a worker exports its job span over OTLP/HTTP to the
+//! `init_tracing_otel` (feature `otel`; the suite's dev-dependencies turn it on): a worker exports its job span over OTLP/HTTP to the
 //! collector the standard variables name, the span linked to the producer's trace context
 //! (not parented by it), and flushes on shutdown; a malformed endpoint is a configuration
 //! error. The worker runs in a child process, since a global subscriber is installed once per
@@ -34,8 +34,11 @@ async fn child_otel() {
     let Ok(url) = std::env::var("QUEUE_OTEL_CHILD_URL") else {
         return;
     };
-    let otel =
-        queue::worker::init_tracing_otel().unwrap_or_else(|e| panic!("init_tracing_otel: {e}"));
+    // The worker crate's own function, which the facade re-exports under its `otel` feature:
+    // the suite's dev-dependencies turn the worker's `otel` on, so this runs in the one build
+    // of the suite instead of a second build of everything with the facade's feature.
+    let otel = queue_worker::init_tracing_otel()
+        .unwrap_or_else(|e| panic!("init_tracing_otel: {e}"));
     let client = queue::Client::connect(&url).await.expect("connect");
     let running = common::start_worker(&client, &["otel.hello"], |b| b.queue("otel", 1)).await;
     let job = NewJob::of::<hello>(&1)

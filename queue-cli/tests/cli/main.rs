@@ -5,6 +5,7 @@ mod bench;
 mod dash;
 mod input_errors;
 mod ops;
+mod sentinel;
 
 use queue::testing::{RedisServer, RedisServerOptions};
 

@@ -326,8 +326,9 @@ fn start_sentinel(
          sentinel parallel-syncs {MASTER} 1\n",
         dir = dir.path().display(),
         log = dir.path().join("sentinel.log").display(),
-        // The least Sentinel allows between two failovers of one master is twice this.
-        failover = (ms * 2).max(3000),
+        // After a vote that elected no leader, the Sentinels try again only after twice this:
+        // short, so a split vote costs seconds, not minutes (the default is 3 minutes).
+        failover = (ms * 4 / 3).max(2000),
     );
     if let Some(pass) = &opts.auth_pass {
         conf.push_str(&format!("sentinel auth-pass {MASTER} {pass}\n"));
