@@ -37,8 +37,8 @@ async fn child_otel() {
     // The worker crate's own function, which the facade re-exports under its `otel` feature:
     // the suite's dev-dependencies turn the worker's `otel` on, so this runs in the one build
     // of the suite instead of a second build of everything with the facade's feature.
-    let otel = queue_worker::init_tracing_otel()
-        .unwrap_or_else(|e| panic!("init_tracing_otel: {e}"));
+    let otel =
+        queue_worker::init_tracing_otel().unwrap_or_else(|e| panic!("init_tracing_otel: {e}"));
     let client = queue::Client::connect(&url).await.expect("connect");
     let running = common::start_worker(&client, &["otel.hello"], |b| b.queue("otel", 1)).await;
     let job = NewJob::of::<hello>(&1)

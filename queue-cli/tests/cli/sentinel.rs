@@ -27,7 +27,15 @@ fn the_cli_finds_the_primary_through_sentinels_before_and_after_a_failover() {
     let url = set.url();
     let out = queue(
         &url,
-        &["enqueue", "cli.email", "--queue", "mail", "--args", r#"{"to":"ada@example.com"}"#, "--json"],
+        &[
+            "enqueue",
+            "cli.email",
+            "--queue",
+            "mail",
+            "--args",
+            r#"{"to":"ada@example.com"}"#,
+            "--json",
+        ],
     );
     let id = serde_json::from_str::<serde_json::Value>(out.trim()).expect("json")["id"]
         .as_str()
@@ -38,7 +46,11 @@ fn the_cli_finds_the_primary_through_sentinels_before_and_after_a_failover() {
     let mut con = redis::Client::open(set.servers()[primary].admin_url())
         .and_then(|c| c.get_connection())
         .expect("primary");
-    let replicas: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut con).expect("WAIT");
+    let replicas: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query(&mut con)
+        .expect("WAIT");
     assert_eq!(replicas, 1);
 
     let new = set.failover().expect("failover");
