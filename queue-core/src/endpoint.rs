@@ -34,6 +34,9 @@ pub const SENTINEL_PORT: u16 = 26379;
 /// burst (every worker slot at once) do not each walk the Sentinels.
 const NEGATIVE_TTL: Duration = Duration::from_millis(200);
 
+/// How often the connection that follows the Sentinels' announcements is checked.
+const WATCH_PING: Duration = Duration::from_secs(5);
+
 /// The servers a client talks to.
 pub(crate) enum Endpoint {
     /// One server, at a fixed address.
@@ -82,7 +85,11 @@ impl Endpoint {
                     epoch: AtomicU64::new(1),
                     moved: tokio::sync::watch::channel(1).0,
                 });
-                let watcher = tokio::spawn(watch(std::sync::Arc::downgrade(&state)));
+                // Outside a Tokio runtime nothing follows the announcements; failures a
+                // failover explains still move the client.
+                let watcher = tokio::runtime::Handle::try_current()
+                    .ok()
+                    .map(|rt| rt.spawn(watch(std::sync::Arc::downgrade(&state))));
                 Ok(Endpoint::Sentinel(Sentinel { state, watcher }))
             }
         }
@@ -156,19 +163,21 @@ fn is_failover_sign(kind: ErrorKind) -> bool {
 /// A primary found through Sentinels, and the task that follows their announcements.
 pub(crate) struct Sentinel {
     state: std::sync::Arc<State>,
-    watcher: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Sentinel {
     fn drop(&mut self) {
-        self.watcher.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
     }
 }
 
 enum Current {
     Unknown,
-    /// The primary found in an epoch.
-    Known(u64, Box<redis::Client>),
+    /// The primary found in an epoch, and its address.
+    Known(u64, Box<redis::Client>, String),
     /// The last search failed, at this instant, for this reason.
     Failed(Instant, String),
 }
@@ -191,7 +200,7 @@ impl State {
         let epoch = self.epoch.load(Ordering::Acquire);
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         match &*current {
-            Current::Known(e, c) if *e == epoch => Some(Ok((*e, (**c).clone()))),
+            Current::Known(e, c, _) if *e == epoch => Some(Ok((*e, (**c).clone()))),
             Current::Failed(at, why) if at.elapsed() < NEGATIVE_TTL => {
                 Some(Err(unreachable(why.clone())))
             }
@@ -207,21 +216,40 @@ impl State {
         if let Some(known) = self.cached() {
             return known;
         }
-        // The epoch the answer belongs to is the one it was asked in: an announcement that
-        // arrives meanwhile ends it, and the answer is not trusted past that.
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let found = self.find_primary().await;
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match found {
-            Ok((addr, client)) => {
-                tracing::info!(master = %self.url.master, primary = %addr, "Sentinel: connecting to the primary");
-                *current = Current::Known(epoch, Box::new(client.clone()));
-                Ok((epoch, client))
+        // The answer belongs to the epoch it was asked in. An announcement that arrives
+        // meanwhile ends that epoch and may make the answer stale (a requested failover
+        // leaves the old primary taking writes for seconds): then it is asked again.
+        let mut tries = 0;
+        loop {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let found = self.find_primary().await;
+            tries += 1;
+            if self.epoch.load(Ordering::Acquire) != epoch && tries < 3 {
+                continue;
             }
-            Err(why) => {
-                *current = Current::Failed(Instant::now(), why.clone());
-                Err(unreachable(why))
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            return match found {
+                Ok((addr, client)) => {
+                    tracing::info!(master = %self.url.master, primary = %addr, "Sentinel: connecting to the primary");
+                    *current = Current::Known(epoch, Box::new(client.clone()), addr);
+                    Ok((epoch, client))
+                }
+                Err(why) => {
+                    *current = Current::Failed(Instant::now(), why.clone());
+                    Err(unreachable(why))
+                }
+            };
+        }
+    }
+
+    /// The address of the primary of the current epoch, when known.
+    fn known_address(&self) -> Option<String> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Current::Known(e, _, addr) if *e == self.epoch.load(Ordering::Acquire) => {
+                Some(addr.clone())
             }
+            _ => None,
         }
     }
 
@@ -241,9 +269,11 @@ impl State {
     /// Asks each Sentinel in turn for the primary's address, and checks the server there.
     async fn find_primary(&self) -> std::result::Result<(String, redis::Client), String> {
         let mut failures = Vec::new();
+        // Sentinels that agree on a dead address are not each made to wait a connect timeout.
+        let mut dead = Vec::new();
         for i in self.order() {
             let (host, port) = &self.url.sentinels[i];
-            match self.ask(host, *port).await {
+            match self.ask(host, *port, &mut dead).await {
                 Ok(found) => {
                     self.prefer(i);
                     return Ok(found);
@@ -292,6 +322,7 @@ impl State {
         &self,
         host: &str,
         port: u16,
+        dead: &mut Vec<String>,
     ) -> std::result::Result<(String, redis::Client), String> {
         let mut con = self
             .sentinel_client(host, port)?
@@ -311,10 +342,19 @@ impl State {
         })
         .map_err(|e| e.to_string())?;
         let addr = host_port(&ip, port);
-        let mut con = node
+        if dead.contains(&addr) {
+            return Err(format!("names {addr}, which did not answer"));
+        }
+        let mut con = match node
             .get_multiplexed_async_connection_with_config(&self.timeouts())
             .await
-            .map_err(|e| format!("names {addr}, which does not answer: {e}"))?;
+        {
+            Ok(con) => con,
+            Err(e) => {
+                dead.push(addr.clone());
+                return Err(format!("names {addr}, which does not answer: {e}"));
+            }
+        };
         let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await;
         match role {
             Ok(redis::Value::Array(parts)) => match parts.first() {
@@ -354,22 +394,40 @@ async fn watch(state: std::sync::Weak<State>) {
                 ps.subscribe("+switch-master").await?;
                 Ok::<_, redis::RedisError>(ps)
             });
-            let Ok(Ok(mut ps)) = connect.await else {
+            let Ok(Ok(ps)) = connect.await else {
                 continue;
             };
             if subscribed_before {
-                // Announcements may have been missed while no Sentinel was followed.
-                s.end_epoch(
-                    s.epoch.load(Ordering::Acquire),
-                    "the Sentinel announcements resumed",
-                );
+                // Announcements may have been missed while no Sentinel was followed: if the
+                // primary is not the one the clients use, their epoch ends.
+                let epoch = s.epoch.load(Ordering::Acquire);
+                let known = s.known_address();
+                let mut dead = Vec::new();
+                if let (Some(known), Ok((now, _))) = (known, s.ask(&host, port, &mut dead).await) {
+                    if now != known {
+                        s.end_epoch(epoch, &format!("the primary is {now} now, not {known}"));
+                    }
+                }
             }
             subscribed_before = true;
             pause = Duration::from_millis(100);
+            let timeout = s.config.response_timeout;
             drop(s);
-            let mut messages = ps.on_message();
+            let (mut sink, mut messages) = ps.split();
             use futures_util::StreamExt;
-            while let Some(msg) = messages.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = messages.next() => msg,
+                    // A PING now and then finds a half-open connection, which would
+                    // otherwise stop the announcements without a word.
+                    () = tokio::time::sleep(WATCH_PING) => {
+                        match tokio::time::timeout(timeout, sink.ping::<String>()).await {
+                            Ok(Ok(_)) => continue,
+                            _ => None,
+                        }
+                    }
+                };
+                let Some(msg) = msg else { break };
                 let payload: String = msg.get_payload().unwrap_or_default();
                 // `<master> <old ip> <old port> <new ip> <new port>`
                 if payload.split(' ').next() == Some(master.as_str()) {
@@ -406,8 +464,8 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// A parsed `redis+sentinel://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis+sentinel://` URL. Its `Debug` shows no credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SentinelUrl {
     tls: bool,
     /// `user:password` for the data servers, as written (still percent-encoded).
@@ -417,6 +475,17 @@ pub(crate) struct SentinelUrl {
     db: u32,
     /// `user:password` for the Sentinels.
     sentinel_userinfo: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelUrl")
+            .field("tls", &self.tls)
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SentinelUrl {

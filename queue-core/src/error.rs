@@ -417,8 +417,13 @@ pub fn redact(url: &str) -> String {
     // `#insecure`), so its last `@` ends the credentials even when the password holds a raw
     // delimiter. A unix URL's path and query may (`/run/a@b.sock`, `user=app@corp`), so there
     // only the part before the path counts (empty in every URL the client accepts).
+    // A Sentinel URL's query holds the Sentinels' credentials, which may hold an `@`: its
+    // userinfo ends at the last `@` before the query, as the URL is parsed.
+    let sentinel = scheme.to_ascii_lowercase().ends_with("+sentinel");
     let at = if unix {
         rest[..rest.find(['/', '?']).unwrap_or(rest.len())].rfind('@')
+    } else if sentinel {
+        rest[..rest.find('?').unwrap_or(rest.len())].rfind('@')
     } else {
         rest.rfind('@')
     };
@@ -624,7 +629,7 @@ mod tests {
     const PW: &str = "hunter2";
 
     /// Every URL form the Redis client accepts, with the password `PW`, and its redaction.
-    const FORMS: [(&str, &str); 14] = [
+    const FORMS: [(&str, &str); 17] = [
         ("redis://user:hunter2@host:1/0", "redis://user:***@host:1/0"),
         ("redis://:hunter2@host:1", "redis://:***@host:1"),
         ("redis://default:hunter2@host", "redis://default:***@host"),
@@ -662,6 +667,18 @@ mod tests {
             "redis+unix:///s?pass=***&db=3",
         ),
         ("hunter2@host:1", "***@host:1"),
+        (
+            "redis+sentinel://app:hunter2@s1,s2:26380/mymaster/1",
+            "redis+sentinel://app:***@s1,s2:26380/mymaster/1",
+        ),
+        (
+            "redis+sentinel://s1,s2/m?sentinel_password=hun@ter2",
+            "redis+sentinel://s1,s2/m?sentinel_password=***",
+        ),
+        (
+            "rediss+sentinel://a:hun@ter2@s1/m?sentinel_user=u&sentinel_password=hunter2",
+            "rediss+sentinel://a:***@s1/m?sentinel_user=u&sentinel_password=***",
+        ),
     ];
 
     #[test]

@@ -1176,19 +1176,20 @@ impl Waker {
     /// caller's timer covers.
     pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let secs = timeout.as_secs().max(1);
-        let epoch = self.client.epoch();
         // Behind Sentinels, a connection to a primary that may have moved is replaced.
-        if self.con.as_ref().is_some_and(|(_, e)| *e != epoch) {
+        let now = self.client.epoch();
+        if self.con.as_ref().is_some_and(|(_, e)| *e != now) {
             self.con = None;
         }
         if self.con.is_none() {
             // The response timeout must outlast the blocking call itself.
             let limit = Duration::from_secs(secs + 4);
-            self.con = Some((self.client.dedicated(Some(limit)).await?, epoch));
+            self.con = Some(self.client.dedicated(Some(limit)).await?);
         }
-        let Some((con, _)) = self.con.as_mut() else {
+        let Some((con, epoch)) = self.con.as_mut() else {
             return Ok(false);
         };
+        let epoch = *epoch;
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(&self.keys).arg(secs);
         let blpop = cmd.query_async::<Option<(String, String)>>(con);

@@ -178,9 +178,10 @@ impl Inner {
         }
         let (endpoint, redis) = self.endpoint.client().await?;
         let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
-        // Another call may have opened one meanwhile: one connection is shared by all.
+        // Another call may have opened one meanwhile (one connection is shared by all), or
+        // one of a later epoch: an older answer never replaces it.
         if let Some(s) = &*shared {
-            if s.endpoint == endpoint {
+            if s.endpoint >= endpoint {
                 return Ok(s.clone());
             }
         }
@@ -637,18 +638,31 @@ impl Client {
     ///
     /// [`Error::Unreachable`], [`Error::Redis`].
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.pubsub_in_epoch().await?.0)
+    }
+
+    /// [`Client::pubsub`], and the endpoint epoch it was opened in (see
+    /// [`Client::moved`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    pub(crate) async fn pubsub_in_epoch(&self) -> Result<(redis::aio::PubSub, u64)> {
+        // Finding the server has timeouts of its own (one per Sentinel asked); only the
+        // connection to it is bounded here.
+        let (epoch, redis) = self
+            .inner
+            .endpoint
+            .client()
+            .await
+            .map_err(Error::redis(self.url()))?;
         let timeout = self.inner.config.connect_timeout;
-        let epoch = self.epoch();
-        let opened = tokio::time::timeout(timeout, async {
-            let (_, redis) = self.inner.endpoint.client().await?;
-            redis.get_async_pubsub().await
-        })
-        .await;
-        match opened {
-            Ok(r) => r.map_err(|e| {
+        match tokio::time::timeout(timeout, redis.get_async_pubsub()).await {
+            Ok(Ok(ps)) => Ok((ps, epoch)),
+            Ok(Err(e)) => {
                 self.observe_failure(epoch, &e);
-                Error::redis(self.url())(e)
-            }),
+                Err(Error::redis(self.url())(e))
+            }
             Err(_) => Err(Error::unreachable(
                 self.url(),
                 format!("no pub/sub connection within {timeout:?}"),
@@ -693,26 +707,31 @@ impl Client {
         }
     }
 
-    /// A new dedicated connection, for blocking commands that must not hold up the shared one.
+    /// A new dedicated connection, for blocking commands that must not hold up the shared one,
+    /// and the endpoint epoch it was opened in (see [`Client::moved`]).
     pub(crate) async fn dedicated(
         &self,
         response_timeout: Option<Duration>,
-    ) -> Result<MultiplexedConnection> {
+    ) -> Result<(MultiplexedConnection, u64)> {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(response_timeout)
             .set_connection_timeout(Some(self.inner.config.connect_timeout));
-        let epoch = self.epoch();
-        let opened = async {
-            let (_, redis) = self.inner.endpoint.client().await?;
-            redis
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
+        let (epoch, redis) = self
+            .inner
+            .endpoint
+            .client()
+            .await
+            .map_err(Error::redis(self.url()))?;
+        match redis
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+        {
+            Ok(con) => Ok((con, epoch)),
+            Err(e) => {
+                self.observe_failure(epoch, &e);
+                Err(Error::redis(self.url())(e))
+            }
         }
-        .await;
-        opened.map_err(|e| {
-            self.observe_failure(epoch, &e);
-            Error::redis(self.url())(e)
-        })
     }
 
     /// Enqueues a job of type `J` with its `#[job]` defaults.

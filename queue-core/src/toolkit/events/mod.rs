@@ -171,9 +171,8 @@ async fn subscribe_raw<T: Send + 'static>(
         let mut lost_at: Option<std::time::Instant> = None;
         let mut delay = Duration::from_millis(50);
         loop {
-            let epoch = owner.epoch();
             let connected = async {
-                let mut ps = owner.pubsub().await?;
+                let (mut ps, epoch) = owner.pubsub_in_epoch().await?;
                 let subscribed = match &topic {
                     Topic::Channel(c) => ps.subscribe(c).await,
                     Topic::Pattern(p) => ps.psubscribe(p).await,
@@ -182,10 +181,10 @@ async fn subscribe_raw<T: Send + 'static>(
                     owner.observe_failure(epoch, &e);
                     Error::from_redis(&url, "subscribe", e)
                 })?;
-                Ok::<_, Error>(ps)
+                Ok::<_, Error>((ps, epoch))
             }
             .await;
-            let mut ps = match connected {
+            let (mut ps, epoch) = match connected {
                 Ok(ps) => ps,
                 Err(e) => {
                     if let Some(r) = ready.take() {
@@ -206,7 +205,13 @@ async fn subscribe_raw<T: Send + 'static>(
                 tracing::info!(%pattern, down_ms = t.elapsed().as_millis() as u64, "event subscription restored; events published meanwhile were missed");
             }
             let mut messages = ps.on_message();
-            while let Some(msg) = messages.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = messages.next() => msg,
+                    // Behind Sentinels, the primary moved: events are published there now.
+                    () = owner.moved(epoch) => None,
+                };
+                let Some(msg) = msg else { break };
                 let channel: String = msg.get_channel_name().to_string();
                 if tx
                     .send(decode(channel, msg.get_payload_bytes()))
@@ -402,8 +407,7 @@ impl Lifecycle {
         block: Duration,
     ) -> Result<Vec<LifecycleEvent>> {
         let k = self.client.keys(queue)?;
-        let epoch = self.client.epoch();
-        let mut con = self
+        let (mut con, epoch) = self
             .client
             .dedicated(Some(block + Duration::from_secs(5)))
             .await?;
