@@ -246,6 +246,47 @@ pub(crate) fn glob_escape(literal: &str) -> String {
     out
 }
 
+/// The slot tag of a user's sessions: four hex digits of the CRC16 of the name. Every session
+/// id of the user starts with it, so the sessions and the user's index share one slot
+/// (creating, rotating and ending a session is one script on both).
+pub fn session_tag(user: &str) -> String {
+    format!("{:04x}", crc16(user.as_bytes()))
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn hash_slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key)) % 16384
+}
+
+/// The part of `key` Redis Cluster hashes.
+fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{') {
+        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial 0), the checksum of Redis Cluster's key slots.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 /// Keys of the cache (toolkit): `<namespace>:cache:{<cache namespace>}:...`, so a cache
 /// namespace's entries, locks and version share one slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,17 +405,25 @@ impl NamespaceKeys {
     pub fn schedules(&self) -> String {
         format!("{}:schedules", self.namespace)
     }
-    /// Hash of one session, named by the SHA-256 of its id (hex): the id itself is never stored.
-    pub fn session(&self, id_hash: &str) -> String {
-        format!("{}:session:{id_hash}", self.namespace)
+    /// Hash of one session, named by the SHA-256 of its id (hex): the id itself is never
+    /// stored. `tag` is the id's slot tag (its first four hex digits: a user's sessions all
+    /// carry [`session_tag`] of the user), so a session and its user's index share a slot.
+    pub fn session(&self, tag: &str, id_hash: &str) -> String {
+        format!("{}:session:{{{}}}:{id_hash}", self.namespace, escape(tag))
     }
-    /// Set of the session hashes of one user ("log out everywhere").
+    /// Set of the session hashes of one user ("log out everywhere"), in the slot of the
+    /// user's sessions.
     pub fn user_sessions(&self, user: &str) -> String {
-        format!("{}:session:user:{user}", self.namespace)
+        format!(
+            "{}:session:{{{}}}:user:{}",
+            self.namespace,
+            session_tag(user),
+            escape(user)
+        )
     }
     /// Pattern matching every user index (for the maintenance task's SCAN).
     pub fn user_sessions_pattern(&self) -> String {
-        format!("{}:session:user:*", glob_escape(&self.namespace))
+        format!("{}:session:{{*}}:user:*", glob_escape(&self.namespace))
     }
     /// String of one `tower-sessions` record, named by the SHA-256 of its id (hex).
     pub fn tower_session(&self, id_hash: &str) -> String {
@@ -439,6 +488,69 @@ fn validate_name(what: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_slots_are_redis_clusters() {
+        // The Redis Cluster specification's examples, and slots `CLUSTER KEYSLOT` gives.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(
+            hash_slot(b"{user1000}.following"),
+            hash_slot(b"{user1000}.followers")
+        );
+        // An empty tag hashes the whole key; the tag ends at the first `}` after the first `{`.
+        assert_eq!(super::hash_tag(b"foo{}{bar}"), b"foo{}{bar}".as_slice());
+        assert_eq!(super::hash_tag(b"foo{{bar}}zap"), b"{bar".as_slice());
+        assert_eq!(super::hash_tag(b"foo{bar}{zap}"), b"bar".as_slice());
+        assert_eq!(super::hash_tag(b"no tag"), b"no tag".as_slice());
+    }
+
+    /// Every key builder whose keys a script takes together gives keys of one slot: a queue's
+    /// keys, a cache namespace's, a rate-limit subject's, and a user's sessions with the
+    /// user's index. (Every script call is also checked in debug builds: `script.rs`.)
+    #[test]
+    fn keys_a_script_takes_together_share_a_slot() {
+        let same = |keys: &[String]| {
+            let slots: std::collections::BTreeSet<u16> =
+                keys.iter().map(|k| hash_slot(k.as_bytes())).collect();
+            assert_eq!(slots.len(), 1, "{keys:?}");
+        };
+        for name in ["emails", "a{b}c", "}{", "queue", "x:y", ""] {
+            let Ok(q) = QueueKeys::new("ns", name) else {
+                continue;
+            };
+            let mut keys = q.all_fixed();
+            keys.extend([
+                q.metrics(29_000_000),
+                q.metrics_hour(480_000),
+                q.unique("order-{7}"),
+                q.alive_channel("w{1}", 3),
+            ]);
+            same(&keys);
+        }
+        let c = CacheKeys::new("ns").expect("ns");
+        for ns in ["users", "a}b{c"] {
+            same(&[c.entry(ns, "k1"), c.lock(ns, "k{2}"), c.version(ns)]);
+        }
+        let r = RateLimitKeys::new("ns").expect("ns");
+        for subject in ["ip:1.2.3.4", "{x}"] {
+            same(&[
+                r.block(subject),
+                r.limit(subject, "a"),
+                r.limit(subject, "b{c}"),
+            ]);
+        }
+        let n = NamespaceKeys::new("ns").expect("ns");
+        for user in ["zoe", "ada@example.com", "{weird}user", ""] {
+            let tag = session_tag(user);
+            same(&[
+                n.user_sessions(user),
+                n.session(&tag, &"a".repeat(64)),
+                n.session(&tag, &"b".repeat(64)),
+            ]);
+        }
+    }
 
     #[test]
     fn keys_share_one_hash_tag() {
@@ -564,7 +676,8 @@ mod tests {
             ("rate-limit block", Box::new(|s| r.block(s))),
             ("rate-limit limit (subject)", Box::new(|s| r.limit(s, "l"))),
             ("rate-limit limit (name)", Box::new(|s| r.limit("s", s))),
-            ("session", Box::new(|s| ns.session(s))),
+            // The id hash is always our own hex; the tag is what could come from outside.
+            ("session", Box::new(|s| ns.session(s, &"0".repeat(64)))),
             ("user sessions", Box::new(|s| ns.user_sessions(s))),
             ("tower session", Box::new(|s| ns.tower_session(s))),
             ("event channel", Box::new(|s| ns.event_channel(s))),

@@ -108,7 +108,27 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// Whether every key of the call hashes to one Redis Cluster slot, as a script's keys
+    /// must on a cluster. Checked on every call in debug builds, so the test suite checks
+    /// every call it makes.
+    fn single_slot(&self) -> bool {
+        let mut slots = self
+            .keys
+            .iter()
+            .map(|k| crate::keys::hash_slot(k.as_bytes()));
+        match slots.next() {
+            None => true,
+            Some(first) => slots.all(|s| s == first),
+        }
+    }
+
     fn cmd(&self) -> redis::Cmd {
+        debug_assert!(
+            self.single_slot(),
+            "script {} is given keys in more than one cluster slot: {:?}",
+            self.script.name,
+            self.keys
+        );
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.inner.get_hash())
             .arg(self.keys.len())
@@ -296,4 +316,32 @@ impl Durability {
 /// A wait of zero means "forever" to WAIT: never ask for that by accident.
 fn timeout_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_knows_whether_its_keys_share_a_slot() {
+        let script = Script::new("probe", &["return 1"]);
+        let mut call = script.call();
+        assert!(call.single_slot(), "no keys");
+        call.key("ns:{emails}:pending".to_string())
+            .key("ns:{emails}:active".to_string());
+        assert!(call.single_slot());
+        // `foo` and `bar` are in slots 12182 and 5061.
+        call.key("foo".to_string()).key("bar".to_string());
+        assert!(!call.single_slot());
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "more than one cluster slot")]
+    fn a_call_across_slots_is_refused_in_debug_builds() {
+        let script = Script::new("probe", &["return 1"]);
+        let mut call = script.call();
+        call.key("foo".to_string()).key("bar".to_string());
+        let _ = call.cmd();
+    }
 }

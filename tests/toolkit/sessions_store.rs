@@ -132,7 +132,7 @@ async fn session_pttl(
         .client
         .namespace_keys()
         .expect("namespace")
-        .session(&id.hash());
+        .session(id.tag(), &id.hash());
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(raw)

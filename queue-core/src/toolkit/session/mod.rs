@@ -44,6 +44,28 @@ impl SessionId {
         ))
     }
 
+    /// A new id whose slot tag is `tag` (four lowercase hex digits, as [`SessionId::tag`]
+    /// returns and [`crate::wire::session_tag`] makes): 240 random bits after it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the OS has no random source or `tag` is not four hex digits.
+    pub fn generate_in(tag: &str) -> Result<SessionId> {
+        if tag.len() != 4 || SessionId::parse(&format!("{tag}{}", "0".repeat(60))).is_none() {
+            return Err(Error::Config(format!(
+                "a session tag is four lowercase hex digits, not {tag:?}"
+            )));
+        }
+        let random = SessionId::generate()?;
+        Ok(SessionId(format!("{tag}{}", &random.0[4..])))
+    }
+
+    /// The id's slot tag: its first four hex digits. A user's sessions all have the user's
+    /// ([`crate::wire::session_tag`]), so they live in one slot with the user's index.
+    pub fn tag(&self) -> &str {
+        &self.0[..4]
+    }
+
     /// Accepts a presented id if it has the shape of one (anything else is never looked up).
     pub fn parse(s: &str) -> Option<SessionId> {
         (s.len() == 64
@@ -234,9 +256,12 @@ impl Sessions {
         let pairs = json_pairs(data)?;
         // A collision of 256-bit random ids does not happen; the loop only makes it harmless.
         for _ in 0..3 {
-            let id = SessionId::generate()?;
+            let id = match user {
+                Some(u) => SessionId::generate_in(&crate::keys::session_tag(u))?,
+                None => SessionId::generate()?,
+            };
             let hash = id.hash();
-            let key = self.keys.session(&hash);
+            let key = self.keys.session(id.tag(), &hash);
             let mut call = scripts().session_create.call();
             call.key(key.clone())
                 .key(user.map(|u| self.keys.user_sessions(u)).unwrap_or(key));
@@ -279,7 +304,7 @@ impl Sessions {
             return Ok(None);
         };
         let mut call = scripts().session_get.call();
-        call.key(self.keys.session(&id.hash()));
+        call.key(self.keys.session(id.tag(), &id.hash()));
         let fields: Option<Vec<(String, String)>> = call
             .invoke(&mut self.client.con(), self.client.url())
             .await?;
@@ -341,7 +366,7 @@ impl Sessions {
             return Ok(Update::NotFound);
         };
         let mut call = scripts().session_write.call();
-        call.key(self.keys.session(&id.hash()));
+        call.key(self.keys.session(id.tag(), &id.hash()));
         call.arg(expected)
             .arg(if replace { "1" } else { "0" })
             .arg(remove.len());
@@ -376,12 +401,13 @@ impl Sessions {
             return Ok(None);
         };
         let (session, old_id) = old;
-        let old_key = self.keys.session(&old_id.hash());
+        let old_key = self.keys.session(old_id.tag(), &old_id.hash());
         for _ in 0..3 {
-            let new_id = SessionId::generate()?;
+            // The same tag: the old key, the new one and the user's index share a slot.
+            let new_id = SessionId::generate_in(old_id.tag())?;
             let mut call = scripts().session_rotate.call();
             call.key(old_key.clone())
-                .key(self.keys.session(&new_id.hash()));
+                .key(self.keys.session(new_id.tag(), &new_id.hash()));
             call.key(
                 session
                     .user
@@ -418,7 +444,7 @@ impl Sessions {
             return Ok(false);
         };
         let hash = id.hash();
-        let key = self.keys.session(&hash);
+        let key = self.keys.session(id.tag(), &hash);
         let user: Option<String> = redis::cmd("HGET")
             .arg(&key)
             .arg("u")
@@ -455,10 +481,11 @@ impl Sessions {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
+        let tag = crate::keys::session_tag(user);
         let mut pipe = redis::pipe();
         for h in &hashes {
             pipe.cmd("HMGET")
-                .arg(self.keys.session(h))
+                .arg(self.keys.session(&tag, h))
                 .arg("c")
                 .arg("a");
         }
@@ -494,6 +521,7 @@ impl Sessions {
     /// Not cancel safe: a dropped call may have ended some sessions.
     pub async fn destroy_user(&self, user: &str) -> Result<u64> {
         let index = self.keys.user_sessions(user);
+        let tag = crate::keys::session_tag(user);
         let hashes: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&index)
             .query_async(&mut self.client.con())
@@ -504,7 +532,7 @@ impl Sessions {
             let mut call = scripts().session_destroy.call();
             call.key(index.clone());
             for h in chunk {
-                call.key(self.keys.session(h));
+                call.key(self.keys.session(&tag, h));
                 call.arg(h.as_str());
             }
             let n: i64 = call
@@ -561,6 +589,14 @@ impl Sessions {
         let mut scan = crate::scan::Scan::keys(self.keys.user_sessions_pattern());
         while let Some(indexes) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
             for index in indexes {
+                // The index's slot tag is its sessions' (`NamespaceKeys::user_sessions`).
+                let Some(tag) = index
+                    .split_once('{')
+                    .and_then(|(_, rest)| rest.split_once('}'))
+                    .map(|(tag, _)| tag.to_string())
+                else {
+                    continue;
+                };
                 let members: Vec<String> = redis::cmd("SMEMBERS")
                     .arg(&index)
                     .query_async(&mut con)
@@ -568,7 +604,7 @@ impl Sessions {
                     .map_err(self.err())?;
                 let mut pipe = redis::pipe();
                 for m in &members {
-                    pipe.exists(self.keys.session(m));
+                    pipe.exists(self.keys.session(&tag, m));
                 }
                 let alive: Vec<bool> = if members.is_empty() {
                     Vec::new()
@@ -611,5 +647,17 @@ mod tests {
         assert_ne!(a.hash(), a.expose());
         assert!(SessionId::parse("forged").is_none());
         assert!(SessionId::parse(&"G".repeat(64)).is_none());
+    }
+
+    #[test]
+    fn an_id_drawn_in_a_tag_keeps_it_and_240_random_bits() {
+        let a = SessionId::generate_in("0f3a").expect("rng");
+        let b = SessionId::generate_in("0f3a").expect("rng");
+        assert_eq!((a.tag(), b.tag()), ("0f3a", "0f3a"));
+        assert_ne!(a, b);
+        assert_eq!(SessionId::parse(a.expose()), Some(a.clone()));
+        for bad in ["", "0f3", "0F3A", "zzzz", "0f3a0"] {
+            assert!(SessionId::generate_in(bad).is_err(), "{bad:?}");
+        }
     }
 }
