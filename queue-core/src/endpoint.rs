@@ -112,6 +112,11 @@ impl Endpoint {
         }
     }
 
+    /// Whether the server can change under the client (behind Sentinels).
+    pub(crate) fn follows_failovers(&self) -> bool {
+        matches!(self, Endpoint::Sentinel(_))
+    }
+
     /// Changes whenever the primary may have moved: a connection opened in an earlier epoch
     /// is to be replaced. Always 0 for one server.
     pub(crate) fn epoch(&self) -> u64 {

@@ -96,6 +96,7 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
     let producer_client = Client::connect_with(replicated(&url, Duration::from_secs(2)))
         .await
         .expect("connect through the Sentinels");
+    let side = producer_client.clone();
     let worker_client = Client::connect(&url).await.expect("connect");
     let worker = common::start_worker(&worker_client, &["topology.mark"], |b| {
         b.queue("topology", 1)
@@ -152,6 +153,24 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
         seen_count() >= 100
     })
     .await;
+    // A caller awaiting an outcome across the first failover: the job runs on the new
+    // primary (2 s from now; the failover takes about 1), whose outcome the wait must find.
+    let awaited = side
+        .enqueue_job(
+            NewJob::of::<mark>(&u64::MAX)
+                .expect("encode")
+                .delay(Duration::from_secs(2)),
+        )
+        .await
+        .expect("enqueue the awaited job");
+    let waiter = tokio::spawn({
+        let client = Client::connect(&url).await.expect("connect");
+        async move {
+            client
+                .wait_for("topology", &awaited.id, Duration::from_secs(30))
+                .await
+        }
+    });
     let mut resumed_after = Vec::new();
     for round in 0..rounds {
         let started = Instant::now();
@@ -185,6 +204,11 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
         .await;
         resumed_after.push((kind, promoted, started.elapsed()));
     }
+    let outcome = bounded(Duration::from_secs(40), "the awaited outcome", waiter)
+        .await
+        .expect("waiter")
+        .expect("the outcome of a job that ran on the new primary");
+    assert_eq!(outcome.state, queue::JobState::Completed, "{outcome:?}");
     stop.store(true, Ordering::Relaxed);
     bounded(Duration::from_secs(30), "the producer to stop", producer)
         .await

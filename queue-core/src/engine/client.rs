@@ -954,41 +954,74 @@ impl Client {
     /// Cancel safe: the registration expires by itself.
     pub async fn wait_for(&self, queue: &str, id: &JobId, timeout: Duration) -> Result<Outcome> {
         let keys = self.keys(queue)?;
-        let mut pubsub = self.pubsub().await?;
-        pubsub
-            .subscribe(keys.done_channel())
-            .await
-            .map_err(Error::redis(self.url()))?;
-        let mut call = scripts().watch.call();
-        call.key(keys.waiters())
-            .key(keys.results())
-            .key(keys.dead_jobs())
-            .arg(id.as_str())
-            .arg(millis(timeout));
-        let reply: Vec<Vec<u8>> = call.invoke(&mut self.con(), self.url()).await?;
-        match reply.first().map(Vec::as_slice) {
-            Some(b"completed") => {
-                return Outcome::decode(reply.get(1).map(Vec::as_slice).unwrap_or_default())
-            }
-            Some(b"dead") => {
-                let member = reply.get(1).cloned().unwrap_or_default();
-                return Ok(dead_outcome(&member, queue));
-            }
-            _ => {}
-        }
-        let mut messages = pubsub.on_message();
+        let deadline = tokio::time::Instant::now() + timeout;
         let wait = async {
-            while let Some(msg) = messages.next().await {
-                let bytes: Vec<u8> = msg.get_payload_bytes().to_vec();
-                if let Ok(outcome) = Outcome::decode(&bytes) {
-                    if &outcome.id == id {
-                        return Ok(outcome);
+            // Behind Sentinels, a failover moves the outcome to the new primary: the wait
+            // starts again there (subscribe, then check), so an outcome published meanwhile
+            // is still found; trouble a failover explains is waited out, within the deadline.
+            loop {
+                let epoch = self.epoch();
+                let attempt = async {
+                    let (mut pubsub, epoch) = self.pubsub_in_epoch().await?;
+                    pubsub
+                        .subscribe(keys.done_channel())
+                        .await
+                        .map_err(Error::redis(self.url()))?;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let mut call = scripts().watch.call();
+                    call.key(keys.waiters())
+                        .key(keys.results())
+                        .key(keys.dead_jobs())
+                        .arg(id.as_str())
+                        .arg(millis(left.max(Duration::from_millis(1))));
+                    let reply: Vec<Vec<u8>> = call.invoke(&mut self.con(), self.url()).await?;
+                    match reply.first().map(Vec::as_slice) {
+                        Some(b"completed") => {
+                            return Outcome::decode(
+                                reply.get(1).map(Vec::as_slice).unwrap_or_default(),
+                            )
+                            .map(Some)
+                        }
+                        Some(b"dead") => {
+                            let member = reply.get(1).cloned().unwrap_or_default();
+                            return Ok(Some(dead_outcome(&member, queue)));
+                        }
+                        _ => {}
                     }
+                    let mut messages = pubsub.on_message();
+                    let heard = async {
+                        while let Some(msg) = messages.next().await {
+                            let bytes: Vec<u8> = msg.get_payload_bytes().to_vec();
+                            if let Ok(outcome) = Outcome::decode(&bytes) {
+                                if &outcome.id == id {
+                                    return Ok(Some(outcome));
+                                }
+                            }
+                        }
+                        Err(Error::unreachable(self.url(), "subscription closed"))
+                    };
+                    tokio::select! {
+                        outcome = heard => outcome,
+                        // The primary moved: start again on the new one.
+                        () = self.moved(epoch) => Ok(None),
+                    }
+                };
+                match attempt.await {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    Ok(None) => {}
+                    Err(e)
+                        if self.inner.endpoint.follows_failovers() && e.kind().is_retryable() =>
+                    {
+                        tokio::select! {
+                            () = self.moved(epoch) => {}
+                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            Err(Error::unreachable(self.url(), "subscription closed"))
         };
-        tokio::time::timeout(timeout, wait)
+        tokio::time::timeout_at(deadline, wait)
             .await
             .map_err(|_| Error::Timeout(timeout))?
     }
