@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
+mod cluster;
 mod sentinel;
+pub use cluster::{ClusterOptions, RedisCluster};
 pub use sentinel::{SentinelOptions, SentinelSet, MASTER as SENTINEL_MASTER};
 
 /// A `redis-server` child process.
