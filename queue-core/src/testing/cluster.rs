@@ -105,7 +105,7 @@ impl RedisCluster {
         }
         let cluster = RedisCluster { nodes };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !cluster.nodes.iter().all(|n| cluster_ok(n)) {
+        while !cluster.nodes.iter().all(cluster_ok) {
             if Instant::now() > deadline {
                 return Err(spawn_err(
                     "the cluster did not reach cluster_state:ok within 60 s".into(),
