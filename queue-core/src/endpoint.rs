@@ -30,6 +30,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// The default port of a Sentinel.
 pub const SENTINEL_PORT: u16 = 26379;
 
+/// The most Sentinels a URL may list.
+const MAX_SENTINELS: usize = 64;
+
 /// How long a failed search for the primary is answered from memory: callers retrying in a
 /// burst (every worker slot at once) do not each walk the Sentinels.
 const NEGATIVE_TTL: Duration = Duration::from_millis(200);
@@ -183,8 +186,8 @@ enum Current {
     Unknown,
     /// The primary found in an epoch, and its address.
     Known(u64, Box<redis::Client>, String),
-    /// The last search failed, at this instant, for this reason.
-    Failed(Instant, String),
+    /// The last search failed, at this instant, this way.
+    Failed(Instant, Failure),
 }
 
 struct State {
@@ -206,8 +209,8 @@ impl State {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         match &*current {
             Current::Known(e, c, _) if *e == epoch => Some(Ok((*e, (**c).clone()))),
-            Current::Failed(at, why) if at.elapsed() < NEGATIVE_TTL => {
-                Some(Err(unreachable(why.clone())))
+            Current::Failed(at, failure) if at.elapsed() < NEGATIVE_TTL => {
+                Some(Err(failure.error()))
             }
             _ => None,
         }
@@ -239,9 +242,10 @@ impl State {
                     *current = Current::Known(epoch, Box::new(client.clone()), addr);
                     Ok((epoch, client))
                 }
-                Err(why) => {
-                    *current = Current::Failed(Instant::now(), why.clone());
-                    Err(unreachable(why))
+                Err(failure) => {
+                    let e = failure.error();
+                    *current = Current::Failed(Instant::now(), failure);
+                    Err(e)
                 }
             };
         }
@@ -272,25 +276,49 @@ impl State {
     }
 
     /// Asks each Sentinel in turn for the primary's address, and checks the server there.
-    async fn find_primary(&self) -> std::result::Result<(String, redis::Client), String> {
+    async fn find_primary(&self) -> std::result::Result<(String, redis::Client), Failure> {
         let mut failures = Vec::new();
+        let mut fatal = None;
         // Sentinels that agree on a dead address are not each made to wait a connect timeout.
         let mut dead = Vec::new();
-        for i in self.order() {
+        // However many Sentinels are listed or frozen, a lookup ends in bounded time.
+        let deadline = Instant::now() + self.config.connect_timeout * 3;
+        let order = self.order();
+        let mut asked = 0;
+        for &i in &order {
+            if Instant::now() > deadline {
+                break;
+            }
+            asked += 1;
             let (host, port) = &self.url.sentinels[i];
             match self.ask(host, *port, &mut dead).await {
                 Ok(found) => {
                     self.prefer(i);
                     return Ok(found);
                 }
-                Err(why) => failures.push(format!("{}: {why}", host_port(host, *port))),
+                Err((why, kind)) => {
+                    fatal = fatal.or(kind);
+                    failures.push(format!("{}: {why}", host_port(host, *port)));
+                }
             }
         }
-        Err(format!(
-            "no Sentinel names a reachable primary for '{}' ({})",
+        let shown = failures.len().min(5);
+        let mut why = format!(
+            "no Sentinel names a reachable primary for '{}' ({}",
             self.url.master,
-            failures.join("; ")
-        ))
+            failures[..shown].join("; ")
+        );
+        if failures.len() > shown {
+            why.push_str(&format!("; {} more", failures.len() - shown));
+        }
+        if asked < order.len() {
+            why.push_str(&format!(
+                "; {} not asked: the lookup ran out of time",
+                order.len() - asked
+            ));
+        }
+        why.push(')');
+        Err(Failure { why, fatal })
     }
 
     /// The Sentinels to ask, in order.
@@ -323,32 +351,43 @@ impl State {
             .set_connection_timeout(Some(self.config.connect_timeout))
     }
 
+    /// Asks one Sentinel. A failure says why, and, when no retry can help (wrong
+    /// credentials, an unknown master, a server that is no Sentinel), the error kind to report.
     async fn ask(
         &self,
         host: &str,
         port: u16,
         dead: &mut Vec<String>,
-    ) -> std::result::Result<(String, redis::Client), String> {
+    ) -> std::result::Result<(String, redis::Client), (String, Option<redis::ErrorKind>)> {
+        let retry = |why: String| (why, None);
+        let kind_of =
+            |e: &redis::RedisError| (!ErrorKind::of_redis(e).is_retryable()).then(|| e.kind());
         let mut con = self
-            .sentinel_client(host, port)?
+            .sentinel_client(host, port)
+            .map_err(|why| (why, Some(redis::ErrorKind::InvalidClientConfig)))?
             .get_multiplexed_async_connection_with_config(&self.timeouts())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), kind_of(&e)))?;
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.url.master)
             .query_async(&mut con)
             .await
-            .map_err(|e| e.to_string())?;
-        let (ip, port) = addr.ok_or_else(|| format!("knows no master '{}'", self.url.master))?;
+            .map_err(|e| (format!("is not a Sentinel: {e}"), kind_of(&e)))?;
+        let (ip, port) = addr.ok_or_else(|| {
+            (
+                format!("knows no master named '{}'", self.url.master),
+                Some(redis::ErrorKind::InvalidClientConfig),
+            )
+        })?;
         let node = open_redis(&ClientConfig {
             url: self.url.node_url(&ip, port),
             ..self.config.clone()
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.to_string(), Some(redis::ErrorKind::InvalidClientConfig)))?;
         let addr = host_port(&ip, port);
         if dead.contains(&addr) {
-            return Err(format!("names {addr}, which did not answer"));
+            return Err(retry(format!("names {addr}, which did not answer")));
         }
         let mut con = match node
             .get_multiplexed_async_connection_with_config(&self.timeouts())
@@ -357,21 +396,23 @@ impl State {
             Ok(con) => con,
             Err(e) => {
                 dead.push(addr.clone());
-                return Err(format!("names {addr}, which does not answer: {e}"));
+                return Err((format!("names {addr}, which refuses us: {e}"), kind_of(&e)));
             }
         };
         let role: redis::RedisResult<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await;
         match role {
             Ok(redis::Value::Array(parts)) => match parts.first() {
                 Some(redis::Value::BulkString(r)) if r.as_slice() == b"master" => Ok((addr, node)),
-                _ => Err(format!(
+                _ => Err(retry(format!(
                     "names {addr}, which is not a primary (yet): a failover is under way"
-                )),
+                ))),
             },
-            Ok(other) => Err(format!("names {addr}, whose ROLE reply is {other:?}")),
+            Ok(other) => Err(retry(format!(
+                "names {addr}, whose ROLE reply is {other:?}"
+            ))),
             // A least-privilege user may not run ROLE: the Sentinel's word is taken.
             Err(e) if ErrorKind::of_redis(&e) == ErrorKind::Permission => Ok((addr, node)),
-            Err(e) => Err(format!("names {addr}, which fails ROLE: {e}")),
+            Err(e) => Err(retry(format!("names {addr}, which fails ROLE: {e}"))),
         }
     }
 }
@@ -454,6 +495,21 @@ async fn watch(state: std::sync::Weak<State>) {
     }
 }
 
+/// Why a lookup failed, and the error kind to report when no retry can help.
+struct Failure {
+    why: String,
+    fatal: Option<redis::ErrorKind>,
+}
+
+impl Failure {
+    fn error(&self) -> redis::RedisError {
+        match self.fatal {
+            Some(kind) => redis::RedisError::from((kind, "Sentinel lookup", self.why.clone())),
+            None => unreachable(self.why.clone()),
+        }
+    }
+}
+
 fn unreachable(why: String) -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::ConnectionRefused,
@@ -501,19 +557,69 @@ impl SentinelUrl {
     /// [`Error::Config`] for a Sentinel URL that does not parse, naming what is wrong (never
     /// the password).
     pub(crate) fn parse(url: &str) -> Result<Option<SentinelUrl>> {
+        match SentinelUrl::parse_parts(url) {
+            None => Ok(None),
+            Some(Ok(parsed)) => Ok(Some(parsed)),
+            Some(Err(why)) => Err(Error::Config(format!(
+                "invalid Sentinel URL {}: {why} (expected redis+sentinel://[user:password@]host[:port][,host[:port]...]/master-name[/db]; \
+                 percent-encode '/', '?', '#' and '@' in passwords)",
+                crate::error::redact(url)
+            ))),
+        }
+    }
+
+    /// The URL, shown without its passwords: rebuilt from what was parsed, so nothing of a
+    /// malformed password can show through. `None` for a URL of another scheme; a Sentinel
+    /// URL that does not parse shows nothing but its scheme.
+    pub(crate) fn redacted(url: &str) -> Option<String> {
+        Some(match SentinelUrl::parse_parts(url)? {
+            Err(_) => format!(
+                "{}://<a Sentinel URL that does not parse>",
+                url.split("://").next().unwrap_or_default()
+            ),
+            Ok(u) => {
+                let auth = match u.userinfo.as_deref() {
+                    Some(info) => match info.split_once(':') {
+                        Some((user, _)) => format!("{user}:***@"),
+                        None => "***@".to_string(),
+                    },
+                    None => String::new(),
+                };
+                let hosts: Vec<String> =
+                    u.sentinels.iter().map(|(h, p)| host_port(h, *p)).collect();
+                let mut out = format!(
+                    "{}+sentinel://{auth}{}/{}",
+                    u.scheme(),
+                    hosts.join(","),
+                    u.master
+                );
+                if u.db != 0 {
+                    out.push_str(&format!("/{}", u.db));
+                }
+                if let Some(info) = u.sentinel_userinfo.as_deref() {
+                    let user = info.split_once(':').map_or("", |(user, _)| user);
+                    out.push_str(&format!("?sentinel_user={user}&sentinel_password=***"));
+                }
+                out
+            }
+        })
+    }
+
+    /// The parts of a Sentinel URL, `None` for another scheme. A reason never quotes the URL:
+    /// a malformed password would show through a quoted host or port.
+    fn parse_parts(url: &str) -> Option<std::result::Result<SentinelUrl, &'static str>> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
             (true, rest)
         } else {
-            return Ok(None);
+            return None;
         };
-        let bad = |why: &str| {
-            Error::Config(format!(
-                "invalid Sentinel URL {}: {why} (expected redis+sentinel://[user:password@]host[:port][,host[:port]...]/master-name[/db])",
-                crate::error::redact(url)
-            ))
-        };
+        Some(SentinelUrl::parse_rest(tls, rest))
+    }
+
+    fn parse_rest(tls: bool, rest: &str) -> std::result::Result<SentinelUrl, &'static str> {
+        let bad = |why: &'static str| why;
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -525,7 +631,10 @@ impl SentinelUrl {
         };
         let mut sentinels = Vec::new();
         for host in hosts.split(',') {
-            sentinels.push(parse_host(host).map_err(|why| bad(&why))?);
+            sentinels.push(parse_host(host)?);
+        }
+        if sentinels.len() > MAX_SENTINELS {
+            return Err("more than 64 Sentinels");
         }
         let mut path = path.split('/');
         let master = path.next().unwrap_or_default().to_string();
@@ -541,9 +650,10 @@ impl SentinelUrl {
         }
         let db = match path.next() {
             None | Some("") => 0,
-            Some(db) => db
+            Some(db) if db.bytes().all(|b| b.is_ascii_digit()) => db
                 .parse()
                 .map_err(|_| bad("the database must be a number"))?,
+            Some(_) => return Err(bad("the database must be a number")),
         };
         if path.next().is_some() {
             return Err(bad("too many path segments"));
@@ -568,14 +678,23 @@ impl SentinelUrl {
                 pass.unwrap_or_default()
             )),
         };
-        Ok(Some(SentinelUrl {
+        // Credentials are handed on inside URLs: a raw delimiter in them would cut the URL
+        // elsewhere, later and less clearly.
+        let raw = |info: &Option<String>| {
+            info.as_deref()
+                .is_some_and(|i| i.contains(['/', '?', '#', '@']))
+        };
+        if raw(&userinfo) || raw(&sentinel_userinfo) {
+            return Err(bad("a password holds a raw '/', '?', '#' or '@'"));
+        }
+        Ok(SentinelUrl {
             tls,
             userinfo,
             sentinels,
             master,
             db,
             sentinel_userinfo,
-        }))
+        })
     }
 
     fn scheme(&self) -> &'static str {
@@ -612,35 +731,41 @@ impl SentinelUrl {
     }
 }
 
-fn parse_host(host: &str) -> std::result::Result<(String, u16), String> {
+fn parse_host(host: &str) -> std::result::Result<(String, u16), &'static str> {
     let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (name, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed '[' in '{host}'"))?;
+        let (name, after) = rest.split_once(']').ok_or("an unclosed '[' in a host")?;
         match after {
             "" => (name, None),
             p => (
                 name,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| format!("'{host}' has junk after ']'"))?,
-                ),
+                Some(p.strip_prefix(':').ok_or("junk after a ']' in a host")?),
             ),
         }
     } else {
         match host.split_once(':') {
-            Some((n, p)) => (n, Some(p)),
+            // An IPv6 address goes in brackets: `[::1]:26379`.
+            Some((n, p)) if !p.contains(':') => (n, Some(p)),
+            Some(_) => return Err("an IPv6 host without brackets (write [::1]:26379)"),
             None => (host, None),
         }
     };
     if name.is_empty() {
-        return Err("an empty Sentinel host".into());
+        return Err("an empty Sentinel host");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:%".contains(&b))
+    {
+        return Err("a host that is not a name or an address");
     }
     let port = match port {
         None => SENTINEL_PORT,
         Some(p) => p
-            .parse()
-            .map_err(|_| format!("'{p}' is not a port (in '{host}')"))?,
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse().ok())
+            .flatten()
+            .ok_or("a port that is not a number from 0 to 65535")?,
     };
     Ok((name.to_string(), port))
 }
@@ -698,7 +823,16 @@ mod tests {
             ("redis+sentinel://u:hunter2@h1,h2", "no master name"),
             ("redis+sentinel://u:hunter2@h1/", "master name"),
             ("redis+sentinel://u:hunter2@h1/m{x}", "master name"),
-            ("redis+sentinel://u:hunter2@h1:99999/m", "not a port"),
+            ("redis+sentinel://u:hunter2@h1:99999/m", "port"),
+            ("redis+sentinel://u:hun/ter2@h1/m", "port"),
+            (
+                "redis+sentinel://u:hunter2p@ss?whunter2@h1/m",
+                "master name",
+            ),
+            ("redis+sentinel://u:hun@ter2@h1/m", "raw"),
+            ("redis+sentinel://h1/m?sentinel_password=hun#ter2", "raw"),
+            ("redis+sentinel://u:hunter2@::1:26379/m", "IPv6"),
+            ("redis+sentinel://u:hunter2@h1/m/+1", "database"),
             ("redis+sentinel://u:hunter2@,h2/m", "empty Sentinel host"),
             ("redis+sentinel://u:hunter2@h1/m/x", "database"),
             ("redis+sentinel://u:hunter2@h1/m/1/2", "too many"),

@@ -411,19 +411,18 @@ pub fn redact(url: &str) -> String {
             None => url.to_string(),
         };
     };
+    // A Sentinel URL is shown rebuilt from its parts (or not at all when it does not parse).
+    if let Some(shown) = crate::endpoint::SentinelUrl::redacted(url) {
+        return shown;
+    }
     let (scheme, rest) = (&url[..sep], &url[sep + 3..]);
     let unix = scheme.to_ascii_lowercase().ends_with("unix");
     // Nothing after the host of a TCP URL may hold an `@` (a db number, `?protocol=`,
     // `#insecure`), so its last `@` ends the credentials even when the password holds a raw
     // delimiter. A unix URL's path and query may (`/run/a@b.sock`, `user=app@corp`), so there
     // only the part before the path counts (empty in every URL the client accepts).
-    // A Sentinel URL's query holds the Sentinels' credentials, which may hold an `@`: its
-    // userinfo ends at the last `@` before the query, as the URL is parsed.
-    let sentinel = scheme.to_ascii_lowercase().ends_with("+sentinel");
     let at = if unix {
         rest[..rest.find(['/', '?']).unwrap_or(rest.len())].rfind('@')
-    } else if sentinel {
-        rest[..rest.find('?').unwrap_or(rest.len())].rfind('@')
     } else {
         rest.rfind('@')
     };
@@ -629,7 +628,7 @@ mod tests {
     const PW: &str = "hunter2";
 
     /// Every URL form the Redis client accepts, with the password `PW`, and its redaction.
-    const FORMS: [(&str, &str); 17] = [
+    const FORMS: [(&str, &str); 19] = [
         ("redis://user:hunter2@host:1/0", "redis://user:***@host:1/0"),
         ("redis://:hunter2@host:1", "redis://:***@host:1"),
         ("redis://default:hunter2@host", "redis://default:***@host"),
@@ -669,15 +668,24 @@ mod tests {
         ("hunter2@host:1", "***@host:1"),
         (
             "redis+sentinel://app:hunter2@s1,s2:26380/mymaster/1",
-            "redis+sentinel://app:***@s1,s2:26380/mymaster/1",
+            "redis+sentinel://app:***@s1:26379,s2:26380/mymaster/1",
         ),
+        (
+            "rediss+sentinel://a:hunter2@s1/m?sentinel_user=u&sentinel_password=hunter2",
+            "rediss+sentinel://a:***@s1:26379/m?sentinel_user=u&sentinel_password=***",
+        ),
+        // Raw delimiters in a password: the URL does not parse, and nothing of it shows.
         (
             "redis+sentinel://s1,s2/m?sentinel_password=hun@ter2",
-            "redis+sentinel://s1,s2/m?sentinel_password=***",
+            "redis+sentinel://<a Sentinel URL that does not parse>",
         ),
         (
-            "rediss+sentinel://a:hun@ter2@s1/m?sentinel_user=u&sentinel_password=hunter2",
-            "rediss+sentinel://a:***@s1/m?sentinel_user=u&sentinel_password=***",
+            "redis+sentinel://app:hun/ter2@127.0.0.1:1/m",
+            "redis+sentinel://<a Sentinel URL that does not parse>",
+        ),
+        (
+            "redis+sentinel://app:hunter2p@ss?whunter2@127.0.0.1:1/m",
+            "redis+sentinel://<a Sentinel URL that does not parse>",
         ),
     ];
 

@@ -328,3 +328,60 @@ async fn a_failover_loses_what_only_the_primary_had_and_replicated_durability_sa
         "the default enqueue, acknowledged by the dead primary alone, is lost"
     );
 }
+
+/// Mistakes are typed errors that say so at once, not outages to retry: wrong data-server
+/// credentials behind the Sentinels, a master name no Sentinel knows, a plain Redis given as a
+/// Sentinel. Every Sentinel unreachable is an outage (retryable), reported within the connect
+/// timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mistakes_are_typed_errors_and_outages_are_retryable() {
+    common::init_tracing();
+    let mut opts = SentinelOptions::default();
+    opts.server.password = Some("right-pw".into());
+    opts.server
+        .args
+        .extend(["--masterauth", "right-pw"].map(String::from));
+    opts.auth_pass = Some("right-pw".into());
+    let set = tokio::task::block_in_place(|| SentinelSet::start(opts)).expect("deployment");
+    let hosts = set.url();
+    let hosts = hosts
+        .strip_prefix("redis+sentinel://")
+        .and_then(|h| h.split_once('/'))
+        .map(|(h, _)| h.to_string())
+        .expect("hosts");
+    let master = queue::testing::SENTINEL_MASTER;
+    let kind_of = |url: String| async move {
+        let started = Instant::now();
+        let e = Client::connect(&url).await.expect_err(&url);
+        assert!(!e.to_string().contains("wrong-pw"), "{e}");
+        (e.kind(), started.elapsed())
+    };
+    Client::connect(&format!(
+        "redis+sentinel://default:right-pw@{hosts}/{master}"
+    ))
+    .await
+    .expect("the right credentials connect");
+    let (kind, _) = kind_of(format!(
+        "redis+sentinel://default:wrong-pw@{hosts}/{master}"
+    ))
+    .await;
+    assert_eq!(kind, queue::ErrorKind::Auth);
+    let (kind, _) = kind_of(format!(
+        "redis+sentinel://default:right-pw@{hosts}/no-such-master"
+    ))
+    .await;
+    assert_eq!(kind, queue::ErrorKind::Config);
+    assert!(!kind.is_retryable());
+    let plain = common::server();
+    let port = plain.port().expect("tcp");
+    let (kind, _) = kind_of(format!("redis+sentinel://127.0.0.1:{port}/{master}")).await;
+    assert!(!kind.is_retryable(), "{kind:?}");
+    drop(plain);
+    // Nobody listens on these ports (the plain server just stopped, and port 1).
+    let (kind, took) = kind_of(format!(
+        "redis+sentinel://127.0.0.1:1,127.0.0.1:{port}/{master}"
+    ))
+    .await;
+    assert_eq!(kind, queue::ErrorKind::Connection);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
