@@ -650,12 +650,7 @@ impl Client {
     pub(crate) async fn pubsub_in_epoch(&self) -> Result<(redis::aio::PubSub, u64)> {
         // Finding the server has timeouts of its own (one per Sentinel asked); only the
         // connection to it is bounded here.
-        let (epoch, redis) = self
-            .inner
-            .endpoint
-            .client()
-            .await
-            .map_err(Error::redis(self.url()))?;
+        let (epoch, redis) = self.server().await?;
         let timeout = self.inner.config.connect_timeout;
         match tokio::time::timeout(timeout, redis.get_async_pubsub()).await {
             Ok(Ok(ps)) => Ok((ps, epoch)),
@@ -668,6 +663,16 @@ impl Client {
                 format!("no pub/sub connection within {timeout:?}"),
             )),
         }
+    }
+
+    /// The redis-rs client of the server to talk to now (behind Sentinels, the primary they
+    /// name), and the endpoint epoch it belongs to.
+    async fn server(&self) -> Result<(u64, redis::Client)> {
+        self.inner
+            .endpoint
+            .client()
+            .await
+            .map_err(Error::redis(self.url()))
     }
 
     /// Notes a failure on a connection of this client's own (a dedicated or pub/sub one)
@@ -716,12 +721,7 @@ impl Client {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(response_timeout)
             .set_connection_timeout(Some(self.inner.config.connect_timeout));
-        let (epoch, redis) = self
-            .inner
-            .endpoint
-            .client()
-            .await
-            .map_err(Error::redis(self.url()))?;
+        let (epoch, redis) = self.server().await?;
         match redis
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
