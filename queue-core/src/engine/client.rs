@@ -207,16 +207,14 @@ impl Inner {
             return;
         }
         let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
-        // Only the first failure of a generation retires it.
+        // Only the first timeout of a generation retires it.
         if shared.as_ref().map(|s| s.generation) != Some(used.generation) {
             return;
         }
-        if e.is_timeout() {
-            tracing::warn!(
-                url = %crate::error::redact(&self.config.url),
-                "a Redis call timed out; the connection is replaced (it may be half-open)"
-            );
-        }
+        tracing::warn!(
+            url = %crate::error::redact(&self.config.url),
+            "a Redis call timed out; the connection is replaced (it may be half-open)"
+        );
         *shared = None;
     }
 }
