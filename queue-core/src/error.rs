@@ -411,8 +411,11 @@ pub fn redact(url: &str) -> String {
             None => url.to_string(),
         };
     };
-    // A Sentinel URL is shown rebuilt from its parts (or not at all when it does not parse).
-    if let Some(shown) = crate::endpoint::SentinelUrl::redacted(url) {
+    // A Sentinel or cluster URL is shown rebuilt from its parts (or not at all when it does
+    // not parse).
+    if let Some(shown) = crate::endpoint::SentinelUrl::redacted(url)
+        .or_else(|| crate::endpoint::ClusterUrl::redacted(url))
+    {
         return shown;
     }
     let (scheme, rest) = (&url[..sep], &url[sep + 3..]);

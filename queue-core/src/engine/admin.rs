@@ -727,7 +727,7 @@ impl Admin {
         let mut con = self.client.con();
         let mut scan = Scan::zset(zset.to_string(), QueueKeys::member_pattern(id.as_str()));
         while let Some(found) = scan
-            .next::<(Vec<u8>, f64), _>(&mut con)
+            .next::<(Vec<u8>, f64)>(&mut con)
             .await
             .map_err(rerr(&self.client))?
         {
@@ -903,9 +903,9 @@ impl Admin {
         // open-ended names; SCAN finds them without blocking the server (this is an operator
         // action, not a hot path).
         for pattern in [k.unique_pattern(), k.metrics_pattern()] {
-            let mut scan = Scan::keys(pattern);
+            let mut scan = Scan::keys_beside(&k.wake(), pattern);
             while let Some(keys) = scan
-                .next::<String, _>(&mut con)
+                .next::<String>(&mut con)
                 .await
                 .map_err(rerr(&self.client))?
             {
@@ -918,11 +918,17 @@ impl Admin {
                 }
             }
         }
-        redis::pipe()
-            .del(k.all_fixed())
-            .ignore()
-            .srem(ns.queues(), queue)
-            .ignore()
+        // Two commands, not one pipeline: on a cluster the registry and the queue are in
+        // different slots. The queue goes first, so an interrupted removal leaves it listed
+        // (and removable again), never a listed queue's keys orphaned.
+        redis::cmd("DEL")
+            .arg(k.all_fixed())
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(rerr(&self.client))?;
+        redis::cmd("SREM")
+            .arg(ns.queues())
+            .arg(queue)
             .query_async::<()>(&mut con)
             .await
             .map_err(rerr(&self.client))

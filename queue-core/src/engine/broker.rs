@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use crate::endpoint::Connection;
 use crate::engine::client::{now_ms, Client, MAX_BATCH};
 use crate::engine::codec::{self, Outcome};
 use crate::engine::history::{self, Recorder, Settled, Timing};
@@ -1144,21 +1145,57 @@ impl Broker {
 /// The enqueue, fail and requeue scripts push one marker to a queue's wake list when they add
 /// runnable work; a waiting worker pops it. A marker can be missed (Redis restarted in between),
 /// so workers also recheck on a timer: the waker makes the common case instant, not correct.
-#[derive(Debug)]
+///
+/// On a cluster, one `BLPOP` cannot wait on lists in different slots: the lists are grouped by
+/// slot, each group waits on a connection of its own, and the first to pop wakes the worker.
+/// A wait still in flight when another group woke the worker is kept for the next call, so
+/// its marker is not lost.
 pub struct Waker {
     client: Client,
-    keys: Vec<String>,
+    /// The wake lists, one group per cluster slot (on one server, one group).
+    groups: Vec<Vec<String>>,
+    /// Per group: its connection, and its `BLPOP` in flight.
+    lines: Vec<Line>,
+}
+
+type Popped = redis::RedisResult<Option<(String, String)>>;
+
+#[derive(Default)]
+struct Line {
     /// The connection and the client's epoch it was opened in.
-    con: Option<(redis::aio::MultiplexedConnection, u64)>,
+    con: Option<(Connection, u64)>,
+    pending: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Popped> + Send>>>,
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waker")
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Waker {
     /// A waker for the queues of `brokers`.
     pub fn new(client: Client, brokers: &[&Broker]) -> Waker {
+        let keys: Vec<String> = brokers.iter().map(|b| b.keys.wake()).collect();
+        let groups = if client.is_cluster() {
+            let mut by_slot: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+            for key in keys {
+                by_slot
+                    .entry(crate::keys::hash_slot(key.as_bytes()))
+                    .or_default()
+                    .push(key);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![keys]
+        };
+        let lines = groups.iter().map(|_| Line::default()).collect();
         Waker {
             client,
-            keys: brokers.iter().map(|b| b.keys.wake()).collect(),
-            con: None,
+            groups,
+            lines,
         }
     }
 
@@ -1172,40 +1209,60 @@ impl Waker {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a marker popped by a dropped call only means one wake-up is lost, which the
-    /// caller's timer covers.
+    /// Cancel safe: the waits in flight are kept for the next call.
     pub async fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let secs = timeout.as_secs().max(1);
         // Behind Sentinels, a connection to a primary that may have moved is replaced.
         let now = self.client.epoch();
-        if self.con.as_ref().is_some_and(|(_, e)| *e != now) {
-            self.con = None;
+        for line in &mut self.lines {
+            if line.con.as_ref().is_some_and(|(_, e)| *e != now) {
+                *line = Line::default();
+            }
         }
-        if self.con.is_none() {
-            // The response timeout must outlast the blocking call itself.
-            let limit = Duration::from_secs(secs + 4);
-            self.con = Some(self.client.dedicated(Some(limit)).await?);
+        let mut epoch = now;
+        for (line, keys) in self.lines.iter_mut().zip(&self.groups) {
+            if line.con.is_none() {
+                // The response timeout must outlast the blocking call itself.
+                let limit = Duration::from_secs(secs + 4);
+                line.con = Some(self.client.dedicated(Some(limit)).await?);
+            }
+            let Some((con, opened)) = line.con.as_ref() else {
+                continue;
+            };
+            epoch = epoch.min(*opened);
+            if line.pending.is_none() {
+                let mut con = con.clone();
+                let mut cmd = redis::cmd("BLPOP");
+                cmd.arg(keys).arg(secs);
+                line.pending = Some(Box::pin(async move { cmd.query_async(&mut con).await }));
+            }
         }
-        let Some((con, epoch)) = self.con.as_mut() else {
-            return Ok(false);
-        };
-        let epoch = *epoch;
-        let mut cmd = redis::cmd("BLPOP");
-        cmd.arg(&self.keys).arg(secs);
-        let blpop = cmd.query_async::<Option<(String, String)>>(con);
-        let reply = tokio::select! {
-            reply = blpop => reply,
+        let first = std::future::poll_fn(|cx| {
+            for (i, line) in self.lines.iter_mut().enumerate() {
+                if let Some(pending) = line.pending.as_mut() {
+                    if let std::task::Poll::Ready(reply) = pending.as_mut().poll(cx) {
+                        line.pending = None;
+                        return std::task::Poll::Ready((i, reply));
+                    }
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let (i, reply) = tokio::select! {
+            first = first => first,
             // Behind Sentinels, the primary moved: markers are pushed there now, so the
             // caller is woken to fetch from it.
             () = self.client.moved(epoch) => {
-                self.con = None;
+                for line in &mut self.lines {
+                    *line = Line::default();
+                }
                 return Ok(true);
             }
         };
         match reply {
             Ok(popped) => Ok(popped.is_some()),
             Err(e) => {
-                self.con = None;
+                self.lines[i] = Line::default();
                 self.client.observe_failure(epoch, &e);
                 Err(Error::from_redis(self.client.url(), "BLPOP", e))
             }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncConnectionConfig;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Connection, Endpoint, Target};
 use crate::engine::codec::{self, Outcome};
 use crate::engine::job::{millis, Job, JobId, JobOptions, JobState, DEFAULT_QUEUE};
 use crate::engine::registry::JobType;
@@ -151,6 +151,9 @@ struct Inner {
     registered: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The shared connection, when one is open.
     shared: std::sync::RwLock<Option<Shared>>,
+    /// Held while a cluster connection is being opened (which takes round trips: the slot
+    /// map), so concurrent first calls open one, not one each.
+    opening: tokio::sync::Mutex<()>,
     /// The generation of the last shared connection opened.
     generation: std::sync::atomic::AtomicU64,
     manager: ConnectionManagerConfig,
@@ -161,7 +164,7 @@ struct Inner {
 /// The shared connection, its generation, and the endpoint epoch it was opened in.
 #[derive(Clone)]
 struct Shared {
-    manager: ConnectionManager,
+    con: Connection,
     generation: u64,
     endpoint: u64,
 }
@@ -170,14 +173,19 @@ impl Inner {
     /// The shared connection, opened (lazily: it connects at its first call) when there is
     /// none.
     async fn shared(&self) -> redis::RedisResult<Shared> {
-        let epoch = self.endpoint.epoch();
-        if let Some(s) = &*self.shared.read().unwrap_or_else(|p| p.into_inner()) {
-            if s.endpoint == epoch {
-                return Ok(s.clone());
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        if let Some(cluster) = self.endpoint.cluster() {
+            let _one = self.opening.lock().await;
+            if let Some(s) = self.current() {
+                return Ok(s);
             }
+            let con = Connection::Cluster(cluster.connect(None).await?);
+            return Ok(self.install(con, 0));
         }
         let (endpoint, redis) = self.endpoint.client().await?;
-        let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
+        let shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
         // Another call may have opened one meanwhile (one connection is shared by all), or
         // one of a later epoch: an older answer never replaces it.
         if let Some(s) = &*shared {
@@ -185,8 +193,29 @@ impl Inner {
                 return Ok(s.clone());
             }
         }
+        drop(shared);
+        let manager = ConnectionManager::new_lazy_with_config(redis, self.manager.clone())?;
+        Ok(self.install(Connection::Manager(manager), endpoint))
+    }
+
+    /// The shared connection, if one of the current epoch is open.
+    fn current(&self) -> Option<Shared> {
+        let epoch = self.endpoint.epoch();
+        let shared = self.shared.read().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().filter(|s| s.endpoint == epoch).cloned()
+    }
+
+    /// Makes `con`, opened in `endpoint` epoch, the shared connection, unless one of that
+    /// epoch or a later one was installed meanwhile (an older answer never replaces it).
+    fn install(&self, con: Connection, endpoint: u64) -> Shared {
+        let mut shared = self.shared.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*shared {
+            if s.endpoint >= endpoint {
+                return s.clone();
+            }
+        }
         let fresh = Shared {
-            manager: ConnectionManager::new_lazy_with_config(redis, self.manager.clone())?,
+            con,
             generation: self
                 .generation
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -194,7 +223,7 @@ impl Inner {
             endpoint,
         };
         *shared = Some(fresh.clone());
-        Ok(fresh)
+        fresh
     }
 
     /// Retires the shared connection after a failure that says it is no longer the one to
@@ -238,7 +267,7 @@ impl redis::aio::ConnectionLike for Con {
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
             let mut used = self.inner.shared().await?;
-            let result = used.manager.req_packed_command(cmd).await;
+            let result = used.con.req_packed_command(cmd).await;
             self.inner.observe(&used, &result);
             result
         })
@@ -252,10 +281,7 @@ impl redis::aio::ConnectionLike for Con {
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
             let mut used = self.inner.shared().await?;
-            let result = used
-                .manager
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            let result = used.con.req_packed_commands(pipeline, offset, count).await;
             self.inner.observe(&used, &result);
             result
         })
@@ -264,6 +290,44 @@ impl redis::aio::ConnectionLike for Con {
     fn get_db(&self) -> i64 {
         // Every connection of a client selects the database its URL names.
         self.inner.db
+    }
+}
+
+impl Con {
+    /// Runs `cmd` on `target` ([`Connection::query_at`]).
+    ///
+    /// # Errors
+    ///
+    /// The connection's or the server's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the command's.
+    pub(crate) async fn query_at<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        target: &Target,
+    ) -> redis::RedisResult<T> {
+        let mut used = self.inner.shared().await?;
+        let result = used.con.query_at(cmd, target).await;
+        self.inner.observe(&used, &result);
+        result
+    }
+
+    /// The cluster's masters, `None` on one server ([`Connection::masters`]).
+    ///
+    /// # Errors
+    ///
+    /// The connection's or the server's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn masters(&mut self) -> redis::RedisResult<Option<Vec<(String, u16)>>> {
+        let mut used = self.inner.shared().await?;
+        let result = used.con.masters().await;
+        self.inner.observe(&used, &result);
+        result
     }
 }
 
@@ -573,14 +637,26 @@ impl Client {
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         QueueKeys::new(&config.namespace, DEFAULT_QUEUE)?;
         let endpoint = Endpoint::open(&config)?;
-        let (_, redis) = endpoint.client().await.map_err(Error::redis(&config.url))?;
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout));
-        let mut con = redis
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(Error::redis(&config.url))?;
+        // On a cluster, the first seed node that answers is checked (its nodes run one
+        // version and configuration in any deployment that works).
+        let mut tries = endpoint.candidates();
+        let (mut con, redis) = loop {
+            let (epoch, redis) = endpoint.client().await.map_err(Error::redis(&config.url))?;
+            match redis
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+            {
+                Ok(con) => break (con, redis),
+                Err(e) if tries > 1 => {
+                    tries -= 1;
+                    endpoint.observe(epoch, &e);
+                }
+                Err(e) => return Err(Error::redis(&config.url)(e)),
+            }
+        };
         let version = check_server(&mut con, &config).await?;
         if matches!(config.durability, crate::script::Durability::Fsync { .. }) && version < (7, 2)
         {
@@ -593,6 +669,16 @@ impl Client {
                 version.1
             )));
         }
+        // On a cluster, through a cluster connection: it loads them on every master.
+        let mut con = match endpoint.cluster() {
+            Some(cluster) => Connection::Cluster(
+                cluster
+                    .connect(None)
+                    .await
+                    .map_err(Error::redis(&config.url))?,
+            ),
+            None => Connection::Multiplexed(con),
+        };
         for script in scripts().all() {
             script.load(&mut con, &config.url).await?;
         }
@@ -614,11 +700,17 @@ impl Client {
                 endpoint,
                 registered: Default::default(),
                 shared: std::sync::RwLock::new(None),
+                opening: Default::default(),
                 generation: Default::default(),
                 manager,
                 db,
             }),
         })
+    }
+
+    /// Whether this client talks to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.inner.endpoint.cluster().is_some()
     }
 
     /// The settings this client was made with.
@@ -648,18 +740,25 @@ impl Client {
     pub(crate) async fn pubsub_in_epoch(&self) -> Result<(redis::aio::PubSub, u64)> {
         // Finding the server has timeouts of its own (one per Sentinel asked); only the
         // connection to it is bounded here.
-        let (epoch, redis) = self.server().await?;
-        let timeout = self.inner.config.connect_timeout;
-        match tokio::time::timeout(timeout, redis.get_async_pubsub()).await {
-            Ok(Ok(ps)) => Ok((ps, epoch)),
-            Ok(Err(e)) => {
-                self.observe_failure(epoch, &e);
-                Err(Error::redis(self.url())(e))
+        // On a cluster, any node serves (it forwards what is published on any other); the
+        // seeds are tried in turn.
+        let mut tries = self.inner.endpoint.candidates();
+        loop {
+            tries -= 1;
+            let (epoch, redis) = self.server().await?;
+            let timeout = self.inner.config.connect_timeout;
+            let e = match tokio::time::timeout(timeout, redis.get_async_pubsub()).await {
+                Ok(Ok(ps)) => return Ok((ps, epoch)),
+                Ok(Err(e)) => e,
+                Err(_) => redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no pub/sub connection within {timeout:?}"),
+                )),
+            };
+            self.observe_failure(epoch, &e);
+            if tries == 0 {
+                return Err(Error::redis(self.url())(e));
             }
-            Err(_) => Err(Error::unreachable(
-                self.url(),
-                format!("no pub/sub connection within {timeout:?}"),
-            )),
         }
     }
 
@@ -715,7 +814,16 @@ impl Client {
     pub(crate) async fn dedicated(
         &self,
         response_timeout: Option<Duration>,
-    ) -> Result<(MultiplexedConnection, u64)> {
+    ) -> Result<(Connection, u64)> {
+        if let Some(cluster) = self.inner.endpoint.cluster() {
+            // One command blocks a node's connection of a cluster connection too: this one is
+            // the caller's alone.
+            return cluster
+                .connect(response_timeout.or(Some(Duration::from_secs(24 * 3600))))
+                .await
+                .map(|con| (Connection::Cluster(con), 0))
+                .map_err(Error::redis(self.url()));
+        }
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(response_timeout)
             .set_connection_timeout(Some(self.inner.config.connect_timeout));
@@ -724,7 +832,7 @@ impl Client {
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
         {
-            Ok(con) => Ok((con, epoch)),
+            Ok(con) => Ok((Connection::Multiplexed(con), epoch)),
             Err(e) => {
                 self.observe_failure(epoch, &e);
                 Err(Error::redis(self.url())(e))
@@ -1231,12 +1339,25 @@ impl Client {
 pub(crate) fn open_redis(config: &ClientConfig) -> Result<redis::Client> {
     let url = crate::error::redact(&config.url);
     let invalid = |e: redis::RedisError| Error::Config(format!("invalid redis url {url}: {e}"));
-    if config.tls.is_empty() {
-        return redis::Client::open(config.url.as_str()).map_err(invalid);
+    match tls_certificates(config)? {
+        None => redis::Client::open(config.url.as_str()).map_err(invalid),
+        Some(certs) => redis::Client::build_with_tls(config.url.as_str(), certs).map_err(invalid),
     }
-    if !config.url.starts_with("rediss://") {
+}
+
+/// The TLS files `config` names, read and checked; `None` when it names none.
+///
+/// # Errors
+///
+/// [`Error::Config`] when files are set for a URL without TLS, or one is unreadable or wrong.
+pub(crate) fn tls_certificates(config: &ClientConfig) -> Result<Option<redis::TlsCertificates>> {
+    if config.tls.is_empty() {
+        return Ok(None);
+    }
+    if !config.url.starts_with("rediss://") && !config.url.starts_with("rediss+") {
         return Err(Error::Config(format!(
-            "TLS files are set, but {url} is not a rediss:// URL"
+            "TLS files are set, but {} is not a rediss:// URL",
+            crate::error::redact(&config.url)
         )));
     }
     // redis-rs builds its TLS settings from the process's default crypto provider; install
@@ -1283,14 +1404,10 @@ pub(crate) fn open_redis(config: &ClientConfig) -> Result<redis::Client> {
             ))
         }
     };
-    redis::Client::build_with_tls(
-        config.url.as_str(),
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(invalid)
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// The oldest Redis the scripts run on: they use `ZMSCORE` and `ZADD GT` (6.2).

@@ -558,7 +558,7 @@ impl Sessions {
         let mut con = self.client.con();
         let mut removed = 0;
         let mut scan = crate::scan::Scan::keys(self.keys.sessions_pattern());
-        while let Some(keys) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
+        while let Some(keys) = scan.next::<String>(&mut con).await.map_err(self.err())? {
             if keys.is_empty() {
                 continue;
             }
@@ -587,7 +587,7 @@ impl Sessions {
         let mut con = self.client.con();
         let mut dropped = 0;
         let mut scan = crate::scan::Scan::keys(self.keys.user_sessions_pattern());
-        while let Some(indexes) = scan.next::<String, _>(&mut con).await.map_err(self.err())? {
+        while let Some(indexes) = scan.next::<String>(&mut con).await.map_err(self.err())? {
             for index in indexes {
                 // The index's slot tag is its sessions' (`NamespaceKeys::user_sessions`).
                 let Some(tag) = index

@@ -1,5 +1,4 @@
-//! Where a client connects: one server named by its URL, or the primary a set of Redis
-//! Sentinels names (`redis+sentinel://`), found again after every failover.
+//! The primary a set of Redis Sentinels names, found again after every failover.
 //!
 //! A Sentinel URL lists the Sentinels and the master's name:
 //!
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 
+use super::{host_port, parse_host};
 use crate::engine::client::{open_redis, ClientConfig};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -40,66 +40,53 @@ const NEGATIVE_TTL: Duration = Duration::from_millis(200);
 /// How often the connection that follows the Sentinels' announcements is checked.
 const WATCH_PING: Duration = Duration::from_secs(5);
 
-/// The servers a client talks to.
-pub(crate) enum Endpoint {
-    /// One server, at a fixed address.
-    Direct(Box<redis::Client>),
-    /// The primary the Sentinels name.
-    Sentinel(Sentinel),
+/// A primary found through Sentinels, and the task that follows their announcements.
+pub(crate) struct Sentinel {
+    state: std::sync::Arc<State>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Endpoint {
+impl std::fmt::Debug for Sentinel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Direct(_) => f.write_str("Direct"),
-            Endpoint::Sentinel(s) => f
-                .debug_struct("Sentinel")
-                .field("master", &s.state.url.master)
-                .field("sentinels", &s.state.url.sentinels)
-                .finish_non_exhaustive(),
-        }
+        f.debug_struct("Sentinel")
+            .field("master", &self.state.url.master)
+            .field("sentinels", &self.state.url.sentinels)
+            .finish_non_exhaustive()
     }
 }
 
-impl Endpoint {
-    /// The endpoint `config.url` names. Behind Sentinels, a task follows their
-    /// `+switch-master` announcements for as long as the endpoint lives (so it must be opened
-    /// inside a Tokio runtime).
+impl Sentinel {
+    /// Follows the primary `url` names; a task follows the Sentinels' announcements when
+    /// opened inside a Tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a malformed URL or unreadable TLS files.
-    pub(crate) fn open(config: &ClientConfig) -> Result<Endpoint> {
-        match SentinelUrl::parse(&config.url)? {
-            None => Ok(Endpoint::Direct(Box::new(open_redis(config)?))),
-            Some(url) => {
-                // The TLS files are checked now, not at the first failover.
-                let probe = ClientConfig {
-                    url: url.node_url("127.0.0.1", 6379),
-                    ..config.clone()
-                };
-                open_redis(&probe)?;
-                let state = std::sync::Arc::new(State {
-                    url,
-                    config: config.clone(),
-                    order: Mutex::new(Vec::new()),
-                    current: Mutex::new(Current::Unknown),
-                    resolving: tokio::sync::Mutex::new(()),
-                    epoch: AtomicU64::new(1),
-                    moved: tokio::sync::watch::channel(1).0,
-                });
-                // Outside a Tokio runtime nothing follows the announcements; failures a
-                // failover explains still move the client.
-                let watcher = tokio::runtime::Handle::try_current()
-                    .ok()
-                    .map(|rt| rt.spawn(watch(std::sync::Arc::downgrade(&state))));
-                Ok(Endpoint::Sentinel(Sentinel { state, watcher }))
-            }
-        }
+    /// [`Error::Config`] for unreadable TLS files.
+    pub(crate) fn open(url: SentinelUrl, config: &ClientConfig) -> Result<Sentinel> {
+        // The TLS files are checked now, not at the first failover.
+        let probe = ClientConfig {
+            url: url.node_url("127.0.0.1", 6379),
+            ..config.clone()
+        };
+        open_redis(&probe)?;
+        let state = std::sync::Arc::new(State {
+            url,
+            config: config.clone(),
+            order: Mutex::new(Vec::new()),
+            current: Mutex::new(Current::Unknown),
+            resolving: tokio::sync::Mutex::new(()),
+            epoch: AtomicU64::new(1),
+            moved: tokio::sync::watch::channel(1).0,
+        });
+        // Outside a Tokio runtime nothing follows the announcements; failures a failover
+        // explains still move the client.
+        let watcher = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|rt| rt.spawn(watch(std::sync::Arc::downgrade(&state))));
+        Ok(Sentinel { state, watcher })
     }
 
-    /// The client of the server to talk to now, and the epoch it belongs to (see
-    /// [`Endpoint::epoch`]).
+    /// The primary, and the epoch it was found in.
     ///
     /// # Errors
     ///
@@ -107,71 +94,30 @@ impl Endpoint {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a dropped lookup leaves the address unknown, and the next call looks again.
+    /// Cancel safe.
     pub(crate) async fn client(&self) -> redis::RedisResult<(u64, redis::Client)> {
-        match self {
-            Endpoint::Direct(c) => Ok((0, (**c).clone())),
-            Endpoint::Sentinel(s) => s.state.client().await,
-        }
+        self.state.client().await
     }
 
-    /// Whether the server can change under the client (behind Sentinels).
-    pub(crate) fn follows_failovers(&self) -> bool {
-        matches!(self, Endpoint::Sentinel(_))
-    }
-
-    /// Changes whenever the primary may have moved: a connection opened in an earlier epoch
-    /// is to be replaced. Always 0 for one server.
     pub(crate) fn epoch(&self) -> u64 {
-        match self {
-            Endpoint::Direct(_) => 0,
-            Endpoint::Sentinel(s) => s.state.epoch.load(Ordering::Acquire),
-        }
+        self.state.epoch.load(Ordering::Acquire)
     }
 
-    /// Resolves when epoch `epoch` has ended; never for one server. For blocking calls, which
-    /// would otherwise wait on an old primary nobody writes to any more.
+    /// Resolves when `epoch` has ended.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub(crate) async fn moved(&self, epoch: u64) {
-        match self {
-            Endpoint::Direct(_) => std::future::pending().await,
-            Endpoint::Sentinel(s) => {
-                let mut rx = s.state.moved.subscribe();
-                // Only an error (the sender gone with the endpoint) ends the wait otherwise.
-                let _ = rx.wait_for(|&now| now != epoch).await;
-            }
-        }
+        let mut rx = self.state.moved.subscribe();
+        // Only an error (the sender gone with the endpoint) ends the wait otherwise.
+        let _ = rx.wait_for(|&now| now != epoch).await;
     }
 
-    /// Notes a failed call made on a connection of epoch `epoch`: if a failover explains it,
-    /// the epoch ends and the primary is looked up again before the next call. Returns
-    /// whether it did.
-    pub(crate) fn observe(&self, epoch: u64, e: &redis::RedisError) -> bool {
-        match self {
-            Endpoint::Sentinel(s) if is_failover_sign(ErrorKind::of_redis(e)) => {
-                s.state.end_epoch(epoch, &e.to_string());
-                true
-            }
-            _ => false,
-        }
+    /// Ends `epoch`, because of `why`: the primary is looked up again.
+    pub(crate) fn end_epoch(&self, epoch: u64, why: &str) {
+        self.state.end_epoch(epoch, why);
     }
-}
-
-/// Whether a failure of this kind may mean the primary moved.
-fn is_failover_sign(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::ReadOnly | ErrorKind::MasterDown
-    )
-}
-
-/// A primary found through Sentinels, and the task that follows their announcements.
-pub(crate) struct Sentinel {
-    state: std::sync::Arc<State>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Sentinel {
@@ -517,14 +463,6 @@ fn unreachable(why: String) -> redis::RedisError {
     ))
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// A parsed `redis+sentinel://` URL. Its `Debug` shows no credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SentinelUrl {
@@ -631,7 +569,7 @@ impl SentinelUrl {
         };
         let mut sentinels = Vec::new();
         for host in hosts.split(',') {
-            sentinels.push(parse_host(host)?);
+            sentinels.push(parse_host(host, SENTINEL_PORT)?);
         }
         if sentinels.len() > MAX_SENTINELS {
             return Err("more than 64 Sentinels");
@@ -731,45 +669,6 @@ impl SentinelUrl {
     }
 }
 
-fn parse_host(host: &str) -> std::result::Result<(String, u16), &'static str> {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (name, after) = rest.split_once(']').ok_or("an unclosed '[' in a host")?;
-        match after {
-            "" => (name, None),
-            p => (
-                name,
-                Some(p.strip_prefix(':').ok_or("junk after a ']' in a host")?),
-            ),
-        }
-    } else {
-        match host.split_once(':') {
-            // An IPv6 address goes in brackets: `[::1]:26379`.
-            Some((n, p)) if !p.contains(':') => (n, Some(p)),
-            Some(_) => return Err("an IPv6 host without brackets (write [::1]:26379)"),
-            None => (host, None),
-        }
-    };
-    if name.is_empty() {
-        return Err("an empty Sentinel host");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._:%".contains(&b))
-    {
-        return Err("a host that is not a name or an address");
-    }
-    let port = match port {
-        None => SENTINEL_PORT,
-        Some(p) => p
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| p.parse().ok())
-            .flatten()
-            .ok_or("a port that is not a number from 0 to 65535")?,
-    };
-    Ok((name.to_string(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,7 +732,7 @@ mod tests {
             ("redis+sentinel://h1/m?sentinel_password=hun#ter2", "raw"),
             ("redis+sentinel://u:hunter2@::1:26379/m", "IPv6"),
             ("redis+sentinel://u:hunter2@h1/m/+1", "database"),
-            ("redis+sentinel://u:hunter2@,h2/m", "empty Sentinel host"),
+            ("redis+sentinel://u:hunter2@,h2/m", "empty host"),
             ("redis+sentinel://u:hunter2@h1/m/x", "database"),
             ("redis+sentinel://u:hunter2@h1/m/1/2", "too many"),
             ("redis+sentinel://u:hunter2@h1/m?pw=1", "unknown query"),
@@ -843,13 +742,5 @@ mod tests {
             assert!(e.contains(says), "{url}: {e}");
             assert!(!e.contains("hunter2"), "{url}: {e}");
         }
-    }
-
-    #[test]
-    fn a_failover_is_suspected_only_for_errors_it_explains() {
-        assert!(is_failover_sign(ErrorKind::ReadOnly));
-        assert!(is_failover_sign(ErrorKind::Connection));
-        assert!(!is_failover_sign(ErrorKind::Script));
-        assert!(!is_failover_sign(ErrorKind::Auth));
     }
 }

@@ -1,0 +1,346 @@
+//! A Redis Cluster, found from its seed nodes.
+//!
+//! A cluster URL lists some of its nodes (any of them, masters or replicas: the client asks
+//! them for the slot map and finds the others there):
+//!
+//! ```text
+//! redis+cluster://[user:password@]host[:port][,host[:port]...]
+//! ```
+//!
+//! The default port is 6379 and the database is always 0 (a cluster has no other);
+//! `rediss+cluster://` speaks TLS to every node, with the client's TLS files.
+//!
+//! Every key of one queue, one cache entry, one rate limit or one user's sessions shares a hash
+//! tag, so each script runs on one node; redis-rs sends each command to the master of its
+//! slot, follows `MOVED` and `ASK` when slots move, and retries `TRYAGAIN` and `CLUSTERDOWN`
+//! (a failover in progress) with backoff. What has no key goes to one node (pub/sub, which a
+//! cluster forwards to every node) or to every master in turn (a walk over keys).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{host_port, parse_host};
+use crate::engine::client::{open_redis, tls_certificates, ClientConfig};
+use crate::error::{Error, Result};
+
+/// The default port of a cluster node.
+const NODE_PORT: u16 = 6379;
+
+/// The most seed nodes a URL may list.
+const MAX_SEEDS: usize = 64;
+
+/// How often redis-rs retries a command a cluster refused for now (`TRYAGAIN`, `CLUSTERDOWN`,
+/// a node that went away), and how long it waits in between: enough to outlast a failover
+/// (`cluster-node-timeout` plus an election, a few seconds) before a caller sees an error.
+const RETRIES: u32 = 16;
+const MIN_RETRY_WAIT_MS: u64 = 20;
+const MAX_RETRY_WAIT_MS: u64 = 500;
+
+/// A cluster: the redis-rs cluster client, and a plain client per seed node for what one node
+/// serves.
+pub(crate) struct Cluster {
+    url: ClusterUrl,
+    client: redis::cluster::ClusterClient,
+    nodes: Vec<redis::Client>,
+    /// The seed to use first; moves on when one fails.
+    next: AtomicUsize,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("seeds", &self.url.seeds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// The cluster `url` names. Nothing connects yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for unreadable TLS files or seeds redis-rs refuses.
+    pub(crate) fn open(url: ClusterUrl, config: &ClientConfig) -> Result<Cluster> {
+        let seeds: Vec<String> = url.seeds.iter().map(|(h, p)| url.node_url(h, *p)).collect();
+        let nodes = seeds
+            .iter()
+            .map(|seed| {
+                open_redis(&ClientConfig {
+                    url: seed.clone(),
+                    ..config.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.response_timeout)
+            .retries(RETRIES)
+            .min_retry_wait(MIN_RETRY_WAIT_MS)
+            .max_retry_wait(MAX_RETRY_WAIT_MS);
+        let probe = ClientConfig {
+            url: seeds.first().cloned().unwrap_or_default(),
+            ..config.clone()
+        };
+        if let Some(certs) = tls_certificates(&probe)? {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(|e| {
+            Error::Config(format!(
+                "invalid cluster URL {}: {e}",
+                crate::error::redact(&config.url)
+            ))
+        })?;
+        Ok(Cluster {
+            url,
+            client,
+            nodes,
+            next: AtomicUsize::new(0),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// The seed node to use now.
+    pub(crate) fn node(&self) -> redis::Client {
+        let i = self.next.load(Ordering::Relaxed) % self.nodes.len().max(1);
+        self.nodes[i].clone()
+    }
+
+    /// Moves on to the next seed node (the one in use failed).
+    pub(crate) fn next_node(&self) {
+        self.next.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many seed nodes the URL lists.
+    pub(crate) fn seeds(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A new connection to the cluster (it reads the slot map from a seed first), its calls
+    /// bounded by `response_timeout` (the client's when `None`).
+    ///
+    /// # Errors
+    ///
+    /// A connection error when no seed answers with a slot map.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped connect leaves nothing behind.
+    pub(crate) async fn connect(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> redis::RedisResult<redis::cluster_async::ClusterConnection> {
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(response_timeout.unwrap_or(self.response_timeout));
+        self.client.get_async_connection_with_config(config).await
+    }
+}
+
+/// The masters in a `CLUSTER NODES` reply that are up and reachable, as (host, port).
+pub(crate) fn masters_of(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr")) {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`
+            let ip_port = addr.split(['@', ',']).next()?;
+            let (host, port) = ip_port.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A parsed `redis+cluster://` URL. Its `Debug` shows no credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ClusterUrl {
+    tls: bool,
+    /// `user:password` for the nodes, as written (still percent-encoded).
+    userinfo: Option<String>,
+    seeds: Vec<(String, u16)>,
+}
+
+impl std::fmt::Debug for ClusterUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterUrl")
+            .field("tls", &self.tls)
+            .field("seeds", &self.seeds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterUrl {
+    /// `Ok(None)` for a URL of another scheme.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a cluster URL that does not parse, naming what is wrong (never
+    /// the password).
+    pub(crate) fn parse(url: &str) -> Result<Option<ClusterUrl>> {
+        match ClusterUrl::parse_parts(url) {
+            None => Ok(None),
+            Some(Ok(parsed)) => Ok(Some(parsed)),
+            Some(Err(why)) => Err(Error::Config(format!(
+                "invalid cluster URL {}: {why} (expected redis+cluster://[user:password@]host[:port][,host[:port]...]; \
+                 percent-encode '/', '?', '#' and '@' in passwords)",
+                crate::error::redact(url)
+            ))),
+        }
+    }
+
+    /// The URL, shown without its password, rebuilt from what was parsed. `None` for a URL of
+    /// another scheme; one that does not parse shows nothing but its scheme.
+    pub(crate) fn redacted(url: &str) -> Option<String> {
+        Some(match ClusterUrl::parse_parts(url)? {
+            Err(_) => format!(
+                "{}://<a cluster URL that does not parse>",
+                url.split("://").next().unwrap_or_default()
+            ),
+            Ok(u) => {
+                let auth = match u.userinfo.as_deref() {
+                    Some(info) => match info.split_once(':') {
+                        Some((user, _)) => format!("{user}:***@"),
+                        None => "***@".to_string(),
+                    },
+                    None => String::new(),
+                };
+                let hosts: Vec<String> = u.seeds.iter().map(|(h, p)| host_port(h, *p)).collect();
+                format!("{}+cluster://{auth}{}", u.scheme(), hosts.join(","))
+            }
+        })
+    }
+
+    fn parse_parts(url: &str) -> Option<std::result::Result<ClusterUrl, &'static str>> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+            (true, rest)
+        } else {
+            return None;
+        };
+        Some(ClusterUrl::parse_rest(tls, rest))
+    }
+
+    fn parse_rest(tls: bool, rest: &str) -> std::result::Result<ClusterUrl, &'static str> {
+        if rest.contains(['?', '#']) {
+            return Err("a cluster URL takes no query (a password holds a raw '?' or '#'?)");
+        }
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !matches!(path, "" | "0") {
+            return Err("a cluster has database 0 only (a password holds a raw '/'?)");
+        }
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, authority),
+        };
+        if userinfo.as_deref().is_some_and(|i| i.contains('@')) {
+            return Err("a password holds a raw '/', '?', '#' or '@'");
+        }
+        let mut seeds = Vec::new();
+        for host in hosts.split(',') {
+            seeds.push(parse_host(host, NODE_PORT)?);
+        }
+        if seeds.len() > MAX_SEEDS {
+            return Err("more than 64 seed nodes");
+        }
+        Ok(ClusterUrl {
+            tls,
+            userinfo,
+            seeds,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// The URL of the node at `host:port`.
+    fn node_url(&self, host: &str, port: u16) -> String {
+        let auth = self
+            .userinfo
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{}://{auth}{}", self.scheme(), host_port(host, port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_url_names_its_seeds() {
+        let u = ClusterUrl::parse("redis+cluster://app:s3cret@10.0.0.1,10.0.0.2:7001,[::1]:7002")
+            .expect("parses")
+            .expect("is a cluster url");
+        assert_eq!(
+            u.seeds,
+            vec![
+                ("10.0.0.1".to_string(), NODE_PORT),
+                ("10.0.0.2".to_string(), 7001),
+                ("::1".to_string(), 7002)
+            ]
+        );
+        assert_eq!(u.node_url("::1", 7002), "redis://app:s3cret@[::1]:7002");
+        let tls = ClusterUrl::parse("rediss+cluster://h/0")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(tls.node_url("h", 1), "rediss://h:1");
+        assert_eq!(
+            ClusterUrl::redacted("redis+cluster://app:s3cret@h1,h2:7001").as_deref(),
+            Some("redis+cluster://app:***@h1:6379,h2:7001")
+        );
+        assert_eq!(ClusterUrl::parse("redis://h").expect("ok"), None);
+    }
+
+    #[test]
+    fn a_malformed_cluster_url_says_what_is_wrong_without_the_password() {
+        for (url, says) in [
+            ("redis+cluster://u:hunter2@h1/3", "database 0"),
+            ("redis+cluster://u:hun/ter2@h1", "port"),
+            ("redis+cluster://u:hun@ter2@h1", "raw"),
+            ("redis+cluster://u:hun?ter2@h1", "query"),
+            ("redis+cluster://u:hunter2@h1:99999", "port"),
+            ("redis+cluster://u:hunter2@,h2", "empty host"),
+            ("redis+cluster://u:hunter2@::1:7000", "IPv6"),
+        ] {
+            let e = ClusterUrl::parse(url).expect_err(url).to_string();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: {e}");
+            let shown = ClusterUrl::redacted(url).expect("a cluster url");
+            assert!(!shown.contains("hunter2"), "{url}: {shown}");
+        }
+    }
+
+    #[test]
+    fn the_masters_are_read_from_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001,host-b master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+e5 [::1]:7004@17004 master - 0 0 4 connected
+";
+        assert_eq!(
+            masters_of(nodes),
+            vec![
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001),
+                ("::1".to_string(), 7004)
+            ]
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Where a client connects: one server named by its URL, the primary a set of Redis Sentinels
+//! names (`redis+sentinel://`, [`sentinel`]), found again after every failover, or a Redis
+//! Cluster (`redis+cluster://`, [`cluster`]), whose commands go to the node of their keys.
+//!
+//! The rest of the crate sees an [`Endpoint`] and the [`Connection`]s it opens: a connection
+//! to one server or to a whole cluster, which callers use alike (a script's keys share a slot,
+//! so it runs on one node either way).
+
+mod cluster;
+mod sentinel;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+
+use crate::engine::client::{open_redis, ClientConfig};
+use crate::error::{ErrorKind, Result};
+
+pub(crate) use cluster::{Cluster, ClusterUrl};
+pub use sentinel::SENTINEL_PORT;
+pub(crate) use sentinel::{Sentinel, SentinelUrl};
+
+/// The servers a client talks to.
+pub(crate) enum Endpoint {
+    /// One server, at a fixed address.
+    Direct(Box<redis::Client>),
+    /// The primary the Sentinels name.
+    Sentinel(Sentinel),
+    /// The masters of a cluster, found from its seed nodes.
+    Cluster(Cluster),
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct(_) => f.write_str("Direct"),
+            Endpoint::Sentinel(s) => s.fmt(f),
+            Endpoint::Cluster(c) => c.fmt(f),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint `config.url` names. Behind Sentinels, a task follows their
+    /// `+switch-master` announcements for as long as the endpoint lives (so it must be opened
+    /// inside a Tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] for a malformed URL or unreadable TLS files.
+    pub(crate) fn open(config: &ClientConfig) -> Result<Endpoint> {
+        if let Some(url) = SentinelUrl::parse(&config.url)? {
+            return Ok(Endpoint::Sentinel(Sentinel::open(url, config)?));
+        }
+        if let Some(url) = ClusterUrl::parse(&config.url)? {
+            return Ok(Endpoint::Cluster(Cluster::open(url, config)?));
+        }
+        Ok(Endpoint::Direct(Box::new(open_redis(config)?)))
+    }
+
+    /// The client of one server to talk to now, and the epoch it belongs to (see
+    /// [`Endpoint::epoch`]): the server, the primary the Sentinels name, or on a cluster the
+    /// node that answered last (for what any node serves: pub/sub, the version check).
+    ///
+    /// # Errors
+    ///
+    /// A connection error when no Sentinel names a primary that answers as one.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped lookup leaves the address unknown, and the next call looks again.
+    pub(crate) async fn client(&self) -> redis::RedisResult<(u64, redis::Client)> {
+        match self {
+            Endpoint::Direct(c) => Ok((0, (**c).clone())),
+            Endpoint::Sentinel(s) => s.client().await,
+            Endpoint::Cluster(c) => Ok((0, c.node())),
+        }
+    }
+
+    /// The cluster, when the endpoint is one.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        match self {
+            Endpoint::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// How many servers [`Endpoint::client`] may name in turn when one does not answer: the
+    /// seed nodes of a cluster, else one.
+    pub(crate) fn candidates(&self) -> usize {
+        self.cluster().map_or(1, Cluster::seeds)
+    }
+
+    /// Whether the server can change under the client (behind Sentinels).
+    pub(crate) fn follows_failovers(&self) -> bool {
+        matches!(self, Endpoint::Sentinel(_))
+    }
+
+    /// Changes whenever the primary may have moved: a connection opened in an earlier epoch
+    /// is to be replaced. Always 0 for one server and for a cluster (whose connection follows
+    /// the slots itself).
+    pub(crate) fn epoch(&self) -> u64 {
+        match self {
+            Endpoint::Sentinel(s) => s.epoch(),
+            _ => 0,
+        }
+    }
+
+    /// Resolves when epoch `epoch` has ended; never for one server or a cluster. For blocking
+    /// calls, which would otherwise wait on an old primary nobody writes to any more.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn moved(&self, epoch: u64) {
+        match self {
+            Endpoint::Sentinel(s) => s.moved(epoch).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Notes a failed call made on a connection of epoch `epoch`: if a failover explains it,
+    /// the epoch ends and the primary is looked up again before the next call. Returns
+    /// whether it did. On a cluster, a node that failed is tried last next time.
+    pub(crate) fn observe(&self, epoch: u64, e: &redis::RedisError) -> bool {
+        let sign = is_failover_sign(ErrorKind::of_redis(e));
+        match self {
+            Endpoint::Sentinel(s) if sign => {
+                s.end_epoch(epoch, &e.to_string());
+                true
+            }
+            Endpoint::Cluster(c) if sign => {
+                c.next_node();
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A connection to one server or to a cluster: what every call of the crate goes through.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// The shared connection to one server, reconnecting by itself.
+    Manager(ConnectionManager),
+    /// A connection of its own to one server.
+    Multiplexed(MultiplexedConnection),
+    /// Connections to every node of a cluster, each command sent to the node of its keys
+    /// (redis-rs follows `MOVED` and `ASK`, and retries `TRYAGAIN` and `CLUSTERDOWN`).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Manager(c) => c.req_packed_command(cmd),
+            Connection::Multiplexed(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Manager(c) => c.get_db(),
+            Connection::Multiplexed(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where a keyless command goes on a cluster; on one server, there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The master that holds this slot.
+    Slot(u16),
+    /// The node at this address.
+    Node(String, u16),
+}
+
+impl Connection {
+    /// Runs `cmd` on `target` (on one server, simply runs it).
+    ///
+    /// # Errors
+    ///
+    /// The connection's or the server's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// As the command's.
+    pub(crate) async fn query_at<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        target: &Target,
+    ) -> redis::RedisResult<T> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let Connection::Cluster(c) = self else {
+            return cmd.query_async(self).await;
+        };
+        let routing = match target {
+            Target::Slot(slot) => {
+                SingleNodeRoutingInfo::SpecificNode(Route::new(*slot, SlotAddr::Master))
+            }
+            Target::Node(host, port) => SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            },
+        };
+        let value = c
+            .route_command(cmd.clone(), RoutingInfo::SingleNode(routing))
+            .await?;
+        Ok(redis::FromRedisValue::from_redis_value(value)?)
+    }
+
+    /// The masters of the cluster (host and port), or `None` on one server.
+    ///
+    /// # Errors
+    ///
+    /// The connection's or the server's error; a reply that does not parse.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub(crate) async fn masters(&mut self) -> redis::RedisResult<Option<Vec<(String, u16)>>> {
+        let Connection::Cluster(c) = self else {
+            return Ok(None);
+        };
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
+        Ok(Some(cluster::masters_of(&nodes)))
+    }
+}
+
+/// Whether a failure of this kind may mean the primary moved.
+fn is_failover_sign(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::ReadOnly | ErrorKind::MasterDown
+    )
+}
+
+/// `host:port`, the host in brackets when it is an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A `host[:port]` of a URL's host list; an IPv6 address in brackets.
+fn parse_host(host: &str, default_port: u16) -> std::result::Result<(String, u16), &'static str> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest.split_once(']').ok_or("an unclosed '[' in a host")?;
+        match after {
+            "" => (name, None),
+            p => (
+                name,
+                Some(p.strip_prefix(':').ok_or("junk after a ']' in a host")?),
+            ),
+        }
+    } else {
+        match host.split_once(':') {
+            // An IPv6 address goes in brackets: `[::1]:26379`.
+            Some((n, p)) if !p.contains(':') => (n, Some(p)),
+            Some(_) => return Err("an IPv6 host without brackets (write [::1]:26379)"),
+            None => (host, None),
+        }
+    };
+    if name.is_empty() {
+        return Err("an empty host");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._:%".contains(&b))
+    {
+        return Err("a host that is not a name or an address");
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => p
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| p.parse().ok())
+            .flatten()
+            .ok_or("a port that is not a number from 0 to 65535")?,
+    };
+    Ok((name.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failover_is_suspected_only_for_errors_it_explains() {
+        assert!(is_failover_sign(ErrorKind::ReadOnly));
+        assert!(is_failover_sign(ErrorKind::Connection));
+        assert!(!is_failover_sign(ErrorKind::Script));
+        assert!(!is_failover_sign(ErrorKind::Auth));
+    }
+}
