@@ -1,8 +1,20 @@
-//! Redis Cluster (issue 13, point 2): what holds already. The client does not speak the
-//! cluster protocol yet; these tests pin down what it will rely on.
+//! Redis Cluster (issue 13, point 2): every key builder's slots agree with a real cluster's,
+//! and clients, workers, the operator's calls and the toolkit work on a `redis+cluster://`
+//! URL, through failovers.
 
+use crate::common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::eventually;
+use queue::cache::{Cache, CacheKey, CachePolicy};
+use queue::rate_limit::{Limit, RateLimiter};
+use queue::session::Sessions;
 use queue::testing::{ClusterOptions, RedisCluster};
 use queue::wire::{hash_slot, session_tag, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys};
+use queue::{job, Client, JobContext, JobError, NewJob};
 
 /// Names chosen to break a slot computation: braces in every position, empty tags, bytes a
 /// key escape must handle.
@@ -64,4 +76,244 @@ fn our_slots_are_the_clusters_for_every_key_builder() {
             "{keys:?}: {slots:?}"
         );
     }
+}
+
+/// The ids the cluster handlers have run, and how often.
+static RAN: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+fn ran() -> HashMap<String, u32> {
+    RAN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+fn ran_count() -> usize {
+    RAN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, |r| r.len())
+}
+
+/// Fails the first attempt of every seventh job (a retry on a cluster), then records it.
+#[job(name = "cluster.work", queue = "cluster-a")]
+async fn work(n: u64, ctx: JobContext) -> Result<(), JobError> {
+    if n % 7 == 3 && ctx.attempt == 1 {
+        return Err(JobError::retry_after(
+            Duration::from_millis(50),
+            "the first attempt fails",
+        ));
+    }
+    *RAN.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(ctx.id.to_string())
+        .or_default() += 1;
+    Ok(())
+}
+
+fn cluster() -> RedisCluster {
+    RedisCluster::start(ClusterOptions::default())
+        .expect("a 3-master, 3-replica cluster (redis-server and redis-cli must be installed)")
+}
+
+/// Queue names whose keys live on `n` different masters.
+fn queues_on_different_masters(cluster: &RedisCluster, n: usize) -> Vec<String> {
+    let mut masters = HashSet::new();
+    let mut names = Vec::new();
+    for i in 0.. {
+        let name = format!("cluster-{i}");
+        let slot = hash_slot(
+            QueueKeys::new("queue", &name)
+                .expect("keys")
+                .wake()
+                .as_bytes(),
+        );
+        let master = cluster.master_of(slot).expect("a master");
+        if masters.insert(master) {
+            names.push(name);
+            if names.len() == n {
+                return names;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// The suite's core scenarios on a 3-master, 3-replica cluster, with queues on three masters:
+/// immediate, delayed, retried and unique jobs run once each through one worker serving
+/// all three queues (woken from three slots), a caller awaits an outcome, the operator's
+/// listing, stats, search and removal see each queue, and the toolkit's sessions (a user's
+/// index beside its sessions), rate limits and cache work; no call meets a CROSSSLOT error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_scenarios_run_on_a_cluster() {
+    common::init_tracing();
+    let cluster = tokio::task::block_in_place(cluster);
+    let url = cluster.url();
+    let client = Client::connect(&url).await.expect("connect to the cluster");
+    let queues = queues_on_different_masters(&cluster, 3);
+    let worker = common::start_worker(&client, &["cluster.work"], |b| {
+        let mut b = b.concurrency(8);
+        for q in &queues {
+            b = b.queue(q, 1);
+        }
+        b
+    })
+    .await;
+
+    let mut ids = Vec::new();
+    for q in &queues {
+        let jobs: Vec<NewJob> = (0..60)
+            .map(|i| NewJob::of::<work>(&i).expect("encode").queue(q))
+            .collect();
+        ids.extend(
+            client
+                .enqueue_batch(jobs)
+                .await
+                .expect("a batch")
+                .into_iter()
+                .map(|e| e.id.to_string()),
+        );
+        let delayed = client
+            .enqueue_job(
+                NewJob::of::<work>(&1000)
+                    .expect("encode")
+                    .queue(q)
+                    .delay(Duration::from_millis(300)),
+            )
+            .await
+            .expect("a delayed job");
+        ids.push(delayed.id.to_string());
+        let first = client
+            .enqueue_job(
+                NewJob::of::<work>(&2000)
+                    .expect("encode")
+                    .queue(q)
+                    .unique("k", Duration::from_secs(60)),
+            )
+            .await
+            .expect("unique");
+        let again = client
+            .enqueue_job(
+                NewJob::of::<work>(&2001)
+                    .expect("encode")
+                    .queue(q)
+                    .unique("k", Duration::from_secs(60)),
+            )
+            .await
+            .expect("duplicate");
+        assert!(!first.duplicate && again.duplicate && again.id == first.id);
+        ids.push(first.id.to_string());
+    }
+    let awaited = client
+        .enqueue_job(NewJob::of::<work>(&3).expect("encode").queue(&queues[2]))
+        .await
+        .expect("awaited");
+    ids.push(awaited.id.to_string());
+    let outcome = client
+        .wait_for(&queues[2], &awaited.id, Duration::from_secs(30))
+        .await
+        .expect("the outcome");
+    assert_eq!(outcome.state, queue::JobState::Completed, "{outcome:?}");
+    eventually(Duration::from_secs(30), "every job to run", || async {
+        let ran = ran();
+        ids.iter().all(|id| ran.contains_key(id))
+    })
+    .await;
+    assert!(ran().values().all(|&n| n == 1), "each job ran once");
+
+    let admin = queue::admin::Admin::new(client.clone());
+    let mut listed = admin.queues().await.expect("queues");
+    listed.sort();
+    let mut expected = queues.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for q in &queues {
+        let stats = admin.stats(q).await.expect("stats");
+        // 60, the delayed and the unique job; the third queue also ran the awaited one.
+        let expected = 62 + u64::from(q == &queues[2]);
+        assert_eq!(stats.completed, expected, "{stats:?}");
+        assert_eq!(stats.pending + stats.active + stats.dead, 0, "{stats:?}");
+        let done = admin
+            .list(q, queue::admin::State::Completed, 0, 10)
+            .await
+            .expect("list");
+        assert_eq!(done.len(), 10);
+        let found = admin
+            .find(done[0].id.as_str(), None)
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(&found.queue, q);
+    }
+    admin.remove_queue(&queues[0]).await.expect("remove");
+    assert_eq!(admin.queues().await.expect("queues").len(), 2);
+    assert_eq!(admin.stats(&queues[0]).await.expect("stats").completed, 0);
+    worker.stop().await;
+
+    // The toolkit: a user's sessions sit in the slot of their index, across the cluster.
+    let sessions = Sessions::new(client.clone()).expect("sessions");
+    let mut users = Vec::new();
+    for u in 0..6 {
+        let user = format!("user:{u}");
+        let (id, _) = sessions
+            .create(Some(&user), [("n".to_string(), serde_json::json!(u))])
+            .await
+            .expect("create");
+        let rotated = sessions
+            .rotate(id.expose())
+            .await
+            .expect("rotate")
+            .expect("live");
+        users.push((user, rotated));
+    }
+    for (user, id) in &users {
+        assert_eq!(sessions.list_user(user).await.expect("list").len(), 1);
+        assert!(sessions.get(id.expose()).await.expect("get").is_some());
+    }
+    assert!(sessions
+        .destroy(users[0].1.expose())
+        .await
+        .expect("destroy"));
+    assert_eq!(
+        sessions
+            .destroy_user(&users[1].0)
+            .await
+            .expect("destroy user"),
+        1
+    );
+    assert_eq!(sessions.cleanup().await.expect("cleanup"), 0);
+    // Every master's keys: the 4 sessions left and their users' 4 indexes.
+    assert_eq!(
+        sessions.purge().await.expect("purge"),
+        8,
+        "purge walks every master"
+    );
+
+    let limiter = RateLimiter::new(client.clone(), vec![Limit::parse("5/s").expect("limit")]);
+    let mut allowed = 0;
+    for _ in 0..8 {
+        allowed += u32::from(limiter.check("api").await.allowed);
+    }
+    assert_eq!(allowed, 5);
+
+    let cache = Cache::new(client.clone());
+    let policy = CachePolicy::query_results();
+    for key in ["a", "b", "c", "d"] {
+        for _ in 0..2 {
+            let v = cache
+                .get_or_load(&CacheKey::new("products", key), &policy, || async {
+                    Ok::<_, String>(Some(key.to_string()))
+                })
+                .await
+                .expect("load");
+            assert_eq!(v.as_deref(), Some(key));
+        }
+    }
+    let s = cache
+        .stats()
+        .into_iter()
+        .find(|s| s.policy == "query_results")
+        .expect("stats");
+    assert_eq!((s.hits, s.loads), (4, 4));
 }

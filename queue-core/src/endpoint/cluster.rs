@@ -139,15 +139,19 @@ impl Cluster {
     }
 }
 
-/// The masters in a `CLUSTER NODES` reply that are up and reachable, as (host, port).
+/// The masters in a `CLUSTER NODES` reply that are up, reachable and serve slots (only those
+/// hold keys), as (host, port).
 pub(crate) fn masters_of(nodes: &str) -> Vec<(String, u16)> {
     nodes
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let (_id, addr, flags) = (fields.next()?, fields.next()?, fields.next()?);
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (addr, flags) = (fields.get(1)?, fields.get(2)?);
             let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr")) {
+            if !flags.contains(&"master")
+                || flags.iter().any(|f| matches!(*f, "fail" | "noaddr"))
+                || fields.len() < 9
+            {
                 return None;
             }
             // `ip:port@cport[,hostname]`
@@ -332,7 +336,8 @@ a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
 b2 127.0.0.1:7001@17001,host-b master - 0 0 2 connected 5461-10922
 c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected 10923-16383
 d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-e5 [::1]:7004@17004 master - 0 0 4 connected
+e5 [::1]:7004@17004 master - 0 0 4 connected 16000
+f6 127.0.0.1:7005@17005 master - 0 0 5 connected
 ";
         assert_eq!(
             masters_of(nodes),

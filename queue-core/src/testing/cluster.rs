@@ -105,7 +105,15 @@ impl RedisCluster {
         }
         let cluster = RedisCluster { nodes };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !cluster.nodes.iter().all(cluster_ok) {
+        // Settled: every node says `ok`, and the replicas are replicas (they start as empty
+        // masters and take their role a moment after the create).
+        let settled = |c: &RedisCluster| {
+            c.nodes.iter().all(cluster_ok)
+                && c.table().is_ok_and(|t| {
+                    t.iter().filter(|n| n.master.is_some()).count() == opts.masters * opts.replicas
+                })
+        };
+        while !settled(&cluster) {
             if Instant::now() > deadline {
                 return Err(spawn_err(
                     "the cluster did not reach cluster_state:ok within 60 s".into(),
@@ -126,16 +134,171 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url().to_string()).collect()
     }
+
+    /// The `redis+cluster://` URL that lists every node as a seed, with the password the
+    /// nodes were started with.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.port().map(|p| format!("127.0.0.1:{p}")))
+            .collect();
+        let auth = self
+            .nodes
+            .first()
+            .and_then(|n| n.url().strip_prefix("redis://"))
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(auth, _)| format!("{auth}@"))
+            .unwrap_or_default();
+        format!("redis+cluster://{auth}{}", hosts.join(","))
+    }
+
+    /// The index of the node that is master of `slot` now, as node 0 sees it (or the first
+    /// node that answers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when no node answers or none serves the slot.
+    pub fn master_of(&self, slot: u16) -> Result<usize> {
+        let table = self.table()?;
+        table
+            .iter()
+            .find(|n| n.master.is_none() && n.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|n| n.index)
+            .ok_or_else(|| spawn_err(format!("no master serves slot {slot}")))
+    }
+
+    /// Fails over the master of `slot` with `CLUSTER FAILOVER` on one of its replicas, and
+    /// waits until that replica is master and every node says the cluster is `ok`. Returns
+    /// the (old, new) master's index.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the master has no replica or the failover does not complete
+    /// within 30 s.
+    pub fn failover(&self, slot: u16) -> Result<(usize, usize)> {
+        let table = self.table()?;
+        let old = self.master_of(slot)?;
+        let old_id = table
+            .iter()
+            .find(|n| n.index == old)
+            .map(|n| n.id.clone())
+            .ok_or_else(|| spawn_err("the master is not in the table".into()))?;
+        let new = table
+            .iter()
+            .find(|n| n.master.as_deref() == Some(old_id.as_str()))
+            .map(|n| n.index)
+            .ok_or_else(|| spawn_err(format!("the master of slot {slot} has no replica")))?;
+        let mut con = connect(&self.nodes[new])?;
+        redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query::<()>(&mut con)
+            .map_err(|e| spawn_err(format!("CLUSTER FAILOVER: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let promoted = redis::cmd("ROLE")
+                .query::<Vec<redis::Value>>(&mut con)
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .is_some_and(|v| v == redis::Value::BulkString(b"master".to_vec()));
+            if promoted
+                && self.master_of(slot).ok() == Some(new)
+                && self.nodes.iter().all(cluster_ok)
+            {
+                return Ok((old, new));
+            }
+            if Instant::now() > deadline {
+                return Err(spawn_err(format!(
+                    "the failover of slot {slot} did not complete within 30 s"
+                )));
+            }
+            // Only polling shows a failover's progress; the wait is bounded.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The cluster as the first node that answers sees it.
+    fn table(&self) -> Result<Vec<NodeRow>> {
+        let mut last = String::from("no node");
+        for node in &self.nodes {
+            let text = connect(node).and_then(|mut con| {
+                redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut con)
+                    .map_err(|e| spawn_err(e.to_string()))
+            });
+            match text {
+                Ok(text) => return Ok(self.rows(&text)),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(spawn_err(format!("no node answers CLUSTER NODES: {last}")))
+    }
+
+    fn rows(&self, text: &str) -> Vec<NodeRow> {
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                if f.len() < 8 || f[2].contains("fail") {
+                    return None;
+                }
+                let port: u16 = f[1]
+                    .split(['@', ','])
+                    .next()?
+                    .rsplit_once(':')?
+                    .1
+                    .parse()
+                    .ok()?;
+                let index = self.nodes.iter().position(|n| n.port() == Some(port))?;
+                let master = (f[3] != "-").then(|| f[3].to_string());
+                let slots = f[8..]
+                    .iter()
+                    .filter(|s| !s.starts_with('['))
+                    .filter_map(|s| match s.split_once('-') {
+                        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                        None => s.parse().ok().map(|a| (a, a)),
+                    })
+                    .collect();
+                Some(NodeRow {
+                    id: f[0].to_string(),
+                    index,
+                    master,
+                    slots,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+struct NodeRow {
+    id: String,
+    index: usize,
+    /// The master's id, for a replica.
+    master: Option<String>,
+    slots: Vec<(u16, u16)>,
+}
+
+fn spawn_err(message: String) -> Error {
+    Error::Spawn {
+        what: "redis cluster",
+        message,
+    }
+}
+
+fn connect(node: &RedisServer) -> Result<redis::Connection> {
+    let client = redis::Client::open(node.admin_url()).map_err(|e| spawn_err(e.to_string()))?;
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| spawn_err(e.to_string()))?;
+    let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+    Ok(con)
 }
 
 fn cluster_ok(node: &RedisServer) -> bool {
-    let Ok(client) = redis::Client::open(node.admin_url()) else {
+    let Ok(mut con) = connect(node) else {
         return false;
     };
-    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
     redis::cmd("CLUSTER")
         .arg("INFO")
         .query::<String>(&mut con)
