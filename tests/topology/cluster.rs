@@ -5,16 +5,17 @@
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::eventually;
+use common::{bounded, eventually};
 use queue::cache::{Cache, CacheKey, CachePolicy};
 use queue::rate_limit::{Limit, RateLimiter};
 use queue::session::Sessions;
 use queue::testing::{ClusterOptions, RedisCluster};
 use queue::wire::{hash_slot, session_tag, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys};
-use queue::{job, Client, JobContext, JobError, NewJob};
+use queue::{job, Client, ClientConfig, Durability, JobContext, JobError, NewJob};
 
 /// Names chosen to break a slot computation: braces in every position, empty tags, bytes a
 /// key escape must handle.
@@ -86,13 +87,6 @@ fn ran() -> HashMap<String, u32> {
         .unwrap_or_else(|p| p.into_inner())
         .clone()
         .unwrap_or_default()
-}
-
-fn ran_count() -> usize {
-    RAN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or(0, |r| r.len())
 }
 
 /// Fails the first attempt of every seventh job (a retry on a cluster), then records it.
@@ -316,4 +310,172 @@ async fn the_core_scenarios_run_on_a_cluster() {
         .find(|s| s.policy == "query_results")
         .expect("stats");
     assert_eq!((s.hits, s.loads), (4, 4));
+}
+
+/// The ids the slow handler has run.
+static SLOW: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn slow_seen() -> HashSet<String> {
+    SLOW.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+fn slow_count() -> usize {
+    SLOW.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or(0, |s| s.len())
+}
+
+#[job(name = "cluster.slow", queue = "cluster-busy")]
+async fn slow(_seq: u64, ctx: JobContext) -> Result<(), JobError> {
+    // 8 slots of 20 ms: 400 jobs/s at most, slower than the producer, so a backlog is there
+    // to drain when a failover ends.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    SLOW.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(ctx.id.to_string());
+    Ok(())
+}
+
+/// Issue 13's bound: the cluster's node timeout (2 s) and 5 s more.
+const RESUME_WITHIN: Duration = Duration::from_secs(7);
+
+/// Under load (a producer with `Durability::Replicated(1)` keeping a backlog in one queue, a
+/// worker draining it), the queue's master is failed over with `CLUSTER FAILOVER` and then its
+/// slot is moved to another master, live: consumption resumes within the node timeout + 5 s
+/// after each, no call meets a CROSSSLOT error, and every acknowledged enqueue runs. The
+/// default run does one failover; `QUEUE_SOAK=1` does five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_follow_failovers_and_a_live_reshard() {
+    common::init_tracing();
+    let soak = std::env::var("QUEUE_SOAK").is_ok_and(|v| v == "1");
+    let failovers = if soak { 5 } else { 1 };
+    let cluster = tokio::task::block_in_place(cluster);
+    let url = cluster.url();
+    let slot = hash_slot(
+        QueueKeys::new("queue", "cluster-busy")
+            .expect("keys")
+            .wake()
+            .as_bytes(),
+    );
+    let mut config = ClientConfig::new(&url);
+    config.durability = Durability::Replicated {
+        replicas: 1,
+        timeout: Duration::from_secs(2),
+    };
+    let producer_client = Client::connect_with(config).await.expect("connect");
+    let worker_client = Client::connect(&url).await.expect("connect");
+    let worker = common::start_worker(&worker_client, &["cluster.slow"], |b| {
+        b.queue("cluster-busy", 1)
+            .concurrency(8)
+            .lease(Duration::from_secs(2))
+            .heartbeat(Duration::from_millis(400))
+    })
+    .await;
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn({
+        let (acked, refused, stop) = (acked.clone(), refused.clone(), stop.clone());
+        async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let ahead = acked
+                    .lock()
+                    .expect("acked")
+                    .len()
+                    .saturating_sub(slow_count());
+                if ahead > 600 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let jobs: Vec<NewJob> = (0..50)
+                    .map(|i| NewJob::of::<slow>(&(seq + i)).expect("encode"))
+                    .collect();
+                seq += 50;
+                match producer_client.enqueue_batch(jobs).await {
+                    Ok(done) => acked
+                        .lock()
+                        .expect("acked")
+                        .extend(done.into_iter().map(|e| e.id.to_string())),
+                    Err(e) => {
+                        // Not acknowledged: it may or may not be there, and is not counted.
+                        refused
+                            .lock()
+                            .expect("refused")
+                            .push(format!("{:?}: {e}", e.kind()));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    });
+    eventually(Duration::from_secs(30), "the first jobs to run", || async {
+        slow_count() >= 100
+    })
+    .await;
+
+    let mut resumed_after = Vec::new();
+    for round in 0..=failovers {
+        let started = Instant::now();
+        let what = if round < failovers {
+            tokio::task::block_in_place(|| cluster.failover(slot))
+                .map(|(old, new)| format!("CLUSTER FAILOVER {old} -> {new}"))
+        } else {
+            // The slot moves to a master that does not have it.
+            let from = cluster.master_of(slot).expect("the slot's master");
+            let to = (0..3)
+                .map(|m| cluster.master_of(m * 5461).expect("a master"))
+                .find(|&m| m != from)
+                .expect("another master");
+            tokio::task::block_in_place(|| cluster.move_slot(slot, to))
+                .map(|()| format!("slot {slot} moved {from} -> {to}"))
+        }
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let done = started.elapsed();
+        let at = slow_count();
+        bounded(
+            RESUME_WITHIN.saturating_sub(started.elapsed()) + Duration::from_millis(1),
+            &format!("consumption to resume after {what}"),
+            async {
+                while slow_count() < at + 50 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        )
+        .await;
+        resumed_after.push((what, done, started.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    bounded(Duration::from_secs(30), "the producer to stop", producer)
+        .await
+        .expect("producer");
+    let acked = acked.lock().expect("acked").clone();
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged job to run",
+        || async {
+            let seen = slow_seen();
+            acked.iter().all(|id| seen.contains(id))
+        },
+    )
+    .await;
+    worker.stop().await;
+    let refused = refused.lock().expect("refused").clone();
+    assert!(
+        !refused.iter().any(|r| r.contains("CROSSSLOT")),
+        "{refused:?}"
+    );
+    eprintln!(
+        "{failovers} failovers and a reshard: {} jobs acknowledged and run, {} enqueues refused \
+         ({:?}); (what, done after, consumption resumed after): {resumed_after:?}",
+        acked.len(),
+        refused.len(),
+        refused.iter().take(3).collect::<Vec<_>>(),
+    );
 }

@@ -170,7 +170,10 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => match split_by_slot(pipeline) {
+                None => c.req_packed_commands(pipeline, offset, count),
+                Some(parts) => Box::pin(run_split(c, parts, pipeline.len())),
+            },
         }
     }
 
@@ -181,6 +184,76 @@ impl ConnectionLike for Connection {
             Connection::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A pipeline whose commands are in more than one slot, split into one pipeline per slot
+/// (each command's position in the original beside it); `None` when it needs no split.
+///
+/// A cluster runs a pipeline on one node, and redis-rs refuses one that spans slots. The
+/// crate's pipelines are batches of independent commands, never transactions, so on a cluster
+/// each slot's part runs on its own: the order within a slot is kept, the order across slots is
+/// not (nothing relies on it). A keyless command (`WAIT` after a script) stays with the command
+/// before it, so it runs on the node that took that write.
+fn split_by_slot(pipeline: &redis::Pipeline) -> Option<Vec<(redis::Pipeline, Vec<usize>)>> {
+    let slots: Vec<Option<u16>> = pipeline.cmd_iter().map(first_key_slot).collect();
+    let first = slots.iter().flatten().next().copied()?;
+    if slots.iter().flatten().all(|&s| s == first) {
+        return None;
+    }
+    let mut parts: Vec<(u16, redis::Pipeline, Vec<usize>)> = Vec::new();
+    let mut current = first;
+    for (i, (cmd, slot)) in pipeline.cmd_iter().zip(&slots).enumerate() {
+        current = slot.unwrap_or(current);
+        let at = match parts.iter().position(|(s, _, _)| *s == current) {
+            Some(at) => at,
+            None => {
+                parts.push((current, redis::pipe(), Vec::new()));
+                parts.len() - 1
+            }
+        };
+        parts[at].1.add_command(cmd.clone());
+        parts[at].2.push(i);
+    }
+    Some(parts.into_iter().map(|(_, p, at)| (p, at)).collect())
+}
+
+/// Runs the parts of a split pipeline, one after the other, and puts the replies back in the
+/// original order.
+async fn run_split(
+    con: &mut ClusterConnection,
+    parts: Vec<(redis::Pipeline, Vec<usize>)>,
+    len: usize,
+) -> redis::RedisResult<Vec<redis::Value>> {
+    let mut out = vec![redis::Value::Nil; len];
+    for (part, at) in parts {
+        let replies = con.req_packed_commands(&part, 0, part.len()).await?;
+        for (i, reply) in at.into_iter().zip(replies) {
+            out[i] = reply;
+        }
+    }
+    Ok(out)
+}
+
+/// The slot of a command's first key, for the commands the crate pipelines: the argument after
+/// the name, or after the script and key count of `EVALSHA`; `None` for a keyless one.
+fn first_key_slot(cmd: &redis::Cmd) -> Option<u16> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    let name = args.next()?.to_ascii_uppercase();
+    let key = match name.as_slice() {
+        b"WAIT" | b"WAITAOF" | b"PING" | b"INFO" | b"TIME" | b"SCRIPT" | b"CLUSTER" => None,
+        b"EVALSHA" | b"EVAL" | b"EVALSHA_RO" | b"EVAL_RO" => {
+            let _script = args.next();
+            match args.next()? {
+                b"0" => None,
+                _ => args.next(),
+            }
+        }
+        _ => args.next(),
+    }?;
+    Some(crate::keys::hash_slot(key))
 }
 
 /// Where a keyless command goes on a cluster; on one server, there.
@@ -304,6 +377,31 @@ fn parse_host(host: &str, default_port: u16) -> std::result::Result<(String, u16
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_over_several_slots_is_split_by_slot_and_a_wait_stays_with_its_write() {
+        let mut p = redis::pipe();
+        p.hset("{a}:x", "f", 1)
+            .cmd("EVALSHA")
+            .arg("sha")
+            .arg(1)
+            .arg("{b}:y")
+            .cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .zadd("{a}:z", "m", 1)
+            .del("{b}:w");
+        let parts = split_by_slot(&p).expect("split");
+        let at: Vec<Vec<usize>> = parts.iter().map(|(_, at)| at.clone()).collect();
+        assert_eq!(at, vec![vec![0, 3], vec![1, 2, 4]]);
+        let mut one = redis::pipe();
+        one.hset("{a}:x", "f", 1)
+            .cmd("WAIT")
+            .arg(1)
+            .arg(0)
+            .del("{a}:y");
+        assert!(split_by_slot(&one).is_none(), "one slot: sent as it is");
+    }
 
     #[test]
     fn a_failover_is_suspected_only_for_errors_it_explains() {

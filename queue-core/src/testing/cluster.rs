@@ -135,22 +135,15 @@ impl RedisCluster {
         self.nodes.iter().map(|n| n.url().to_string()).collect()
     }
 
-    /// The `redis+cluster://` URL that lists every node as a seed, with the password the
-    /// nodes were started with.
+    /// The `redis+cluster://` URL that lists every node as a seed (without credentials, as
+    /// [`RedisServer::url`]).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
             .filter_map(|n| n.port().map(|p| format!("127.0.0.1:{p}")))
             .collect();
-        let auth = self
-            .nodes
-            .first()
-            .and_then(|n| n.url().strip_prefix("redis://"))
-            .and_then(|rest| rest.split_once('@'))
-            .map(|(auth, _)| format!("{auth}@"))
-            .unwrap_or_default();
-        format!("redis+cluster://{auth}{}", hosts.join(","))
+        format!("redis+cluster://{}", hosts.join(","))
     }
 
     /// The index of the node that is master of `slot` now, as node 0 sees it (or the first
@@ -215,6 +208,78 @@ impl RedisCluster {
             // Only polling shows a failover's progress; the wait is bounded.
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Moves `slot` from its master to the master at index `to`, live: the slot is marked
+    /// importing and migrating, its keys are moved with `MIGRATE` in batches (while clients
+    /// keep writing: they are sent on with `ASK`, or told `TRYAGAIN` for a multi-key call
+    /// that spans both nodes), then every node is told the new owner.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when a step fails or the keys do not move within 60 s.
+    pub fn move_slot(&self, slot: u16, to: usize) -> Result<()> {
+        let from = self.master_of(slot)?;
+        if from == to {
+            return Ok(());
+        }
+        let table = self.table()?;
+        let id = |i: usize| {
+            table
+                .iter()
+                .find(|n| n.index == i)
+                .map(|n| n.id.clone())
+                .ok_or_else(|| spawn_err(format!("node {i} is not in the table")))
+        };
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let step = |what: &str, r: redis::RedisResult<()>| {
+            r.map_err(|e| spawn_err(format!("{what}: {e}")))
+        };
+        let mut src = connect(&self.nodes[from])?;
+        let mut dst = connect(&self.nodes[to])?;
+        let setslot = |con: &mut redis::Connection, state: &str, node: &str| {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node)
+                .query::<()>(con)
+        };
+        step(
+            "SETSLOT IMPORTING",
+            setslot(&mut dst, "IMPORTING", &from_id),
+        )?;
+        step("SETSLOT MIGRATING", setslot(&mut src, "MIGRATING", &to_id))?;
+        let port = self.nodes[to]
+            .port()
+            .ok_or_else(|| spawn_err("cluster nodes listen on TCP".into()))?;
+        let password = self.nodes[to].admin_password();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut src)
+                .map_err(|e| spawn_err(format!("GETKEYSINSLOT: {e}")))?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate.arg("127.0.0.1").arg(port).arg("").arg(0).arg(5000);
+            if let Some(password) = &password {
+                migrate.arg("AUTH").arg(password);
+            }
+            migrate.arg("KEYS").arg(&keys);
+            step("MIGRATE", migrate.query::<()>(&mut src))?;
+            if Instant::now() > deadline {
+                return Err(spawn_err(format!("slot {slot} did not empty within 60 s")));
+            }
+        }
+        // The new owner first, then the old one; the others learn it from the cluster bus.
+        step("SETSLOT NODE", setslot(&mut dst, "NODE", &to_id))?;
+        step("SETSLOT NODE", setslot(&mut src, "NODE", &to_id))?;
+        Ok(())
     }
 
     /// The cluster as the first node that answers sees it.

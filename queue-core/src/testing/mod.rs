@@ -308,6 +308,11 @@ impl RedisServer {
         }
     }
 
+    /// The `default` user's password, when it has one.
+    pub(crate) fn admin_password(&self) -> Option<String> {
+        self.password.clone()
+    }
+
     /// The TCP port, if not on a unix socket.
     pub fn port(&self) -> Option<u16> {
         self.port
