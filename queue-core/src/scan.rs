@@ -30,6 +30,7 @@ pub(crate) struct Scan {
 
 impl Scan {
     /// Keys matching `pattern` (a glob whose user parts are escaped), anywhere.
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
     pub(crate) fn keys(pattern: String) -> Scan {
         Scan::new("SCAN", None, pattern, None)
     }

@@ -2,6 +2,7 @@
 //! link step) for the operator commands and `queue bench`.
 
 mod bench;
+mod cluster;
 mod dash;
 mod input_errors;
 mod ops;

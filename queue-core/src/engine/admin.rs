@@ -1155,7 +1155,10 @@ impl Admin {
             .map_err(rerr(&self.client))
     }
 
-    /// Facts about the server for health checks.
+    /// Facts about the server for health checks. On a cluster, the masters' facts combined:
+    /// the fullest master's memory (a queue lives on one, so one full master is the alarm),
+    /// the oldest version, a policy other than `noeviction` if any master has one, and all
+    /// clients.
     ///
     /// # Errors
     ///
@@ -1166,10 +1169,29 @@ impl Admin {
     /// Cancel safe (read only).
     pub async fn server(&self) -> Result<ServerInfo> {
         let mut con = self.client.con();
-        let info: String = redis::cmd("INFO")
-            .query_async(&mut con)
-            .await
-            .map_err(rerr(&self.client))?;
+        let info = redis::cmd("INFO");
+        let Some(masters) = con.masters().await.map_err(rerr(&self.client))? else {
+            let text: String = info
+                .query_async(&mut con)
+                .await
+                .map_err(rerr(&self.client))?;
+            return Ok(ServerInfo::parse(&text));
+        };
+        let mut all = Vec::new();
+        for (host, port) in masters {
+            let text: String = con
+                .query_at(&info, &crate::endpoint::Target::Node(host, port))
+                .await
+                .map_err(rerr(&self.client))?;
+            all.push(ServerInfo::parse(&text));
+        }
+        Ok(ServerInfo::combine(all))
+    }
+}
+
+impl ServerInfo {
+    /// The facts in an `INFO` reply.
+    fn parse(info: &str) -> ServerInfo {
         let field = |k: &str| {
             info.lines()
                 .find_map(|l| l.strip_prefix(k))
@@ -1177,13 +1199,48 @@ impl Admin {
                 .unwrap_or_default()
         };
         let num = |k: &str| field(k).parse::<u64>().unwrap_or(0);
-        Ok(ServerInfo {
+        ServerInfo {
             version: field("redis_version:"),
             used_memory: num("used_memory:"),
             maxmemory: num("maxmemory:"),
             maxmemory_policy: field("maxmemory_policy:"),
             connected_clients: num("connected_clients:"),
-        })
+        }
+    }
+
+    /// The facts of a cluster's masters as one (see [`Admin::server`]).
+    fn combine(all: Vec<ServerInfo>) -> ServerInfo {
+        let version =
+            |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+        let fill = |s: &ServerInfo| match s.maxmemory {
+            0 => 0.0,
+            max => s.used_memory as f64 / max as f64,
+        };
+        let clients = all.iter().map(|s| s.connected_clients).sum();
+        let oldest = all
+            .iter()
+            .min_by_key(|s| version(&s.version))
+            .map(|s| s.version.clone())
+            .unwrap_or_default();
+        let policy = all
+            .iter()
+            .map(|s| s.maxmemory_policy.clone())
+            .find(|p| p != "noeviction")
+            .unwrap_or_else(|| "noeviction".into());
+        let fullest = all
+            .into_iter()
+            .max_by(|a, b| {
+                fill(a)
+                    .total_cmp(&fill(b))
+                    .then(a.used_memory.cmp(&b.used_memory))
+            })
+            .unwrap_or_default();
+        ServerInfo {
+            version: oldest,
+            maxmemory_policy: policy,
+            connected_clients: clients,
+            ..fullest
+        }
     }
 }
 

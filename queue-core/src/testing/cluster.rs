@@ -162,14 +162,19 @@ impl RedisCluster {
     }
 
     /// Fails over the master of `slot` with `CLUSTER FAILOVER` on one of its replicas, and
-    /// waits until that replica is master and every node says the cluster is `ok`. Returns
-    /// the (old, new) master's index.
+    /// waits until that replica is master, the old master its replica, and every node says
+    /// the cluster is `ok`.
+    ///
+    /// The replica is asked once its replication link is up and synced. A manual failover
+    /// the master does not complete within 5 s is abandoned by Redis (seen when the replica's
+    /// link drops at the request and it must sync in full): it is asked again, and
+    /// [`Failover::asked_at`] is the last request's time.
     ///
     /// # Errors
     ///
     /// [`Error::Spawn`] when the master has no replica or the failover does not complete
     /// within 30 s.
-    pub fn failover(&self, slot: u16) -> Result<(usize, usize)> {
+    pub fn failover(&self, slot: u16) -> Result<Failover> {
         let table = self.table()?;
         let old = self.master_of(slot)?;
         let old_id = table
@@ -183,27 +188,72 @@ impl RedisCluster {
             .map(|n| n.index)
             .ok_or_else(|| spawn_err(format!("the master of slot {slot} has no replica")))?;
         let mut con = connect(&self.nodes[new])?;
-        redis::cmd("CLUSTER")
-            .arg("FAILOVER")
-            .query::<()>(&mut con)
-            .map_err(|e| spawn_err(format!("CLUSTER FAILOVER: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(30);
+        // A replica that is still syncing (the old master of the last failover, say) cannot
+        // take over: wait for its link first.
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut con)
+                .map_err(|e| spawn_err(format!("INFO: {e}")))?;
+            if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(spawn_err(
+                    "the link of the replica did not come up within 30 s".into(),
+                ));
+            }
+            // Only polling shows the link; the wait is bounded.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ask = |con: &mut redis::Connection| {
+            redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query::<()>(con)
+                .map_err(|e| spawn_err(format!("CLUSTER FAILOVER: {e}")))
+        };
+        ask(&mut con)?;
+        // A manual failover the master does not join within 5 s is abandoned: asked again.
+        let mut asked = Instant::now();
+        let mut asks = 1;
         loop {
             let promoted = redis::cmd("ROLE")
                 .query::<Vec<redis::Value>>(&mut con)
                 .ok()
                 .and_then(|r| r.into_iter().next())
                 .is_some_and(|v| v == redis::Value::BulkString(b"master".to_vec()));
+            // Done when the old master follows the new one too (it learns that a moment after
+            // the promotion), so the next failover finds a replica.
+            let demoted = || {
+                self.table().is_ok_and(|t| {
+                    let new_id = t.iter().find(|n| n.index == new).map(|n| n.id.clone());
+                    t.iter()
+                        .any(|n| n.index == old && n.master.is_some() && n.master == new_id)
+                })
+            };
             if promoted
                 && self.master_of(slot).ok() == Some(new)
                 && self.nodes.iter().all(cluster_ok)
+                && demoted()
             {
-                return Ok((old, new));
+                return Ok(Failover {
+                    old,
+                    new,
+                    asked_at: asked,
+                    asks,
+                });
             }
             if Instant::now() > deadline {
                 return Err(spawn_err(format!(
                     "the failover of slot {slot} did not complete within 30 s"
                 )));
+            }
+            if !promoted && asked.elapsed() > Duration::from_secs(6) {
+                ask(&mut con)?;
+                asked = Instant::now();
+                asks += 1;
             }
             // Only polling shows a failover's progress; the wait is bounded.
             std::thread::sleep(Duration::from_millis(50));
@@ -333,6 +383,19 @@ impl RedisCluster {
             })
             .collect()
     }
+}
+
+/// What [`RedisCluster::failover`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Failover {
+    /// The index of the old master (now a replica).
+    pub old: usize,
+    /// The index of the new master.
+    pub new: usize,
+    /// When the request that succeeded was made.
+    pub asked_at: Instant,
+    /// How many requests it took.
+    pub asks: u32,
 }
 
 /// One line of `CLUSTER NODES`.

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 mod cluster;
 mod sentinel;
-pub use cluster::{ClusterOptions, RedisCluster};
+pub use cluster::{ClusterOptions, Failover, RedisCluster};
 pub use sentinel::{SentinelOptions, SentinelSet, MASTER as SENTINEL_MASTER};
 
 /// A `redis-server` child process.
