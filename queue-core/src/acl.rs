@@ -23,6 +23,12 @@ const COMMON: &str = "-@all +ping +script|load +evalsha +time \
 /// not in [`COMMON`]; `queue acl --fsync` appends it.
 pub const FSYNC: &str = "+waitaof";
 
+/// What every role adds on a Redis Cluster: the slot map (`CLUSTER SLOTS`, read by the client
+/// at connect and after a `MOVED`), the masters (`CLUSTER NODES`, for walks over keys and the
+/// server's facts) and `ASKING` (following a slot being migrated). `queue acl --cluster`
+/// appends it.
+pub const CLUSTER: &str = "+cluster|slots +cluster|nodes +asking";
+
 /// A producer beyond [`COMMON`]: awaiting outcomes, event subscriptions.
 /// (`WAIT`, in [`COMMON`], is the replicated durability of enqueues and settlements.)
 const PRODUCER: &str = "+subscribe +unsubscribe";
@@ -241,6 +247,10 @@ mod tests {
         assert!(
             section.contains(&format!("append {FSYNC}")),
             "the block says what fsync durability adds"
+        );
+        assert!(
+            section.contains(&format!("append {CLUSTER} to every user")),
+            "the block says what a cluster adds"
         );
     }
 }

@@ -486,3 +486,57 @@ async fn workers_follow_failovers_and_a_live_reshard() {
         refused.iter().take(3).collect::<Vec<_>>(),
     );
 }
+
+/// The documented least-privilege users work on a cluster with `queue::acl::CLUSTER` added (a
+/// producer enqueues and awaits, a worker runs the job, an operator reads stats and the
+/// server's facts), and a user without it is refused with a typed error, not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_users_work_on_a_cluster() {
+    use queue::acl::{rules, Role, CLUSTER};
+    common::init_tracing();
+    let mut opts = ClusterOptions {
+        replicas: 0,
+        ..ClusterOptions::default()
+    };
+    for role in Role::ALL {
+        let with = format!("{} {CLUSTER}", rules(role, "queue").expect("rules"));
+        opts.server = opts.server.user(role.name(), "pw", &with);
+        let without = rules(role, "queue").expect("rules");
+        opts.server = opts
+            .server
+            .user(&format!("{}-plain", role.name()), "pw", &without);
+    }
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(opts)).expect("a cluster");
+    let url = |user: &str| cluster.url().replacen("://", &format!("://{user}:pw@"), 1);
+
+    let producer = Client::connect(&url("producer")).await.expect("producer");
+    let worker_client = Client::connect(&url("worker")).await.expect("worker");
+    let worker = common::start_worker(&worker_client, &["cluster.work"], |b| {
+        b.queue("least", 1).concurrency(2)
+    })
+    .await;
+    let job = producer
+        .enqueue_job(NewJob::of::<work>(&5).expect("encode").queue("least"))
+        .await
+        .expect("enqueue");
+    let outcome = producer
+        .wait_for("least", &job.id, Duration::from_secs(30))
+        .await
+        .expect("outcome");
+    assert_eq!(outcome.state, queue::JobState::Completed, "{outcome:?}");
+    worker.stop().await;
+    let admin = queue::admin::Admin::new(Client::connect(&url("operator")).await.expect("op"));
+    assert_eq!(admin.stats("least").await.expect("stats").completed, 1);
+    assert!(admin
+        .server()
+        .await
+        .expect("server")
+        .version
+        .starts_with(char::is_numeric));
+
+    let refused = Client::connect(&url("producer-plain"))
+        .await
+        .and_then(|_| Ok(()))
+        .expect_err("no CLUSTER SLOTS, no cluster");
+    assert_eq!(refused.kind(), queue::ErrorKind::Permission, "{refused:?}");
+}

@@ -16,6 +16,9 @@ pub struct Args {
     /// refuse in a rule)
     #[arg(long)]
     fsync: bool,
+    /// Add what a Redis Cluster needs (the slot map, the masters, ASKING)
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn parse_role(s: &str) -> Result<queue::acl::Role, String> {
@@ -40,11 +43,16 @@ pub fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     for role in roles {
         let mut rules = queue::acl::rules(role, &g.namespace)?;
         let mut command = queue::acl::setuser(role, role.name(), &g.namespace)?;
-        let extra = role.fsync_commands();
-        if args.fsync && !extra.is_empty() {
-            for s in [&mut rules, &mut command] {
-                s.push(' ');
-                s.push_str(extra);
+        let extra = [
+            (args.fsync, role.fsync_commands()),
+            (args.cluster, queue::acl::CLUSTER),
+        ];
+        for (wanted, extra) in extra {
+            if wanted && !extra.is_empty() {
+                for s in [&mut rules, &mut command] {
+                    s.push(' ');
+                    s.push_str(extra);
+                }
             }
         }
         users.push(User {
