@@ -401,6 +401,10 @@ impl NamespaceKeys {
     pub fn queues(&self) -> String {
         format!("{}:queues", self.namespace)
     }
+    /// Hash of sharded queues: queue name -> shard count (see [`shard_name`]).
+    pub fn shards(&self) -> String {
+        format!("{}:shards", self.namespace)
+    }
     /// Hash of cron schedule definitions: name -> JSON (what `queue cron ls` shows).
     pub fn schedules(&self) -> String {
         format!("{}:schedules", self.namespace)
@@ -465,7 +469,64 @@ fn validate_namespace(namespace: &str) -> Result<()> {
     Ok(())
 }
 
+/// The most shards a queue may be split in.
+pub const MAX_SHARDS: u16 = 64;
+
+/// The name of shard `i` (from 0) of `queue` split in `n` shards: `<queue>{<i>.<k>`.
+///
+/// A user's queue name never holds a `{`, so no shard name is ever a user's queue. In a key,
+/// the shard's name is the hash tag (`<ns>:{<queue>{<i>.<k>}:...`), and `k` is the smallest
+/// number that puts the tag's slot in the middle half of the `i`-th of `n` equal parts of the
+/// slot space: on a cluster whose slots are split evenly over `n` masters (as `redis-cli
+/// --cluster create` does), each shard is on another master, whatever the queue's name.
+///
+/// # Panics
+///
+/// Never for `n` within [`MAX_SHARDS`] and `i < n`: a fitting `k` exists among the first few
+/// thousand (each try fits with probability `1/(2n)`).
+pub fn shard_name(queue: &str, i: u16, n: u16) -> String {
+    let n = u32::from(n.clamp(1, MAX_SHARDS));
+    let part = 16384 / n;
+    let (lo, hi) = (
+        u32::from(i) * part + part / 4,
+        u32::from(i) * part + 3 * part / 4,
+    );
+    let mut k = 0u32;
+    loop {
+        let name = format!("{queue}{{{i}.{k}");
+        let slot = u32::from(hash_slot(format!("{{{name}}}").as_bytes()));
+        if (lo..hi).contains(&slot) || k > 1_000_000 {
+            return name;
+        }
+        k += 1;
+    }
+}
+
+/// The shard (of `n`) that jobs with shard key `key` go to: the key's CRC16, so every producer,
+/// in any language, sends a key's jobs to the same shard.
+pub fn shard_for_key(key: &str, n: u16) -> u16 {
+    crc16(key.as_bytes()) % n.max(1)
+}
+
+/// The queue and shard index a shard name ([`shard_name`]) belongs to; `None` for a plain
+/// queue name.
+pub fn shard_of(name: &str) -> Option<(&str, u16)> {
+    let (queue, suffix) = name.split_once('{')?;
+    let (i, k) = suffix.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 7 && s.bytes().all(|b| b.is_ascii_digit());
+    if queue.is_empty() || !digits(i) || !digits(k) {
+        return None;
+    }
+    Some((queue, i.parse().ok()?))
+}
+
 fn validate_name(what: &str, name: &str) -> Result<()> {
+    // A shard's name is its queue's with a suffix only `shard_name` writes.
+    if what == "queue name" {
+        if let Some((queue, _)) = shard_of(name) {
+            return validate_name(what, queue);
+        }
+    }
     if name.is_empty() {
         return Err(Error::Config(format!("{what} must not be empty")));
     }
@@ -488,6 +549,34 @@ fn validate_name(what: &str, name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_spread_over_the_slot_space_and_are_never_a_users_queue() {
+        for queue in ["emails", "a", "x:y", "ünïcode"] {
+            for n in [2u16, 3, 5, 16] {
+                let mut parts = std::collections::HashSet::new();
+                for i in 0..n {
+                    let name = shard_name(queue, i, n);
+                    assert_eq!(shard_of(&name), Some((queue, i)), "{name}");
+                    assert!(QueueKeys::new("ns", &name).is_ok(), "{name}");
+                    let keys = QueueKeys::new("ns", &name).expect("keys");
+                    let slot = hash_slot(keys.pending().as_bytes());
+                    assert_eq!(slot, hash_slot(keys.wake().as_bytes()));
+                    // In the middle half of its part: on its own master of an even split.
+                    let part = 16384 / u32::from(n);
+                    let at = u32::from(slot) % part;
+                    assert_eq!(u32::from(slot) / part, u32::from(i), "{name}");
+                    assert!((part / 4..3 * part / 4).contains(&at), "{name}: {slot}");
+                    parts.insert(u32::from(slot) / part);
+                }
+                assert_eq!(parts.len(), usize::from(n));
+            }
+        }
+        assert_eq!(shard_of("emails"), None);
+        assert_eq!(shard_of("emails{x.1"), None);
+        assert!(QueueKeys::new("ns", "emails{1").is_err());
+        assert!(QueueKeys::new("ns", "{0.1").is_err());
+    }
 
     #[test]
     fn hash_slots_are_redis_clusters() {

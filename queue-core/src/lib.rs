@@ -72,8 +72,8 @@ pub mod wire {
         DEFAULT_QUEUE, DEFAULT_TIMEOUT, ERROR_HISTORY, UNDECODABLE, WIRE_VERSION,
     };
     pub use crate::keys::{
-        escape, hash_slot, session_tag, CacheKeys, NamespaceKeys, QueueKeys, RateLimitKeys,
-        DEFAULT_NAMESPACE, MAX_QUEUE_NAME,
+        escape, hash_slot, session_tag, shard_for_key, shard_name, shard_of, CacheKeys,
+        NamespaceKeys, QueueKeys, RateLimitKeys, DEFAULT_NAMESPACE, MAX_QUEUE_NAME, MAX_SHARDS,
     };
 }
 

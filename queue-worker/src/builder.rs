@@ -349,7 +349,22 @@ impl WorkerBuilder {
             retention: self.config.retention,
             maintenance,
         });
-        let worker = Worker::new(client, self.config, registry, self.middlewares, scheduler)?;
+        // A split queue is served whole: itself (what it held before the split) and each
+        // shard, as one group the fetch rotates through.
+        let mut served = Vec::new();
+        for (group, (q, w)) in self.config.queues.iter().enumerate() {
+            for part in client.shards_of(q).await? {
+                served.push((part, *w, group));
+            }
+        }
+        let worker = Worker::new(
+            client,
+            self.config,
+            served,
+            registry,
+            self.middlewares,
+            scheduler,
+        )?;
         match http {
             Some(l) => Ok(worker.with_http(l)),
             None => Ok(worker),

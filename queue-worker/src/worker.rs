@@ -93,6 +93,9 @@ struct Counters {
 struct QueueState {
     broker: Broker,
     weight: u32,
+    /// The configured queue this one serves: itself, or the queue it is a shard of (the
+    /// shards of one queue and the queue form a group, weighted once).
+    group: usize,
     /// Leases (`id:token`) this worker holds in this queue, and whether each is being settled
     /// (its complete/fail call is under way). The heartbeat extends them all; a lease found
     /// gone while still running was lost, while one being settled was simply settled. Shutdown
@@ -190,9 +193,11 @@ struct Ack {
 }
 
 impl Worker {
+    /// A worker serving `served`: (queue or shard, weight, index of its configured queue).
     pub(crate) fn new(
         client: Client,
         config: WorkerConfig,
+        served: Vec<(String, u32, usize)>,
         registry: Registry,
         user: Vec<Arc<dyn Middleware>>,
         scheduler: Option<crate::scheduler::Scheduler>,
@@ -221,11 +226,11 @@ impl Worker {
             last_beat_ms: 0,
             beat_every_ms: RECORD_EVERY.as_millis() as i64,
         };
-        let queues = config
-            .queues
+        let queues = served
             .iter()
-            .map(|(q, w)| {
+            .map(|(q, w, group)| {
                 Ok(QueueState {
+                    group: *group,
                     // Every fetch leaves a receipt, so a batch whose reply is lost with the
                     // connection is redeemed, not left to expire as lost attempts.
                     broker: Broker::new(client.clone(), q)?
@@ -483,28 +488,50 @@ impl Worker {
     }
 }
 
-/// The order in which to try the queues for one fetch.
-fn queue_order(rt: &Runtime) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..rt.queues.len()).collect();
-    if rt.config.order == QueueOrder::Weighted && idx.len() > 1 {
+/// The order in which to try the queues for one fetch: the configured queues in their order
+/// (strict, or a weighted random permutation), and within a split queue its shards starting
+/// from the one after the last fetch's first (`turn`), so no shard waits behind another.
+fn queue_order(rt: &Runtime, turn: usize) -> Vec<usize> {
+    let groups = rt.queues.iter().map(|q| q.group).max().map_or(0, |g| g + 1);
+    let mut order: Vec<usize> = (0..groups).collect();
+    if rt.config.order == QueueOrder::Weighted && groups > 1 {
         // Weighted random permutation: repeatedly draw the next queue in proportion to weight.
+        let weight = |g: usize| {
+            rt.queues
+                .iter()
+                .find(|q| q.group == g)
+                .map_or(0, |q| u64::from(q.weight))
+        };
         let mut rng = rand::rng();
-        let mut out = Vec::with_capacity(idx.len());
-        while !idx.is_empty() {
-            let total: u64 = idx.iter().map(|&i| u64::from(rt.queues[i].weight)).sum();
+        let mut out = Vec::with_capacity(groups);
+        while !order.is_empty() {
+            let total: u64 = order.iter().map(|&g| weight(g)).sum();
             let mut pick = rng.random_range(0..total.max(1));
             let mut chosen = 0;
-            for (pos, &i) in idx.iter().enumerate() {
-                let w = u64::from(rt.queues[i].weight);
+            for (pos, &g) in order.iter().enumerate() {
+                let w = weight(g);
                 if pick < w {
                     chosen = pos;
                     break;
                 }
                 pick -= w;
             }
-            out.push(idx.remove(chosen));
+            out.push(order.remove(chosen));
         }
-        return out;
+        order = out;
+    }
+    let mut idx = Vec::with_capacity(rt.queues.len());
+    for g in order {
+        // A split queue's parts: the queue itself first, then its shards. The shards take
+        // turns; the queue itself, which only holds what it had before the split (and cron
+        // jobs), is asked last, so a busy worker does not pay a fetch for it each time.
+        let parts: Vec<usize> = (0..rt.queues.len())
+            .filter(|&i| rt.queues[i].group == g)
+            .collect();
+        let (whole, shards) = parts.split_at(1.min(parts.len()));
+        let start = turn % shards.len().max(1);
+        idx.extend(shards[start..].iter().chain(&shards[..start]));
+        idx.extend(whole);
     }
     idx
 }
@@ -525,6 +552,7 @@ async fn fetch_loop(
     // When each queue's fetch last looked for expired leases: a few times a second is enough
     // for a busy worker to recover a dead one's jobs at once, and each look costs a command.
     let mut looked = vec![std::time::Instant::now(); rt.queues.len()];
+    let mut turn = 0usize;
     loop {
         if *stop.borrow() {
             break;
@@ -545,7 +573,8 @@ async fn fetch_loop(
         let mut next_due: Option<i64> = None;
         let mut failed = false;
         let mut busy = false;
-        for qi in queue_order(rt) {
+        turn = turn.wrapping_add(1);
+        for qi in queue_order(rt, turn) {
             if got == want {
                 break;
             }
@@ -775,7 +804,9 @@ async fn run_job(
     let job = Arc::new(job);
     let ctx = JobContext {
         id: job.id.clone(),
-        queue: job.queue.clone(),
+        queue: queue_core::wire::shard_of(&job.queue)
+            .map_or(job.queue.as_str(), |(q, _)| q)
+            .to_string(),
         name: job.name.clone(),
         attempt: job.attempt(),
         max_attempts: job.max_attempts(),

@@ -540,3 +540,174 @@ async fn least_privilege_users_work_on_a_cluster() {
         .expect_err("no CLUSTER SLOTS, no cluster");
     assert_eq!(refused.kind(), queue::ErrorKind::Permission, "{refused:?}");
 }
+
+/// The jobs the shard handler ran, in order, with the queue its context named.
+static SHARDED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+#[job(name = "cluster.sharded", queue = "busy")]
+async fn sharded(_n: u64, ctx: JobContext) -> Result<(), JobError> {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    SHARDED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((ctx.id.to_string(), ctx.queue.clone()));
+    Ok(())
+}
+
+/// Issue 13, point 3: a queue split in three shards on a 3-master cluster has one shard per
+/// master; producers spread jobs over the shards in turn, keep a shard key's jobs (and a unique
+/// key) in one shard, and the queue's jobs from before the split still run; a worker serving
+/// the queue drains every shard without starving any; stats, listing, pause and the job's
+/// context see one queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_queue_spreads_over_the_masters_and_is_one_queue() {
+    common::init_tracing();
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start(ClusterOptions {
+            replicas: 0,
+            ..ClusterOptions::default()
+        })
+    })
+    .expect("a cluster");
+    let client = Client::connect(&cluster.url()).await.expect("connect");
+    let admin = queue::admin::Admin::new(client.clone());
+    let before = client
+        .enqueue_batch(
+            (0..5)
+                .map(|i| NewJob::of::<sharded>(&i).expect("encode"))
+                .collect(),
+        )
+        .await
+        .expect("before the split");
+    assert!(before.iter().all(|e| e.queue == "busy"));
+    client.split_queue("busy", 3).await.expect("split");
+    client
+        .split_queue("busy", 3)
+        .await
+        .expect("split again, the same");
+    let e = client
+        .split_queue("busy", 4)
+        .await
+        .expect_err("another count");
+    assert_eq!(e.kind(), queue::ErrorKind::Config, "{e}");
+
+    // One shard per master.
+    let masters: HashSet<usize> = (0..3)
+        .map(|i| {
+            let name = queue::wire::shard_name("busy", i, 3);
+            let slot = hash_slot(
+                QueueKeys::new("queue", &name)
+                    .expect("keys")
+                    .wake()
+                    .as_bytes(),
+            );
+            cluster.master_of(slot).expect("a master")
+        })
+        .collect();
+    assert_eq!(masters.len(), 3);
+
+    let spread = client
+        .enqueue_batch(
+            (0..300)
+                .map(|i| NewJob::of::<sharded>(&i).expect("encode"))
+                .collect(),
+        )
+        .await
+        .expect("spread");
+    let mut per_shard: HashMap<String, usize> = HashMap::new();
+    for e in &spread {
+        *per_shard.entry(e.queue.clone()).or_default() += 1;
+    }
+    assert_eq!(per_shard.len(), 3, "{per_shard:?}");
+    assert!(per_shard.values().all(|&n| n == 100), "{per_shard:?}");
+    let keyed = client
+        .enqueue_batch(
+            (0..30)
+                .map(|i| {
+                    NewJob::of::<sharded>(&i)
+                        .expect("encode")
+                        .shard_key("customer-7")
+                })
+                .collect(),
+        )
+        .await
+        .expect("keyed");
+    assert!(
+        keyed.iter().all(|e| e.queue == keyed[0].queue),
+        "one shard per key"
+    );
+    let unique = NewJob::of::<sharded>(&1)
+        .expect("encode")
+        .unique("u", Duration::from_secs(60));
+    let first = client.enqueue_job(unique.clone()).await.expect("unique");
+    let again = client.enqueue_job(unique).await.expect("duplicate");
+    assert!(
+        again.duplicate && again.id == first.id,
+        "a unique key is unique over the shards"
+    );
+
+    assert_eq!(
+        admin.queues().await.expect("queues"),
+        vec!["busy".to_string()]
+    );
+    let stats = admin.stats("busy").await.expect("stats");
+    assert_eq!(stats.pending, 5 + 300 + 30 + 1, "{stats:?}");
+    let page = admin
+        .list("busy", queue::admin::State::Pending, 0, 400)
+        .await
+        .expect("list");
+    assert_eq!(page.len(), 336);
+    let found = admin
+        .find(spread[7].id.as_str(), Some("busy"))
+        .await
+        .expect("find")
+        .expect("found in its shard");
+    assert_eq!(found.queue, spread[7].queue);
+    client.pause("busy").await.expect("pause");
+    assert!(admin.stats("busy").await.expect("stats").paused);
+    client.resume("busy").await.expect("resume");
+
+    let worker = common::start_worker(&client, &["cluster.sharded"], |b| {
+        b.queue("busy", 1).concurrency(8)
+    })
+    .await;
+    let shard_of: HashMap<String, String> = spread
+        .iter()
+        .map(|e| (e.id.to_string(), e.queue.clone()))
+        .collect();
+    // No shard waits for another: by the time a third of the spread jobs ran, each shard has
+    // had a fair part of them.
+    eventually(
+        Duration::from_secs(30),
+        "a third of the jobs to run",
+        || async { SHARDED.lock().expect("ran").len() >= 110 },
+    )
+    .await;
+    let mut early: HashMap<String, usize> = HashMap::new();
+    for (id, _) in SHARDED.lock().expect("ran").iter() {
+        if let Some(shard) = shard_of.get(id) {
+            *early.entry(shard.clone()).or_default() += 1;
+        }
+    }
+    assert!(
+        early.len() == 3 && early.values().all(|&n| n >= 15),
+        "every shard is served from the start: {early:?}"
+    );
+    eventually(Duration::from_secs(60), "every job to run", || async {
+        SHARDED.lock().expect("ran").len() >= 336
+    })
+    .await;
+    worker.stop().await;
+    let ran = SHARDED.lock().expect("ran").clone();
+    let ids: HashSet<&str> = ran.iter().map(|(id, _)| id.as_str()).collect();
+    for e in before.iter().chain(&spread).chain(&keyed).chain([&first]) {
+        assert!(ids.contains(e.id.as_str()), "{} ran", e.id);
+    }
+    assert_eq!(ids.len(), ran.len(), "each job ran once");
+    assert!(
+        ran.iter().all(|(_, q)| q == "busy"),
+        "the context names the queue"
+    );
+    let stats = admin.stats("busy").await.expect("stats");
+    assert_eq!((stats.pending, stats.completed), (0, 336), "{stats:?}");
+}

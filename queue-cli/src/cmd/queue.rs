@@ -1,4 +1,4 @@
-//! `queue queues` and `queue queue inspect|pause|resume|purge|rm`.
+//! `queue queues` and `queue queue inspect|pause|resume|purge|rm|split`.
 
 use std::process::ExitCode;
 
@@ -26,6 +26,13 @@ pub enum Command {
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
+    },
+    /// Split a queue in shards, each its own hash tag, so that on a Redis Cluster it spreads
+    /// over several masters (once per queue; restart the workers that serve it)
+    Split {
+        name: String,
+        /// How many shards (2 to 64)
+        shards: u16,
     },
     /// Remove a queue and all its keys
     Rm {
@@ -107,6 +114,18 @@ pub async fn run(g: &Global, out: Out, cmd: Command) -> anyhow::Result<ExitCode>
                 out.json(&serde_json::json!({ "queue": name, "deleted": total }))?;
             } else {
                 out.line(&format!("deleted {total} jobs from {}", printable(&name)))?;
+            }
+        }
+        Command::Split { name, shards } => {
+            admin.client().split_queue(&name, shards).await?;
+            if out.json {
+                out.json(&serde_json::json!({ "queue": name, "shards": shards }))?;
+            } else {
+                out.line(&format!(
+                    "queue {} is split in {shards} shards: producers send jobs to them within \
+                     5 s; restart the workers that serve it so that they serve every shard",
+                    printable(&name)
+                ))?;
             }
         }
         Command::Rm { name, force, yes } => {

@@ -226,7 +226,7 @@ impl Admin {
         &self.client
     }
 
-    /// Queues producers and workers have used, sorted.
+    /// Queues producers and workers have used, sorted (a split queue once, not its shards).
     ///
     /// # Errors
     ///
@@ -247,6 +247,8 @@ impl Admin {
         let mut qs: Vec<String> = Vec::with_capacity(raw.len());
         for member in raw {
             match String::from_utf8(member) {
+                // A shard is listed as part of its queue.
+                Ok(q) if crate::keys::shard_of(&q).is_some() => {}
                 Ok(q) if self.client.keys(&q).is_ok() => qs.push(q),
                 Ok(q) => {
                     tracing::debug!(queue = ?q, "the queue registry holds an invalid queue name; skipped")
@@ -381,6 +383,42 @@ impl Admin {
     ///
     /// Cancel safe (read only).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let parts = self.client.shards_of(queue).await?;
+        let mut all = Vec::with_capacity(parts.len());
+        for part in &parts {
+            all.push(self.stats_of(part).await?);
+        }
+        let mut total = all.pop().unwrap_or_default();
+        for s in all {
+            total.pending += s.pending;
+            total.scheduled += s.scheduled;
+            total.retrying += s.retrying;
+            total.recovered += s.recovered;
+            total.active += s.active;
+            total.dead += s.dead;
+            total.completed += s.completed;
+            total.paused |= s.paused;
+            total.processed_1m += s.processed_1m;
+            total.failed_1m += s.failed_1m;
+            total.processed_1h += s.processed_1h;
+            total.failed_1h += s.failed_1h;
+            total.oldest_pending_ms = match (total.oldest_pending_ms, s.oldest_pending_ms) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let attempts = total.processed_1h + total.failed_1h;
+        total.error_rate_1h = if attempts == 0 {
+            0.0
+        } else {
+            total.failed_1h as f64 / attempts as f64
+        };
+        total.queue = queue.to_string();
+        Ok(total)
+    }
+
+    /// [`Admin::stats`] of one queue or shard.
+    async fn stats_of(&self, queue: &str) -> Result<QueueStats> {
         let k = self.client.keys(queue)?;
         let mut con = self.client.con();
         let counts: QueueCounts = self.client.counts(queue).await?;
@@ -457,6 +495,30 @@ impl Admin {
     ///
     /// Cancel safe (read only).
     pub async fn list(
+        &self,
+        queue: &str,
+        state: State,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobView>> {
+        let parts = self.client.shards_of(queue).await?;
+        if parts.len() == 1 {
+            return self.list_of(queue, state, offset, limit).await;
+        }
+        // A split queue lists its parts one after another (the queue itself, then each
+        // shard), each in its own order: a page holds at most `offset + limit` of each.
+        let mut all = Vec::new();
+        for part in &parts {
+            all.extend(self.list_of(part, state, 0, offset + limit).await?);
+            if all.len() >= offset + limit {
+                break;
+            }
+        }
+        Ok(all.into_iter().skip(offset).take(limit).collect())
+    }
+
+    /// [`Admin::list`] of one queue or shard.
+    async fn list_of(
         &self,
         queue: &str,
         state: State,
@@ -605,7 +667,11 @@ impl Admin {
             Some(q) => vec![q.to_string()],
             None => self.queues().await?,
         };
+        let mut parts = Vec::new();
         for q in &queues {
+            parts.extend(self.client.shards_of(q).await?);
+        }
+        for q in &parts {
             let scans = [State::Recovered, State::Retrying, State::Scheduled];
             if let Some(v) = self.find_in(&id, q, &scans).await? {
                 return Ok(Some(v));
@@ -637,7 +703,12 @@ impl Admin {
             .filter(|s| matches!(s, State::Recovered | State::Retrying | State::Scheduled))
             .into_iter()
             .collect();
-        self.find_in(&id, queue, &scans).await
+        for part in self.client.shards_of(queue).await? {
+            if let Some(v) = self.find_in(&id, &part, &scans).await? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     async fn find_in(&self, id: &JobId, queue: &str, scans: &[State]) -> Result<Option<JobView>> {
@@ -875,6 +946,17 @@ impl Admin {
         if state == State::Active {
             return Err(Error::InvalidJob("running jobs cannot be purged".into()));
         }
+        // A split queue: the first part that still has some.
+        for part in self.client.shards_of(queue).await? {
+            let n = self.purge_part(&part, state, limit).await?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+        Ok(0)
+    }
+
+    async fn purge_part(&self, queue: &str, state: State, limit: usize) -> Result<u64> {
         let k = self.client.keys(queue)?;
         let (zset, hash, members) = state.storage(&k);
         let mut call = scripts().purge.call();
@@ -896,6 +978,26 @@ impl Admin {
     ///
     /// Not cancel safe.
     pub async fn remove_queue(&self, queue: &str) -> Result<()> {
+        // A split queue: its shards, then the queue, then the split itself.
+        let mut parts = self.client.shards_of(queue).await?;
+        parts.rotate_left(1);
+        for part in &parts {
+            self.remove_part(part).await?;
+        }
+        if parts.len() > 1 {
+            let ns = self.client.namespace_keys()?;
+            redis::cmd("HDEL")
+                .arg(ns.shards())
+                .arg(queue)
+                .query_async::<()>(&mut self.client.con())
+                .await
+                .map_err(rerr(&self.client))?;
+            self.client.forget_shards(queue);
+        }
+        Ok(())
+    }
+
+    async fn remove_part(&self, queue: &str) -> Result<()> {
         let k = self.client.keys(queue)?;
         let ns = self.client.namespace_keys()?;
         let mut con = self.client.con();

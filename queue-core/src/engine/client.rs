@@ -149,6 +149,10 @@ struct Inner {
     endpoint: Endpoint,
     /// Queues this client has already recorded in the namespace's queue registry.
     registered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Shard counts of queues as the namespace's registry says, and when each was read.
+    shards: std::sync::Mutex<HashMap<String, (u16, std::time::Instant)>>,
+    /// The next shard for a job without a shard key.
+    next_shard: std::sync::atomic::AtomicU64,
     /// The shared connection, when one is open.
     shared: std::sync::RwLock<Option<Shared>>,
     /// Held while a cluster connection is being opened (which takes round trips: the slot
@@ -359,6 +363,7 @@ pub struct NewJob {
     args: Vec<u8>,
     options: JobOptions,
     traceparent: Option<String>,
+    shard_key: Option<String>,
 }
 
 impl NewJob {
@@ -373,6 +378,7 @@ impl NewJob {
             args: codec::encode_value(args, "job arguments")?,
             options: J::options(),
             traceparent: None,
+            shard_key: None,
         })
     }
 
@@ -383,6 +389,7 @@ impl NewJob {
             args,
             options: JobOptions::default(),
             traceparent: None,
+            shard_key: None,
         }
     }
 
@@ -441,6 +448,15 @@ impl NewJob {
     /// value fails the enqueue with [`Error::InvalidJob`].
     pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
         self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// In a sharded queue ([`Client::split_queue`]), sends the job to the shard of `key`, so
+    /// jobs with the same key stay in one shard, in order (priority, then FIFO). Without it a
+    /// job with a unique key goes to its key's shard (so the key stays unique across shards)
+    /// and any other to the next shard in turn. No effect on a queue with one shard.
+    pub fn shard_key(mut self, key: impl Into<String>) -> Self {
+        self.shard_key = Some(key.into());
         self
     }
 
@@ -699,6 +715,8 @@ impl Client {
                 config,
                 endpoint,
                 registered: Default::default(),
+                shards: Default::default(),
+                next_shard: Default::default(),
                 shared: std::sync::RwLock::new(None),
                 opening: Default::default(),
                 generation: Default::default(),
@@ -887,8 +905,17 @@ impl Client {
         // Group by queue: one script call touches one queue's keys only.
         let mut groups: HashMap<String, Vec<Prepared>> = HashMap::new();
         let total = jobs.len();
+        let mut counts: HashMap<String, u16> = HashMap::new();
+        for new in &jobs {
+            let queue = new.options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+            if !counts.contains_key(queue) {
+                counts.insert(queue.to_string(), self.shard_count(queue).await?);
+            }
+        }
         for (i, new) in jobs.into_iter().enumerate() {
-            let prepared = self.prepare(i, new, now)?;
+            let queue = new.options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+            let shards = counts.get(queue).copied().unwrap_or(1);
+            let prepared = self.prepare_in(i, new, now, shards)?;
             groups
                 .entry(prepared.job.queue.clone())
                 .or_default()
@@ -915,6 +942,134 @@ impl Client {
         out.into_iter()
             .map(|e| e.ok_or_else(|| Error::Protocol("enqueue lost a result".into())))
             .collect()
+    }
+
+    /// How many shards `queue` is split in (1 for a queue that is not), as the namespace's
+    /// registry says; read again after 5 s, so producers follow a split within seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid name; [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn shard_count(&self, queue: &str) -> Result<u16> {
+        const FRESH: Duration = Duration::from_secs(5);
+        self.keys(queue)?;
+        if crate::keys::shard_of(queue).is_some() {
+            return Ok(1);
+        }
+        {
+            let known = self.inner.shards.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((n, at)) = known.get(queue) {
+                if at.elapsed() < FRESH {
+                    return Ok(*n);
+                }
+            }
+        }
+        let ns = self.namespace_keys()?;
+        let n: Option<String> = redis::cmd("HGET")
+            .arg(ns.shards())
+            .arg(queue)
+            .query_async(&mut self.con())
+            .await
+            .map_err(Error::redis(self.url()))?;
+        let n = n
+            .and_then(|n| n.parse::<u16>().ok())
+            .map_or(1, |n| n.clamp(1, crate::keys::MAX_SHARDS));
+        let mut known = self.inner.shards.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(queue.to_string(), (n, std::time::Instant::now()));
+        Ok(n)
+    }
+
+    /// Splits `queue` in `shards` shards, each its own hash tag ([`crate::wire::shard_name`]),
+    /// so on a cluster one busy queue spreads over several masters. Producers send each job
+    /// to one shard ([`NewJob::shard_key`]); workers serve every shard, and the queue itself
+    /// (which keeps what it held before the split). A queue is split once: asking for another
+    /// count is refused, since jobs in a shard no count names would be served by no one.
+    /// Workers learn of a split when they start: restart them after splitting a queue they
+    /// serve.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid name, a count outside 1 to
+    /// [`crate::wire::MAX_SHARDS`], or a queue already split in another count;
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (idempotent).
+    pub async fn split_queue(&self, queue: &str, shards: u16) -> Result<()> {
+        self.keys(queue)?;
+        if crate::keys::shard_of(queue).is_some() {
+            return Err(Error::Config(format!(
+                "{queue:?} is a shard: split its queue"
+            )));
+        }
+        if !(1..=crate::keys::MAX_SHARDS).contains(&shards) {
+            return Err(Error::Config(format!(
+                "a queue has 1 to {} shards, not {shards}",
+                crate::keys::MAX_SHARDS
+            )));
+        }
+        let ns = self.namespace_keys()?;
+        let mut con = self.con();
+        if shards > 1 {
+            redis::cmd("HSETNX")
+                .arg(ns.shards())
+                .arg(queue)
+                .arg(shards)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(Error::redis(self.url()))?;
+        }
+        let now: Option<String> = redis::cmd("HGET")
+            .arg(ns.shards())
+            .arg(queue)
+            .query_async(&mut con)
+            .await
+            .map_err(Error::redis(self.url()))?;
+        let now: u16 = now.and_then(|n| n.parse().ok()).unwrap_or(1);
+        if now != shards {
+            return Err(Error::Config(format!(
+                "queue {queue:?} is split in {now} shards, not {shards}: a queue is split once \
+                 (drain it and remove it to split it again)"
+            )));
+        }
+        self.inner
+            .shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_string(), (now, std::time::Instant::now()));
+        self.register_queues([queue.to_string()].iter()).await
+    }
+
+    /// Forgets what this client knows of `queue`'s shards (it was removed).
+    pub(crate) fn forget_shards(&self, queue: &str) {
+        self.inner
+            .shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(queue);
+    }
+
+    /// The queues `queue` is made of: itself, then its shards when it is split.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::shard_count`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn shards_of(&self, queue: &str) -> Result<Vec<String>> {
+        let n = self.shard_count(queue).await?;
+        let mut all = vec![queue.to_string()];
+        if n > 1 {
+            all.extend((0..n).map(|i| crate::keys::shard_name(queue, i, n)));
+        }
+        Ok(all)
     }
 
     /// Records queues in the namespace's queue registry (`queue queues` reads it), once per
@@ -980,7 +1135,27 @@ impl Client {
     /// Validates, encodes and size-checks one job: every enqueue, cron ticks included, goes
     /// through here before its script call.
     pub(crate) fn prepare(&self, index: usize, new: NewJob, now: i64) -> Result<Prepared> {
-        let (job, run_at, unique_for) = new.into_job(now)?;
+        self.prepare_in(index, new, now, 1)
+    }
+
+    /// [`Client::prepare`] for a queue of `shards` shards: the job goes to its shard (see
+    /// [`NewJob::shard_key`]).
+    fn prepare_in(&self, index: usize, new: NewJob, now: i64, shards: u16) -> Result<Prepared> {
+        let shard_key = new.shard_key.clone();
+        let (mut job, run_at, unique_for) = new.into_job(now)?;
+        if shards > 1 {
+            let i = match shard_key.as_deref().or(job.unique_key.as_deref()) {
+                Some(key) => crate::keys::shard_for_key(key, shards),
+                None => {
+                    let next = self
+                        .inner
+                        .next_shard
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (next % u64::from(shards)) as u16
+                }
+            };
+            job.queue = crate::keys::shard_name(&job.queue, i, shards);
+        }
         let member = codec::encode_member(&job)?;
         if member.len() > self.inner.config.max_payload {
             return Err(Error::PayloadTooLarge {
@@ -1143,6 +1318,13 @@ impl Client {
     ///
     /// Cancel safe (a single idempotent command).
     pub async fn pause(&self, queue: &str) -> Result<()> {
+        for part in self.shards_of(queue).await? {
+            self.pause_part(&part).await?;
+        }
+        Ok(())
+    }
+
+    async fn pause_part(&self, queue: &str) -> Result<()> {
         let keys = self.keys(queue)?;
         redis::cmd("HSET")
             .arg(keys.meta())
@@ -1163,6 +1345,13 @@ impl Client {
     ///
     /// Cancel safe (idempotent).
     pub async fn resume(&self, queue: &str) -> Result<()> {
+        for part in self.shards_of(queue).await? {
+            self.resume_part(&part).await?;
+        }
+        Ok(())
+    }
+
+    async fn resume_part(&self, queue: &str) -> Result<()> {
         let keys = self.keys(queue)?;
         // Not a transaction (MULTI would need one more command in every operator's ACL): the
         // wake-up after the flag is cleared only spares idle workers their recheck wait.

@@ -159,7 +159,7 @@ impl<E: Into<BoxError>> From<E> for JobError {
 pub struct JobContext {
     /// The job id.
     pub id: JobId,
-    /// The queue.
+    /// The queue (for a job in a shard of a split queue, the queue it is a shard of).
     pub queue: String,
     /// The job name.
     pub name: String,
