@@ -65,7 +65,7 @@ pub use queue_core::{acl, admin, broker, cron, events, wire};
 pub use queue_core::{
     parse_duration, Action, Backoff, Client, ClientConfig, Durability, DurationError, Enqueued,
     Error, ErrorKind, Failure, JobContext, JobError, JobId, JobOptions, JobState, JobType, NewJob,
-    Outcome, QueueCounts, Result, Retention, Source, TlsFiles,
+    Outcome, QueueCounts, RedisConnection, Result, Retention, Source, TlsFiles,
 };
 pub use queue_macros::job;
 /// The web dashboard: [`web::Dashboard`] as an axum `Router` to mount, or served on its own.

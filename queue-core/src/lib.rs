@@ -29,7 +29,9 @@ mod toolkit;
 
 pub use duration::{parse_duration, DurationError};
 pub use engine::broker::Retention;
-pub use engine::client::{Client, ClientConfig, Enqueued, NewJob, QueueCounts, TlsFiles};
+pub use engine::client::{
+    Client, ClientConfig, Enqueued, NewJob, QueueCounts, RedisConnection, TlsFiles,
+};
 pub use engine::codec::Outcome;
 pub use engine::job::{Backoff, Failure, JobId, JobOptions, JobState};
 pub use engine::registry::{Action, BoxError, JobContext, JobError, JobType};

@@ -536,7 +536,7 @@ async fn least_privilege_users_work_on_a_cluster() {
 
     let refused = Client::connect(&url("producer-plain"))
         .await
-        .and_then(|_| Ok(()))
+        .map(|_| ())
         .expect_err("no CLUSTER SLOTS, no cluster");
     assert_eq!(refused.kind(), queue::ErrorKind::Permission, "{refused:?}");
 }

@@ -1,5 +1,6 @@
 //! Deployments beyond one Redis server: a primary found through Redis Sentinel and followed
-//! through failovers; what Redis Cluster support relies on.
+//! through failovers; a Redis Cluster, through failovers and a live reshard, and one queue
+//! split over its masters.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -66,6 +66,10 @@ pub struct Args {
     /// Only enqueue the jobs into `--queue` and leave them waiting.
     #[arg(long, requires = "queue")]
     enqueue_only: bool,
+    /// Split the drain queue in this many shards (`queue queue split`): on a Redis Cluster,
+    /// one queue over several masters; the report gives each master's Redis CPU
+    #[arg(long, default_value_t = 1)]
+    shards: u16,
     /// Queue for `--enqueue-only`.
     #[arg(long)]
     queue: Option<String>,
@@ -120,13 +124,45 @@ struct Snap {
     memory: u64,
 }
 
-async fn snap(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Snap> {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(con)
-        .await?;
-    let cpu: String = redis::cmd("INFO").arg("cpu").query_async(con).await?;
-    let mem: String = redis::cmd("INFO").arg("memory").query_async(con).await?;
+/// Redis as the benchmark reads it: the client's own connection for keyed commands (so they
+/// reach the right node of a cluster), and every master's `INFO` counters.
+struct Probe {
+    con: queue::RedisConnection,
+    admin: queue::admin::Admin,
+}
+
+impl Probe {
+    /// The counters summed over the masters (one server: its own).
+    async fn snap(&mut self) -> anyhow::Result<Snap> {
+        let mut total = Snap::default();
+        for (_, s) in self.snap_nodes().await? {
+            total.calls += s.calls;
+            total.cpu += s.cpu;
+            total.memory += s.memory;
+        }
+        Ok(total)
+    }
+
+    /// The counters of each master (one server: its own), by address.
+    async fn snap_nodes(&mut self) -> anyhow::Result<Vec<(String, Snap)>> {
+        let stats = self.admin.info_by_node(Some("commandstats")).await?;
+        let cpu = self.admin.info_by_node(Some("cpu")).await?;
+        let mem = self.admin.info_by_node(Some("memory")).await?;
+        let mut out = Vec::new();
+        for (node, stats) in stats {
+            let of = |all: &[(String, String)]| {
+                all.iter()
+                    .find(|(n, _)| *n == node)
+                    .map(|(_, t)| t.clone())
+                    .unwrap_or_default()
+            };
+            out.push((node.clone(), parse_snap(&stats, &of(&cpu), &of(&mem))));
+        }
+        Ok(out)
+    }
+}
+
+fn parse_snap(stats: &str, cpu: &str, mem: &str) -> Snap {
     let mut calls = 0;
     for line in stats.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_") {
@@ -144,11 +180,15 @@ async fn snap(con: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Sna
             .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse::<f64>().ok()))
             .unwrap_or(0.0)
     };
-    Ok(Snap {
+    Snap {
         calls,
-        cpu: field(&cpu, "used_cpu_sys:") + field(&cpu, "used_cpu_user:"),
-        memory: field(&mem, "used_memory:") as u64,
-    })
+        cpu: field(cpu, "used_cpu_sys:") + field(cpu, "used_cpu_user:"),
+        memory: field(mem, "used_memory:") as u64,
+    }
+}
+
+async fn snap(probe: &mut Probe) -> anyhow::Result<Snap> {
+    probe.snap().await
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -180,6 +220,11 @@ struct Results {
     event_bus_received: u64,
     ratelimit: Vec<RateRow>,
     sessions: Option<SessionRow>,
+    shards: u16,
+    /// Redis CPU (enqueue and drain) on each master, microseconds per job of the whole run.
+    master_cpu_us_per_job: Vec<(String, f64)>,
+    /// The busiest master's CPU over the least busy one's, minus one (0.05 = 5% apart).
+    master_cpu_spread: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -234,9 +279,10 @@ pub async fn run(
     let client = Client::connect_with(config)
         .await
         .with_context(|| format!("connecting to {}", queue::admin::redact(&url)))?;
-    let mut raw = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut raw = Probe {
+        con: client.redis_connection(),
+        admin: queue::admin::Admin::new(client.clone()),
+    };
 
     if args.enqueue_only {
         let q = args.queue.clone().unwrap_or_default();
@@ -251,16 +297,7 @@ pub async fn run(
         return Ok(ExitCode::SUCCESS);
     }
 
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut raw)
-        .await?;
-    let redis_version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
+    let redis_version = raw.admin.server().await?.version;
     let mut r = Results {
         jobs: args.jobs,
         concurrency: args.concurrency,
@@ -268,6 +305,7 @@ pub async fn run(
         keep_completed: args.keep_completed,
         redis_version,
         lifecycle_events: args.events,
+        shards: args.shards,
         ..Results::default()
     };
     if args.events {
@@ -283,6 +321,10 @@ pub async fn run(
         }
         // Phase 1: enqueue, measuring memory per waiting job.
         let drain_q = "bench";
+        if args.shards > 1 {
+            client.split_queue(drain_q, args.shards).await?;
+        }
+        let nodes0 = raw.snap_nodes().await?;
         let s0 = snap(&mut raw).await?;
         let t0 = Instant::now();
         enqueue(&client, drain_q, args.jobs, args.batch).await?;
@@ -304,16 +346,35 @@ pub async fn run(
             .retention(retention)
             .build()
             .await?;
-        let keys = client.keys(drain_q)?;
+        let parts: Vec<queue::wire::QueueKeys> = client
+            .shards_of(drain_q)
+            .await?
+            .iter()
+            .map(|p| client.keys(p))
+            .collect::<queue::Result<_>>()?;
         let s2 = snap(&mut raw).await?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let t1 = Instant::now();
         let running = tokio::spawn(worker.run(async move {
             let _ = stop_rx.await;
         }));
-        wait_completed(&mut raw, &keys.stats(), args.jobs, Duration::from_secs(600)).await?;
+        wait_completed(&mut raw, &parts, args.jobs, Duration::from_secs(600)).await?;
         let process_secs = t1.elapsed().as_secs_f64();
         let s3 = snap(&mut raw).await?;
+        let nodes3 = raw.snap_nodes().await?;
+        for (node, after) in &nodes3 {
+            let before = nodes0
+                .iter()
+                .find(|(n, _)| n == node)
+                .map_or(0.0, |(_, s)| s.cpu);
+            r.master_cpu_us_per_job
+                .push((node.clone(), round((after.cpu - before) * 1e6 / args.jobs as f64)));
+        }
+        let cpus: Vec<f64> = r.master_cpu_us_per_job.iter().map(|(_, c)| *c).collect();
+        if cpus.len() > 1 {
+            let (lo, hi) = cpus.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+            r.master_cpu_spread = (lo > 0.0).then(|| round3(hi / lo - 1.0));
+        }
         let _ = stop_tx.send(());
         running.await??;
         r.process_jobs_per_sec = round(args.jobs as f64 / process_secs);
@@ -368,7 +429,7 @@ pub async fn run(
             let lk = client.keys(lat_q)?;
             wait_completed(
                 &mut raw,
-                &lk.stats(),
+                std::slice::from_ref(&lk),
                 n,
                 Duration::from_secs(args.latency_secs + 60),
             )
@@ -388,7 +449,9 @@ pub async fn run(
             r.latency_jobs = lat.len() as u64;
             cleanup(&mut raw, &lk).await?;
         }
-        cleanup(&mut raw, &keys).await?;
+        for keys in &parts {
+            cleanup(&mut raw, keys).await?;
+        }
     }
 
     if args.ratelimit_secs > 0 {
@@ -439,6 +502,19 @@ pub async fn run(
                 "  Redis commands per job:        {:>10.2}",
                 r.redis_cmds_per_job
             );
+            if r.master_cpu_us_per_job.len() > 1 {
+                let per: Vec<String> = r
+                    .master_cpu_us_per_job
+                    .iter()
+                    .map(|(node, us)| format!("{node} {us:.1} us"))
+                    .collect();
+                println!(
+                    "  Redis CPU per job by master ({} shards): {} (spread {:.1}%)",
+                    r.shards,
+                    per.join(", "),
+                    r.master_cpu_spread.unwrap_or(0.0) * 100.0
+                );
+            }
         }
         if r.lifecycle_events {
             println!("  (lifecycle events on)");
@@ -552,7 +628,7 @@ fn session_data(i: u64) -> [(String, serde_json::Value); 2] {
 /// cleanup.
 async fn session_phase(
     client: &Client,
-    raw: &mut redis::aio::MultiplexedConnection,
+    raw: &mut Probe,
     n: u64,
 ) -> anyhow::Result<SessionRow> {
     use queue::session::Sessions;
@@ -644,7 +720,7 @@ async fn session_phase(
 /// enqueued, an idle worker of concurrency 10. The job records its start minus its enqueue time.
 async fn delayed_phase(
     client: &Client,
-    raw: &mut redis::aio::MultiplexedConnection,
+    raw: &mut Probe,
     secs: u64,
     r: &mut Results,
 ) -> anyhow::Result<()> {
@@ -671,7 +747,7 @@ async fn delayed_phase(
             .await?;
     }
     let keys = client.keys(q)?;
-    wait_completed(raw, &keys.stats(), n, Duration::from_secs(secs + 60)).await?;
+    wait_completed(raw, std::slice::from_ref(&keys), n, Duration::from_secs(secs + 60)).await?;
     RECORD_LATENCY.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(());
     running.await??;
@@ -746,39 +822,41 @@ async fn enqueue(client: &Client, queue: &str, n: u64, batch: usize) -> anyhow::
 
 /// Waits until the queue's completed counter reaches `n`. Polling is the measurement here, not
 /// synchronisation of the system under test; it costs one HGET every 2 ms.
+/// Waits until the queues of `parts` (a queue, or a split queue's parts) completed `n` jobs.
 async fn wait_completed(
-    raw: &mut redis::aio::MultiplexedConnection,
-    stats: &str,
+    raw: &mut Probe,
+    parts: &[queue::wire::QueueKeys],
     n: u64,
     within: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     loop {
-        let done: Option<u64> = redis::cmd("HGET")
-            .arg(stats)
-            .arg("completed")
-            .query_async(raw)
-            .await?;
-        if done.unwrap_or(0) >= n {
+        let mut done = 0;
+        for keys in parts {
+            let part: Option<u64> = redis::cmd("HGET")
+                .arg(keys.stats())
+                .arg("completed")
+                .query_async(&mut raw.con)
+                .await?;
+            done += part.unwrap_or(0);
+        }
+        if done >= n {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
-                "only {} of {n} jobs completed within {within:?}",
-                done.unwrap_or(0)
-            );
+            bail!("only {done} of {n} jobs completed within {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 async fn cleanup(
-    raw: &mut redis::aio::MultiplexedConnection,
+    raw: &mut Probe,
     keys: &queue::wire::QueueKeys,
 ) -> anyhow::Result<()> {
     redis::cmd("DEL")
         .arg(keys.all_fixed())
-        .query_async::<()>(raw)
+        .query_async::<()>(&mut raw.con)
         .await?;
     Ok(())
 }

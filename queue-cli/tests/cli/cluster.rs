@@ -75,6 +75,27 @@ fn the_cli_operates_queues_spread_over_a_cluster() {
     }
     let found = json(&url, &["jobs", "billing", "--state", "pending"]);
     assert_eq!(found.as_array().map(Vec::len), Some(3), "{found}");
+    // A split queue is one queue to the operator: its jobs from before the split and those
+    // sent to its shards since.
+    let split = json(&url, &["queue", "split", "reports", "3"]);
+    assert_eq!(split["shards"], 3, "{split}");
+    for n in 0..6 {
+        json(
+            &url,
+            &[
+                "enqueue",
+                "cli.email",
+                "--queue",
+                "reports",
+                "--args",
+                &format!(r#"{{"to":"r{n}@example.com"}}"#),
+            ],
+        );
+    }
+    let listed = json(&url, &["queues"]);
+    assert_eq!(listed.to_string().matches("reports").count(), 1, "{listed}");
+    let info = json(&url, &["queue", "inspect", "reports"]);
+    assert_eq!(info["pending"], 9, "{info}");
     queue(&url, &["queue", "pause", "reports"]);
     let info = json(&url, &["queue", "inspect", "reports"]);
     assert_eq!(info["paused"], true, "{info}");

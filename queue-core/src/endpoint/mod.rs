@@ -26,7 +26,7 @@ pub(crate) enum Endpoint {
     /// The primary the Sentinels name.
     Sentinel(Sentinel),
     /// The masters of a cluster, found from its seed nodes.
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -52,7 +52,7 @@ impl Endpoint {
             return Ok(Endpoint::Sentinel(Sentinel::open(url, config)?));
         }
         if let Some(url) = ClusterUrl::parse(&config.url)? {
-            return Ok(Endpoint::Cluster(Cluster::open(url, config)?));
+            return Ok(Endpoint::Cluster(Box::new(Cluster::open(url, config)?)));
         }
         Ok(Endpoint::Direct(Box::new(open_redis(config)?)))
     }

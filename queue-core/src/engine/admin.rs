@@ -1270,24 +1270,50 @@ impl Admin {
     ///
     /// Cancel safe (read only).
     pub async fn server(&self) -> Result<ServerInfo> {
+        let all: Vec<ServerInfo> = self
+            .info_by_node(None)
+            .await?
+            .iter()
+            .map(|(_, text)| ServerInfo::parse(text))
+            .collect();
+        Ok(match all.len() {
+            1 => all.into_iter().next().unwrap_or_default(),
+            _ => ServerInfo::combine(all),
+        })
+    }
+
+    /// `INFO [section]` of the server, or on a cluster of each master that serves slots, with
+    /// the node's address (`host:port`; on one server, `server`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe (read only).
+    pub async fn info_by_node(&self, section: Option<&str>) -> Result<Vec<(String, String)>> {
         let mut con = self.client.con();
-        let info = redis::cmd("INFO");
+        let mut info = redis::cmd("INFO");
+        if let Some(section) = section {
+            info.arg(section);
+        }
         let Some(masters) = con.masters().await.map_err(rerr(&self.client))? else {
             let text: String = info
                 .query_async(&mut con)
                 .await
                 .map_err(rerr(&self.client))?;
-            return Ok(ServerInfo::parse(&text));
+            return Ok(vec![("server".to_string(), text)]);
         };
         let mut all = Vec::new();
         for (host, port) in masters {
             let text: String = con
-                .query_at(&info, &crate::endpoint::Target::Node(host, port))
+                .query_at(&info, &crate::endpoint::Target::Node(host.clone(), port))
                 .await
                 .map_err(rerr(&self.client))?;
-            all.push(ServerInfo::parse(&text));
+            all.push((format!("{host}:{port}"), text));
         }
-        Ok(ServerInfo::combine(all))
+        Ok(all)
     }
 }
 

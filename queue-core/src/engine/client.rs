@@ -297,6 +297,44 @@ impl redis::aio::ConnectionLike for Con {
     }
 }
 
+/// A connection for an application's own Redis commands, through its client's endpoint: the
+/// one server, the primary the Sentinels name (followed through failovers), or the cluster
+/// (each command sent to the node of its keys). It shares the client's connection, so it
+/// costs nothing to take; use it for plain commands only (no blocking calls, no
+/// `SUBSCRIBE`: they would hold up every other call).
+#[derive(Clone)]
+pub struct RedisConnection {
+    con: Con,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection").finish_non_exhaustive()
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.con.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.con.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.con.get_db()
+    }
+}
+
 impl Con {
     /// Runs `cmd` on `target` ([`Connection::query_at`]).
     ///
@@ -716,7 +754,12 @@ impl Client {
                 endpoint,
                 registered: Default::default(),
                 shards: Default::default(),
-                next_shard: Default::default(),
+                // Short-lived producers (one CLI call each) would all start at shard 0.
+                next_shard: std::sync::atomic::AtomicU64::new(u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos()),
+                )),
                 shared: std::sync::RwLock::new(None),
                 opening: Default::default(),
                 generation: Default::default(),
@@ -819,6 +862,11 @@ impl Client {
     /// [`Error::Config`] for an invalid queue name.
     pub fn keys(&self, queue: &str) -> Result<QueueKeys> {
         QueueKeys::new(&self.inner.config.namespace, queue)
+    }
+
+    /// A connection for the application's own commands ([`RedisConnection`]).
+    pub fn redis_connection(&self) -> RedisConnection {
+        RedisConnection { con: self.con() }
     }
 
     pub(crate) fn con(&self) -> Con {
