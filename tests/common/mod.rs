@@ -2,6 +2,7 @@
 //! temp dir, killed on drop) and a client on it. Never the machine's shared 6379.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod proxy;
 
 use std::future::Future;

@@ -5,8 +5,7 @@
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually};
@@ -377,44 +376,12 @@ async fn workers_follow_failovers_and_a_live_reshard() {
     })
     .await;
 
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = tokio::spawn({
-        let (acked, refused, stop) = (acked.clone(), refused.clone(), stop.clone());
-        async move {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let ahead = acked
-                    .lock()
-                    .expect("acked")
-                    .len()
-                    .saturating_sub(slow_count());
-                if ahead > 600 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                let jobs: Vec<NewJob> = (0..50)
-                    .map(|i| NewJob::of::<slow>(&(seq + i)).expect("encode"))
-                    .collect();
-                seq += 50;
-                match producer_client.enqueue_batch(jobs).await {
-                    Ok(done) => acked
-                        .lock()
-                        .expect("acked")
-                        .extend(done.into_iter().map(|e| e.id.to_string())),
-                    Err(e) => {
-                        // Not acknowledged: it may or may not be there, and is not counted.
-                        refused
-                            .lock()
-                            .expect("refused")
-                            .push(format!("{:?}: {e}", e.kind()));
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-    });
+    let load = common::load::Load::start(
+        producer_client,
+        600,
+        |seq| NewJob::of::<slow>(&seq).expect("encode"),
+        slow_count,
+    );
     eventually(Duration::from_secs(30), "the first jobs to run", || async {
         slow_count() >= 100
     })
@@ -458,11 +425,7 @@ async fn workers_follow_failovers_and_a_live_reshard() {
         .await;
         resumed_after.push((what, done, started.elapsed()));
     }
-    stop.store(true, Ordering::Relaxed);
-    bounded(Duration::from_secs(30), "the producer to stop", producer)
-        .await
-        .expect("producer");
-    let acked = acked.lock().expect("acked").clone();
+    let (acked, refused) = load.stop().await;
     eventually(
         Duration::from_secs(60),
         "every acknowledged job to run",
@@ -473,7 +436,6 @@ async fn workers_follow_failovers_and_a_live_reshard() {
     )
     .await;
     worker.stop().await;
-    let refused = refused.lock().expect("refused").clone();
     assert!(
         !refused.iter().any(|r| r.contains("CROSSSLOT")),
         "{refused:?}"
@@ -710,4 +672,16 @@ async fn a_split_queue_spreads_over_the_masters_and_is_one_queue() {
     );
     let stats = admin.stats("busy").await.expect("stats");
     assert_eq!((stats.pending, stats.completed), (0, 336), "{stats:?}");
+    // The metrics history sums the shards too (the worker sent its last counts as it stopped).
+    let now = common::now_ms();
+    let minutes = admin
+        .history("busy", now - 10 * 60_000, now)
+        .await
+        .expect("history");
+    let completed: u64 = minutes
+        .iter()
+        .flat_map(|m| m.names.values())
+        .map(|c| c.completed)
+        .sum();
+    assert_eq!(completed, 336);
 }

@@ -9,8 +9,7 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually};
@@ -110,44 +109,12 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
     // never stops for want of work, and counts what it could not enqueue. (While the new
     // primary has no replica yet, no `Replicated(1)` enqueue is acknowledged: after a
     // requested failover, until the Sentinels turn the old primary into a replica.)
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = tokio::spawn({
-        let (acked, refused, stop) = (acked.clone(), refused.clone(), stop.clone());
-        async move {
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let ahead = acked
-                    .lock()
-                    .expect("acked")
-                    .len()
-                    .saturating_sub(seen_count());
-                if ahead > 600 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                let jobs: Vec<NewJob> = (0..50)
-                    .map(|i| NewJob::of::<mark>(&(seq + i)).expect("encode"))
-                    .collect();
-                seq += 50;
-                match producer_client.enqueue_batch(jobs).await {
-                    Ok(done) => acked
-                        .lock()
-                        .expect("acked")
-                        .extend(done.into_iter().map(|e| e.id.to_string())),
-                    Err(e) => {
-                        // Not acknowledged: it may or may not be there, and is not counted.
-                        refused
-                            .lock()
-                            .expect("refused")
-                            .push(format!("{:?}: {e}", e.kind()));
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-    });
+    let load = common::load::Load::start(
+        producer_client,
+        600,
+        |seq| NewJob::of::<mark>(&seq).expect("encode"),
+        seen_count,
+    );
 
     eventually(Duration::from_secs(30), "the first jobs to run", || async {
         seen_count() >= 100
@@ -209,14 +176,10 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
         .expect("waiter")
         .expect("the outcome of a job that ran on the new primary");
     assert_eq!(outcome.state, queue::JobState::Completed, "{outcome:?}");
-    stop.store(true, Ordering::Relaxed);
-    bounded(Duration::from_secs(30), "the producer to stop", producer)
-        .await
-        .expect("producer");
+    let (acked, refused) = load.stop().await;
 
     // Nothing acknowledged is lost: every acknowledged job runs (a lease lost with a failover
     // is recovered after 2 s, so this may take a few).
-    let acked = acked.lock().expect("acked").clone();
     eventually(
         Duration::from_secs(60),
         "every acknowledged job to run",
@@ -240,7 +203,6 @@ async fn clients_and_workers_follow_the_primary_through_failovers() {
     )
     .await;
     worker.stop().await;
-    let refused = refused.lock().expect("refused").clone();
     eprintln!(
         "{rounds} failovers: {} jobs acknowledged and run, {} enqueues refused ({:?}); \
          (failover, promoted after, consumption resumed after): {resumed_after:?}",

@@ -367,12 +367,16 @@ pub async fn run(
                 .iter()
                 .find(|(n, _)| n == node)
                 .map_or(0.0, |(_, s)| s.cpu);
-            r.master_cpu_us_per_job
-                .push((node.clone(), round((after.cpu - before) * 1e6 / args.jobs as f64)));
+            r.master_cpu_us_per_job.push((
+                node.clone(),
+                round((after.cpu - before) * 1e6 / args.jobs as f64),
+            ));
         }
         let cpus: Vec<f64> = r.master_cpu_us_per_job.iter().map(|(_, c)| *c).collect();
         if cpus.len() > 1 {
-            let (lo, hi) = cpus.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+            let (lo, hi) = cpus
+                .iter()
+                .fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
             r.master_cpu_spread = (lo > 0.0).then(|| round3(hi / lo - 1.0));
         }
         let _ = stop_tx.send(());
@@ -626,11 +630,7 @@ fn session_data(i: u64) -> [(String, serde_json::Value); 2] {
 /// Sessions: create and get latency of one caller (one request at a time, 2,000 of each), then
 /// throughput with 64 concurrent callers up to `n` sessions, Redis bytes per session, and
 /// cleanup.
-async fn session_phase(
-    client: &Client,
-    raw: &mut Probe,
-    n: u64,
-) -> anyhow::Result<SessionRow> {
+async fn session_phase(client: &Client, raw: &mut Probe, n: u64) -> anyhow::Result<SessionRow> {
     use queue::session::Sessions;
     let sessions = Sessions::new(client.clone())?;
     let m0 = snap(raw).await?.memory;
@@ -747,7 +747,13 @@ async fn delayed_phase(
             .await?;
     }
     let keys = client.keys(q)?;
-    wait_completed(raw, std::slice::from_ref(&keys), n, Duration::from_secs(secs + 60)).await?;
+    wait_completed(
+        raw,
+        std::slice::from_ref(&keys),
+        n,
+        Duration::from_secs(secs + 60),
+    )
+    .await?;
     RECORD_LATENCY.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(());
     running.await??;
@@ -850,10 +856,7 @@ async fn wait_completed(
     }
 }
 
-async fn cleanup(
-    raw: &mut Probe,
-    keys: &queue::wire::QueueKeys,
-) -> anyhow::Result<()> {
+async fn cleanup(raw: &mut Probe, keys: &queue::wire::QueueKeys) -> anyhow::Result<()> {
     redis::cmd("DEL")
         .arg(keys.all_fixed())
         .query_async::<()>(&mut raw.con)

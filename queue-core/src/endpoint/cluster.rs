@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{host_port, parse_host};
+use super::{parse_host, scheme, server_url, shown, strip_scheme};
 use crate::engine::client::{open_redis, tls_certificates, ClientConfig};
 use crate::error::{Error, Result};
 
@@ -203,33 +203,20 @@ impl ClusterUrl {
     /// The URL, shown without its password, rebuilt from what was parsed. `None` for a URL of
     /// another scheme; one that does not parse shows nothing but its scheme.
     pub(crate) fn redacted(url: &str) -> Option<String> {
-        Some(match ClusterUrl::parse_parts(url)? {
-            Err(_) => format!(
-                "{}://<a cluster URL that does not parse>",
-                url.split("://").next().unwrap_or_default()
-            ),
-            Ok(u) => {
-                let auth = match u.userinfo.as_deref() {
-                    Some(info) => match info.split_once(':') {
-                        Some((user, _)) => format!("{user}:***@"),
-                        None => "***@".to_string(),
-                    },
-                    None => String::new(),
-                };
-                let hosts: Vec<String> = u.seeds.iter().map(|(h, p)| host_port(h, *p)).collect();
-                format!("{}+cluster://{auth}{}", u.scheme(), hosts.join(","))
-            }
+        let parsed = ClusterUrl::parse_parts(url)?;
+        let parts = parsed
+            .as_ref()
+            .map(|u| (u.userinfo.as_deref(), u.seeds.as_slice()))
+            .map_err(|_| ());
+        let (auth, hosts) = shown(url, "cluster", parts);
+        Some(match parsed {
+            Err(_) => auth,
+            Ok(u) => format!("{}+cluster://{auth}{hosts}", scheme(u.tls)),
         })
     }
 
     fn parse_parts(url: &str) -> Option<std::result::Result<ClusterUrl, &'static str>> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
-            (true, rest)
-        } else {
-            return None;
-        };
+        let (tls, rest) = strip_scheme(url, "cluster")?;
         Some(ClusterUrl::parse_rest(tls, rest))
     }
 
@@ -262,22 +249,9 @@ impl ClusterUrl {
         })
     }
 
-    fn scheme(&self) -> &'static str {
-        if self.tls {
-            "rediss"
-        } else {
-            "redis"
-        }
-    }
-
     /// The URL of the node at `host:port`.
     fn node_url(&self, host: &str, port: u16) -> String {
-        let auth = self
-            .userinfo
-            .as_ref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        format!("{}://{auth}{}", self.scheme(), host_port(host, port))
+        server_url(self.tls, self.userinfo.as_deref(), host, port, None)
     }
 }
 

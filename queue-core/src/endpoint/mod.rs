@@ -325,6 +325,66 @@ fn is_failover_sign(kind: ErrorKind) -> bool {
     )
 }
 
+/// For a URL of scheme `redis+<kind>://` or `rediss+<kind>://`: whether it is TLS, and the
+/// rest. `None` for another scheme.
+fn strip_scheme<'u>(url: &'u str, kind: &str) -> Option<(bool, &'u str)> {
+    let rest = url.strip_prefix("redis")?;
+    let (tls, rest) = match rest.strip_prefix('s') {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let rest = rest
+        .strip_prefix('+')?
+        .strip_prefix(kind)?
+        .strip_prefix("://")?;
+    Some((tls, rest))
+}
+
+/// `redis` or `rediss`.
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "rediss"
+    } else {
+        "redis"
+    }
+}
+
+/// How a URL of a multi-host scheme shows: rebuilt from its parts, `user:***@` for its
+/// credentials; when it does not parse, nothing but its scheme and `what` it is.
+fn shown(
+    url: &str,
+    what: &str,
+    parsed: std::result::Result<(Option<&str>, &[(String, u16)]), ()>,
+) -> (String, String) {
+    match parsed {
+        Err(()) => (
+            format!(
+                "{}://<a {what} URL that does not parse>",
+                url.split("://").next().unwrap_or_default()
+            ),
+            String::new(),
+        ),
+        Ok((userinfo, hosts)) => {
+            let auth = match userinfo {
+                Some(info) => match info.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@"),
+                    None => "***@".to_string(),
+                },
+                None => String::new(),
+            };
+            let hosts: Vec<String> = hosts.iter().map(|(h, p)| host_port(h, *p)).collect();
+            (auth, hosts.join(","))
+        }
+    }
+}
+
+/// The URL of one server: `<scheme>://[userinfo@]host:port[/db]`.
+fn server_url(tls: bool, userinfo: Option<&str>, host: &str, port: u16, db: Option<u32>) -> String {
+    let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    let db = db.map(|d| format!("/{d}")).unwrap_or_default();
+    format!("{}://{auth}{}{db}", scheme(tls), host_port(host, port))
+}
+
 /// `host:port`, the host in brackets when it is an IPv6 address.
 fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') {

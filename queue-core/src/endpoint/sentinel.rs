@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 
-use super::{host_port, parse_host};
+use super::{host_port, parse_host, scheme, server_url, shown, strip_scheme};
 use crate::engine::client::{open_redis, ClientConfig};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -510,49 +510,30 @@ impl SentinelUrl {
     /// malformed password can show through. `None` for a URL of another scheme; a Sentinel
     /// URL that does not parse shows nothing but its scheme.
     pub(crate) fn redacted(url: &str) -> Option<String> {
-        Some(match SentinelUrl::parse_parts(url)? {
-            Err(_) => format!(
-                "{}://<a Sentinel URL that does not parse>",
-                url.split("://").next().unwrap_or_default()
-            ),
-            Ok(u) => {
-                let auth = match u.userinfo.as_deref() {
-                    Some(info) => match info.split_once(':') {
-                        Some((user, _)) => format!("{user}:***@"),
-                        None => "***@".to_string(),
-                    },
-                    None => String::new(),
-                };
-                let hosts: Vec<String> =
-                    u.sentinels.iter().map(|(h, p)| host_port(h, *p)).collect();
-                let mut out = format!(
-                    "{}+sentinel://{auth}{}/{}",
-                    u.scheme(),
-                    hosts.join(","),
-                    u.master
-                );
-                if u.db != 0 {
-                    out.push_str(&format!("/{}", u.db));
-                }
-                if let Some(info) = u.sentinel_userinfo.as_deref() {
-                    let user = info.split_once(':').map_or("", |(user, _)| user);
-                    out.push_str(&format!("?sentinel_user={user}&sentinel_password=***"));
-                }
-                out
-            }
-        })
+        let parsed = SentinelUrl::parse_parts(url)?;
+        let parts = parsed
+            .as_ref()
+            .map(|u| (u.userinfo.as_deref(), u.sentinels.as_slice()))
+            .map_err(|_| ());
+        let (auth, hosts) = shown(url, "Sentinel", parts);
+        let Ok(u) = parsed else {
+            return Some(auth);
+        };
+        let mut out = format!("{}+sentinel://{auth}{hosts}/{}", scheme(u.tls), u.master);
+        if u.db != 0 {
+            out.push_str(&format!("/{}", u.db));
+        }
+        if let Some(info) = u.sentinel_userinfo.as_deref() {
+            let user = info.split_once(':').map_or("", |(user, _)| user);
+            out.push_str(&format!("?sentinel_user={user}&sentinel_password=***"));
+        }
+        Some(out)
     }
 
     /// The parts of a Sentinel URL, `None` for another scheme. A reason never quotes the URL:
     /// a malformed password would show through a quoted host or port.
     fn parse_parts(url: &str) -> Option<std::result::Result<SentinelUrl, &'static str>> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-            (true, rest)
-        } else {
-            return None;
-        };
+        let (tls, rest) = strip_scheme(url, "sentinel")?;
         Some(SentinelUrl::parse_rest(tls, rest))
     }
 
@@ -635,37 +616,26 @@ impl SentinelUrl {
         })
     }
 
-    fn scheme(&self) -> &'static str {
-        if self.tls {
-            "rediss"
-        } else {
-            "redis"
-        }
-    }
-
     /// The URL of the data server at `host:port`.
     fn node_url(&self, host: &str, port: u16) -> String {
-        let auth = self
-            .userinfo
-            .as_ref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        format!(
-            "{}://{auth}{}/{}",
-            self.scheme(),
-            host_port(host, port),
-            self.db
+        server_url(
+            self.tls,
+            self.userinfo.as_deref(),
+            host,
+            port,
+            Some(self.db),
         )
     }
 
     /// The URL of the Sentinel at `host:port`.
     fn sentinel_url(&self, host: &str, port: u16) -> String {
-        let auth = self
-            .sentinel_userinfo
-            .as_ref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        format!("{}://{auth}{}", self.scheme(), host_port(host, port))
+        server_url(
+            self.tls,
+            self.sentinel_userinfo.as_deref(),
+            host,
+            port,
+            None,
+        )
     }
 }
 

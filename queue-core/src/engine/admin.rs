@@ -308,6 +308,24 @@ impl Admin {
     ///
     /// Cancel safe (read only).
     pub async fn history(&self, queue: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Minute>> {
+        let mut parts = Vec::new();
+        for part in self.client.shards_of(queue).await? {
+            parts.push(self.history_of(&part, from_ms, to_ms, false).await?);
+        }
+        Ok(merge_parts(parts))
+    }
+
+    /// [`Admin::history`] (or [`Admin::history_hours`]) of one queue or shard.
+    async fn history_of(
+        &self,
+        queue: &str,
+        from_ms: i64,
+        to_ms: i64,
+        hours: bool,
+    ) -> Result<Vec<Minute>> {
+        if hours {
+            return self.hours_of(queue, from_ms, to_ms).await;
+        }
         let k = self.client.keys(queue)?;
         let last = history::minute_of(to_ms.min(now_ms()));
         let oldest = last - (history::RETENTION.as_secs() as i64 / 60) + 1;
@@ -337,6 +355,14 @@ impl Admin {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Minute>> {
+        let mut parts = Vec::new();
+        for part in self.client.shards_of(queue).await? {
+            parts.push(self.history_of(&part, from_ms, to_ms, true).await?);
+        }
+        Ok(merge_parts(parts))
+    }
+
+    async fn hours_of(&self, queue: &str, from_ms: i64, to_ms: i64) -> Result<Vec<Minute>> {
         let k = self.client.keys(queue)?;
         let hour = |ms: i64| ms.div_euclid(3_600_000);
         let last = hour(to_ms.min(now_ms()));
@@ -1370,6 +1396,24 @@ impl ServerInfo {
             ..fullest
         }
     }
+}
+
+/// The history of a split queue's parts as one: each minute's counts summed by job name.
+fn merge_parts(parts: Vec<Vec<Minute>>) -> Vec<Minute> {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let mut total: BTreeMap<i64, Minute> = BTreeMap::new();
+    for minute in parts.into_iter().flatten() {
+        let m = total.entry(minute.at_ms).or_insert_with(|| Minute {
+            at_ms: minute.at_ms,
+            names: BTreeMap::new(),
+        });
+        for (name, counts) in minute.names {
+            m.names.entry(name).or_default().merge(&counts);
+        }
+    }
+    total.into_values().collect()
 }
 
 /// Server facts shown by `queue stats` and checked by `queue health`.
