@@ -685,3 +685,87 @@ async fn a_split_queue_spreads_over_the_masters_and_is_one_queue() {
         .sum();
     assert_eq!(completed, 336);
 }
+
+/// Events and cron on a cluster: the event bus and a queue's lifecycle events reach a
+/// subscriber whatever node each side talks to (a cluster forwards every PUBLISH), the event
+/// log is read back from the queue's master, and a cron schedule fires into a queue on
+/// another master, exactly once per tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_cron_work_on_a_cluster() {
+    use futures_util::StreamExt;
+    use queue::events::{EventBus, Lifecycle};
+    common::init_tracing();
+    let cluster = tokio::task::block_in_place(|| {
+        RedisCluster::start(ClusterOptions {
+            replicas: 0,
+            ..ClusterOptions::default()
+        })
+    })
+    .expect("a cluster");
+    let url = cluster.url();
+    // Publisher and subscriber start at different seeds.
+    let mut seeds: Vec<&str> = url
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .collect();
+    let subscriber = Client::connect(&url).await.expect("connect");
+    seeds.rotate_left(1);
+    let publisher = Client::connect(&format!("redis+cluster://{}", seeds.join(",")))
+        .await
+        .expect("connect");
+
+    let mut sub = EventBus::new(subscriber.clone())
+        .subscribe::<u32>("ping")
+        .await
+        .expect("subscribe");
+    EventBus::new(publisher.clone())
+        .publish("ping", &7u32)
+        .await
+        .expect("publish");
+    let ev = bounded(Duration::from_secs(10), "the event", sub.next())
+        .await
+        .expect("open")
+        .expect("decodes");
+    assert_eq!(ev.payload, 7);
+
+    let queues = queues_on_different_masters(&cluster, 2);
+    let life = Lifecycle::new(subscriber.clone());
+    life.set_enabled(&queues[0], true).await.expect("enable");
+    let mut live = life.subscribe(&queues[0]).await.expect("subscribe");
+    let tick = queue::cron::Schedule::new(
+        "cluster-tick",
+        "* * * * * *",
+        NewJob::of::<work>(&9000).expect("encode").queue(&queues[1]),
+    )
+    .expect("schedule");
+    let worker = common::start_worker(&publisher, &["cluster.work"], |b| {
+        b.queue(&queues[0], 1).queue(&queues[1], 1).schedule(tick)
+    })
+    .await;
+    let job = publisher
+        .enqueue_job(NewJob::of::<work>(&1).expect("encode").queue(&queues[0]))
+        .await
+        .expect("enqueue");
+    let mut kinds = Vec::new();
+    while !kinds.iter().any(|k| k == "completed") {
+        let ev = bounded(Duration::from_secs(10), "a lifecycle event", live.next())
+            .await
+            .expect("open")
+            .expect("decodes");
+        assert!(ev.ids.contains(&job.id.to_string()), "{ev:?}");
+        kinds.push(ev.kind);
+    }
+    assert_eq!(kinds, ["enqueued", "started", "completed"]);
+    let logged = life.read(&queues[0], None, 10).await.expect("read the log");
+    assert_eq!(logged.len(), 3, "{logged:?}");
+
+    let admin = queue::admin::Admin::new(publisher.clone());
+    eventually(Duration::from_secs(20), "two cron ticks to run", || async {
+        admin
+            .stats(&queues[1])
+            .await
+            .is_ok_and(|s| s.completed >= 2)
+    })
+    .await;
+    worker.stop().await;
+}
