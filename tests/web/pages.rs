@@ -688,3 +688,40 @@ async fn the_live_stream_sends_counts() {
     assert!(text.contains("event: counts"), "{text}");
     assert!(text.contains(r#""web|dead":1"#), "{text}");
 }
+
+/// On a Redis Cluster, with a queue split in three shards over the masters: the overview and
+/// the queue's page show one queue with every shard's jobs, and a job in a shard opens from
+/// its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_split_queue_is_one_queue_on_every_page() {
+    let cluster = tokio::task::block_in_place(|| {
+        queue::testing::RedisCluster::start(queue::testing::ClusterOptions {
+            replicas: 0,
+            ..Default::default()
+        })
+    })
+    .expect("a 3-master cluster (redis-server and redis-cli must be installed)");
+    let client = Client::connect(&cluster.url()).await.expect("connect");
+    client.split_queue("web", 3).await.expect("split");
+    let jobs: Vec<NewJob> = (0..9u32)
+        .map(|i| NewJob::of::<crate::ok>(&i).expect("encode"))
+        .collect();
+    let sent = client.enqueue_batch(jobs).await.expect("enqueue");
+    let dash = Dash::open(&client);
+    let overview = dash.get("/").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    assert!(overview.body.contains("web"), "{}", overview.body);
+    assert!(
+        !overview.body.contains("web{"),
+        "no shard is listed as a queue"
+    );
+    let page = dash.get("/queues/web").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for e in &sent {
+        assert!(page.body.contains(e.id.as_str()), "{} is listed", e.id);
+    }
+    let one = dash
+        .get(&format!("/queues/web/jobs/{}", sent[4].id.as_str()))
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+}
