@@ -206,8 +206,8 @@ impl ClusterUrl {
         let parsed = ClusterUrl::parse_parts(url)?;
         let parts = parsed
             .as_ref()
-            .map(|u| (u.userinfo.as_deref(), u.seeds.as_slice()))
-            .map_err(|_| ());
+            .ok()
+            .map(|u| (u.userinfo.as_deref(), u.seeds.as_slice()));
         let (auth, hosts) = shown(url, "cluster", parts);
         Some(match parsed {
             Err(_) => auth,

@@ -340,6 +340,9 @@ fn strip_scheme<'u>(url: &'u str, kind: &str) -> Option<(bool, &'u str)> {
     Some((tls, rest))
 }
 
+/// The hosts of a URL, with their ports.
+type Hosts = [(String, u16)];
+
 /// `redis` or `rediss`.
 fn scheme(tls: bool) -> &'static str {
     if tls {
@@ -351,20 +354,16 @@ fn scheme(tls: bool) -> &'static str {
 
 /// How a URL of a multi-host scheme shows: rebuilt from its parts, `user:***@` for its
 /// credentials; when it does not parse, nothing but its scheme and `what` it is.
-fn shown(
-    url: &str,
-    what: &str,
-    parsed: std::result::Result<(Option<&str>, &[(String, u16)]), ()>,
-) -> (String, String) {
+fn shown(url: &str, what: &str, parsed: Option<(Option<&str>, &Hosts)>) -> (String, String) {
     match parsed {
-        Err(()) => (
+        None => (
             format!(
                 "{}://<a {what} URL that does not parse>",
                 url.split("://").next().unwrap_or_default()
             ),
             String::new(),
         ),
-        Ok((userinfo, hosts)) => {
+        Some((userinfo, hosts)) => {
             let auth = match userinfo {
                 Some(info) => match info.split_once(':') {
                     Some((user, _)) => format!("{user}:***@"),

@@ -513,8 +513,8 @@ impl SentinelUrl {
         let parsed = SentinelUrl::parse_parts(url)?;
         let parts = parsed
             .as_ref()
-            .map(|u| (u.userinfo.as_deref(), u.sentinels.as_slice()))
-            .map_err(|_| ());
+            .ok()
+            .map(|u| (u.userinfo.as_deref(), u.sentinels.as_slice()));
         let (auth, hosts) = shown(url, "Sentinel", parts);
         let Ok(u) = parsed else {
             return Some(auth);
