@@ -57,8 +57,18 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(at) = &a.at {
         let t = chrono::DateTime::parse_from_rfc3339(at)
-            .context("--at takes an RFC 3339 time such as 2026-11-26T18:00:00Z")?;
-        job = job.run_at(t.with_timezone(&chrono::Utc));
+            .context("--at takes an RFC 3339 time such as 2026-11-26T18:00:00Z")?
+            .with_timezone(&chrono::Utc);
+        // A time already gone is a mistake (a wrong date or zone), not "now": say so. A second
+        // of slack covers a time typed as "now" and clocks a little apart.
+        let now = chrono::Utc::now();
+        if t < now - chrono::Duration::seconds(1) {
+            anyhow::bail!(
+                "--at {at} is in the past (it is {} now); leave --at out to run the job now",
+                now.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+        }
+        job = job.run_at(t);
     }
     if let Some(p) = a.priority {
         job = job.priority(p);

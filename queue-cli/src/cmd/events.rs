@@ -20,8 +20,9 @@ pub struct Args {
     /// How many past events to print first
     #[arg(long, default_value_t = 20)]
     last: usize,
-    /// Print what came after this stream entry id instead (resume where you left off)
-    #[arg(long, conflicts_with = "last")]
+    /// Print what came after this stream entry id instead (resume where you left off): the
+    /// `entry` of an event, `<ms>-<n>` or `<ms>`
+    #[arg(long, conflicts_with = "last", value_parser = parse_entry)]
     since: Option<String>,
     /// Turn the queue's lifecycle events on (they are off by default)
     #[arg(long, conflicts_with = "disable")]
@@ -29,6 +30,22 @@ pub struct Args {
     /// Turn them off
     #[arg(long)]
     disable: bool,
+}
+
+/// A stream entry id as `XRANGE` takes it: `<ms>` or `<ms>-<n>`, both numbers.
+fn parse_entry(s: &str) -> Result<String, String> {
+    let number = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
+    let ok = match s.split_once('-') {
+        Some((ms, n)) => number(ms) && number(n),
+        None => number(s),
+    };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is no event entry: give the `entry` of an event (`<ms>-<n>`, e.g. 1764150000000-0)"
+        ))
+    }
 }
 
 pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {

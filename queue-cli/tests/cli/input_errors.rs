@@ -507,3 +507,35 @@ fn a_malformed_schedule_definition_does_not_break_cron_ls() {
         "no ANSI codes into a pipe: {err:?}"
     );
 }
+
+/// A time already past for `--at`, and an `--since` that is no event entry, are refused with
+/// a reason before anything reaches Redis (once accepted silently, and a raw Redis error).
+#[test]
+fn a_past_time_and_a_malformed_entry_are_refused_with_a_reason() {
+    let server = RedisServer::start().expect("redis");
+    let url = server.url();
+    let past = queue_at(
+        url,
+        &[
+            "enqueue",
+            "cli.email",
+            "--args",
+            "{}",
+            "--at",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    let e = text_error(&past);
+    assert!(e.contains("is in the past"), "{e}");
+    let garbage = queue_at(url, &["events", "default", "--since", "garbage", "--json"]);
+    let doc = json_error(&garbage, 2);
+    assert_eq!(doc["error"]["kind"], "usage", "{doc}");
+    assert!(doc.to_string().contains("no event entry"), "{doc}");
+    let fine = queue_at(
+        url,
+        &["enqueue", "cli.email", "--args", "{}", "--queue", "ev"],
+    );
+    stdout_of(&fine, &["enqueue"]);
+    let resumed = queue_at(url, &["events", "ev", "--since", "0-0"]);
+    stdout_of(&resumed, &["events", "ev", "--since", "0-0"]);
+}
