@@ -247,9 +247,13 @@ fn iso(ms: i64) -> String {
 async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<ExitCode> {
     let state = State::parse(&b.state)?;
     admin.require_queue(&b.queue).await?;
-    let verb = if retry { "retry" } else { "delete" };
+    let (verb, done_verb) = if retry {
+        ("retry", "retried")
+    } else {
+        ("delete", "deleted")
+    };
     if state == State::Active {
-        bail!("running (active) jobs cannot be {verb}d: they finish, or are recovered when their lease expires");
+        bail!("running (active) jobs cannot be {done_verb}: they finish, or are recovered when their lease expires");
     }
     if retry
         && !matches!(
@@ -307,14 +311,11 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
     if out.json {
         out.json(&serde_json::json!({ "action": verb, "queue": b.queue, "state": state.name(), "count": done }))?;
     } else {
-        out.line(
-            &format!(
-                "{verb}d {done} {} job(s) of {}",
-                state.name(),
-                printable(&b.queue)
-            )
-            .replace("retryd", "retried"),
-        )?;
+        out.line(&format!(
+            "{done_verb} {done} {} job(s) of {}",
+            state.name(),
+            printable(&b.queue)
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

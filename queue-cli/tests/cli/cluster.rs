@@ -96,6 +96,21 @@ fn the_cli_operates_queues_spread_over_a_cluster() {
     assert_eq!(listed.to_string().matches("reports").count(), 1, "{listed}");
     let info = json(&url, &["queue", "inspect", "reports"]);
     assert_eq!(info["pending"], 9, "{info}");
+    // A bulk change reaches every shard.
+    let deleted = json(
+        &url,
+        &[
+            "job",
+            "delete-all",
+            "reports",
+            "--state",
+            "pending",
+            "--yes",
+        ],
+    );
+    assert_eq!(deleted["count"], 9, "{deleted}");
+    let info = json(&url, &["queue", "inspect", "reports"]);
+    assert_eq!(info["pending"], 0, "{info}");
     queue(&url, &["queue", "pause", "reports"]);
     let info = json(&url, &["queue", "inspect", "reports"]);
     assert_eq!(info["paused"], true, "{info}");

@@ -272,6 +272,41 @@ impl Admin {
         max: u64,
         mut progress: impl FnMut(u64) + Send,
     ) -> Result<BulkDone> {
+        // A split queue: each of its parts in turn.
+        let mut total = BulkDone {
+            changed: 0,
+            finished: true,
+        };
+        for part in self.client().shards_of(queue).await? {
+            let done = self
+                .apply_part(
+                    &part,
+                    state,
+                    query,
+                    bulk,
+                    max - total.changed,
+                    &mut progress,
+                )
+                .await?;
+            total.changed += done.changed;
+            total.finished &= done.finished;
+            if total.changed >= max {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// [`Admin::apply_all`] in one queue or shard.
+    async fn apply_part(
+        &self,
+        queue: &str,
+        state: State,
+        query: &Query,
+        bulk: Bulk,
+        max: u64,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<BulkDone> {
         if state == State::Active {
             return Err(Error::InvalidJob(
                 "running (active) jobs cannot be changed: they finish, or are recovered when their lease expires".into(),
