@@ -146,7 +146,7 @@ fn explain(e: &anyhow::Error, show: impl Fn(&str, bool) -> String) -> String {
             "cannot reach Redis at {url} ({source}); is redis-server running? Set --redis-url or REDIS_URL"
         )),
         Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Auth => Some(
-            format!("Redis refused the credentials ({source}); put them in the URL: redis://user:password@host:port"),
+            format!("Redis refused the credentials ({source}); put them in the URL: redis://user:password@host:port (or redis+cluster://user:password@host:port,... or redis+sentinel://user:password@host,.../master)"),
         ),
         Some(err @ E::Redis { source, .. }) if err.kind() == queue::ErrorKind::Permission => Some(
             format!("Redis refused the command for this user ({source}); the ACL user needs the commands and keys of the queue"),
@@ -231,20 +231,55 @@ impl Secrets {
     }
 
     /// `s` with every URL given replaced by its redacted form and every password by `***`.
+    ///
+    /// A URL without credentials holds nothing to hide, and stays (a message may quote its
+    /// scheme alone). A password of six characters or more is replaced wherever it appears; a
+    /// shorter one only where it stands alone (not inside a longer run of letters and digits),
+    /// so a one-letter password does not blank that letter in every word.
     pub fn scrub(&self, s: &str) -> String {
         let mut s = s.to_string();
         for url in &self.urls {
-            if s.contains(url.as_str()) {
+            if url.contains('@') && s.contains(url.as_str()) {
                 s = s.replace(url.as_str(), &queue::admin::redact(url));
             }
         }
         for word in &self.words {
-            if s.contains(word.as_str()) {
+            if word.chars().count() >= 6 {
                 s = s.replace(word.as_str(), "***");
+            } else {
+                s = replace_standalone(&s, word);
             }
         }
         s
     }
+}
+
+/// `s` with each occurrence of `word` that is not part of a longer run of letters and digits
+/// replaced by `***`.
+fn replace_standalone(s: &str, word: &str) -> String {
+    if word.is_empty() {
+        return s.to_string();
+    }
+    let alnum = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(word) {
+        let before = if at > 0 {
+            rest[..at].chars().last()
+        } else {
+            out.chars().last()
+        };
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if alnum(before) || alnum(after) {
+            out.push_str(word);
+        } else {
+            out.push_str("***");
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The passwords in a Redis URL, as written and percent-decoded: the user info's
@@ -309,6 +344,25 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_short_password_is_hidden_where_it_stands_alone_and_words_stay_whole() {
+        let mut secrets = Secrets::default();
+        secrets.add("redis+cluster://u:e@127.0.0.1:1");
+        let shown = secrets.scrub("cannot reach Redis at redis://u:e@127.0.0.1:1 (auth e)");
+        assert!(shown.contains("cannot reach Redis"), "{shown}");
+        assert!(
+            !shown.contains(":e@") && shown.contains("(auth ***)"),
+            "{shown}"
+        );
+        let mut secrets = Secrets::default();
+        secrets.add("redis+cluster://");
+        let shown = secrets.scrub("expected redis+cluster://[user:password@]host");
+        assert_eq!(shown, "expected redis+cluster://[user:password@]host");
+        let mut secrets = Secrets::default();
+        secrets.add("redis://u:hunter22@h");
+        assert_eq!(secrets.scrub("xhunter22x"), "x***x");
+    }
+
     use super::*;
 
     #[test]

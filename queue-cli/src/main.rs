@@ -158,7 +158,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, out: Out) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        // redis-rs warns once per attempt of its own retries (dozens in one command while a
+        // cluster fails over); the command's own error says what failed.
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,redis=error".into()))
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into a log file or a pipe.
         .with_ansi(

@@ -34,7 +34,7 @@ impl LogFormat {
 }
 
 /// Installs a global `tracing` subscriber writing to stderr: the filter from `RUST_LOG`
-/// (`info` when unset or empty), the format from `QUEUE_LOG_FORMAT`, colour codes only when
+/// (`info,redis=error` when unset or empty), the format from `QUEUE_LOG_FORMAT`, colour codes only when
 /// stderr is a terminal and `NO_COLOR` is unset or empty (a log file or a pipe gets plain text).
 ///
 /// # Errors
@@ -61,14 +61,19 @@ pub fn init_logging_as(format: LogFormat) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot install the log subscriber: {e}")))
 }
 
-/// The filter from `RUST_LOG`, `info` when unset or empty. Shared with
+/// What is logged without `RUST_LOG`: `info`, and of redis-rs only errors. Its warnings are
+/// one line per failed attempt of its own retries (a cluster failover makes a thousand in ten
+/// seconds), while the worker already says once per outage what failed and that it retries.
+pub(crate) const DEFAULT_FILTER: &str = "info,redis=error";
+
+/// The filter from `RUST_LOG`, [`DEFAULT_FILTER`] when unset or empty. Shared with
 /// `init_tracing_otel` (feature `otel`), so both subscribers log the same lines.
 pub(crate) fn env_filter() -> Result<tracing_subscriber::EnvFilter> {
-    // Unset or empty (`RUST_LOG=` in a unit file): info.
+    // Unset or empty (`RUST_LOG=` in a unit file): the default.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|f| !f.trim().is_empty())
-        .unwrap_or_else(|| "info".into());
+        .unwrap_or_else(|| DEFAULT_FILTER.into());
     tracing_subscriber::EnvFilter::try_new(&filter)
         .map_err(|e| Error::Config(format!("RUST_LOG {filter:?}: {e}")))
 }

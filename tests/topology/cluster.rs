@@ -496,6 +496,13 @@ async fn least_privilege_users_work_on_a_cluster() {
         .version
         .starts_with(char::is_numeric));
 
+    // A cluster URL at a server that is not in cluster mode is the URL's mistake.
+    let plain = queue::testing::RedisServer::start().expect("a server");
+    let port = plain.port().expect("tcp");
+    let e = Client::connect(&format!("redis+cluster://127.0.0.1:{port}"))
+        .await
+        .expect_err("not a cluster");
+    assert_eq!(e.kind(), queue::ErrorKind::Config, "{e}");
     let refused = Client::connect(&url("producer-plain"))
         .await
         .map(|_| ())

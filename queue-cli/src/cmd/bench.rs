@@ -258,6 +258,12 @@ pub async fn run(
     if (args.jobs == 0 && !args.skip_jobs) || args.concurrency == 0 || args.batch == 0 {
         bail!("--jobs, --concurrency and --batch must be positive");
     }
+    if !(1..=queue::wire::MAX_SHARDS).contains(&args.shards) {
+        bail!(
+            "--shards takes 1 (not split) to {} shards",
+            queue::wire::MAX_SHARDS
+        );
+    }
     let (_server, url) = match g.redis_url.clone() {
         Some(u) => (None, u),
         None => {
@@ -472,6 +478,15 @@ pub async fn run(
         bus_latency(&client, args.bus_rate, args.bus_secs, &mut r).await?;
     }
 
+    // The namespace's own records (its queue registry, the split): the benchmark leaves
+    // nothing behind on a server it was pointed at.
+    let ns = client.namespace_keys()?;
+    for key in [ns.queues(), ns.shards(), ns.workers()] {
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut raw.con)
+            .await?;
+    }
     if out.json {
         out.json(&r)?;
     } else {

@@ -67,6 +67,22 @@ pub async fn run(g: &Global, out: Out, a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     admin.require_queue(&a.queue).await?;
+    // A split queue keeps one log per part, each with its own sequence numbers: reading them
+    // as one would show gaps that are not there.
+    let parts = admin.client().shards_of(&a.queue).await?;
+    if parts.len() > 1 {
+        let names: Vec<String> = parts
+            .iter()
+            .map(|p| format!("'{}'", printable(p)))
+            .collect();
+        anyhow::bail!(
+            "queue {} is split in {} shards, and each part keeps its own event log: read one \
+             with `queue events PART`, PART one of {}",
+            printable(&a.queue),
+            parts.len() - 1,
+            names.join(", ")
+        );
+    }
     let mut batch = match &a.since {
         Some(entry) => life.read(&a.queue, Some(entry), 10_000).await?,
         None => life.tail(&a.queue, a.last).await?,

@@ -111,6 +111,33 @@ fn the_cli_operates_queues_spread_over_a_cluster() {
     assert_eq!(deleted["count"], 9, "{deleted}");
     let info = json(&url, &["queue", "inspect", "reports"]);
     assert_eq!(info["pending"], 0, "{info}");
+    // What a split queue refuses, each with a reason: another count, a one-shard split, a
+    // shard name of no split, and one event log for all its parts.
+    for args in [
+        &["queue", "split", "reports", "4"][..],
+        &["queue", "split", "mail", "1"][..],
+        &["enqueue", "cli.email", "--queue", "x{0.1", "--args", "{}"][..],
+        &["events", "reports"][..],
+    ] {
+        let out = run(&url, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            ["not 4", "2 to 64", "no shard", "own event log"]
+                .iter()
+                .any(|w| err.contains(w)),
+            "{args:?}: {err}"
+        );
+    }
+    // A plain URL at a cluster node is the URL's mistake, said as such (not a retryable
+    // redirect).
+    let node = cluster.nodes()[0].url().to_string();
+    let out = run(&node, &["stats", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON error document");
+    assert_eq!(doc["error"]["kind"], "config", "{doc}");
+    assert!(doc.to_string().contains("redis+cluster://"), "{doc}");
     queue(&url, &["queue", "pause", "reports"]);
     let info = json(&url, &["queue", "inspect", "reports"]);
     assert_eq!(info["paused"], true, "{info}");

@@ -41,6 +41,9 @@ const MAX_RETRY_WAIT_MS: u64 = 500;
 pub(crate) struct Cluster {
     url: ClusterUrl,
     client: redis::cluster::ClusterClient,
+    /// The same client for each seed alone: when the one with every seed cannot connect (a
+    /// seed that is not a Redis answers garbage), each seed is tried by itself.
+    singles: Vec<redis::cluster::ClusterClient>,
     nodes: Vec<redis::Client>,
     /// The seed to use first; moves on when one fails.
     next: AtomicUsize,
@@ -73,28 +76,37 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
-            .connection_timeout(config.connect_timeout)
-            .response_timeout(config.response_timeout)
-            .retries(RETRIES)
-            .min_retry_wait(MIN_RETRY_WAIT_MS)
-            .max_retry_wait(MAX_RETRY_WAIT_MS);
         let probe = ClientConfig {
             url: seeds.first().cloned().unwrap_or_default(),
             ..config.clone()
         };
-        if let Some(certs) = tls_certificates(&probe)? {
-            builder = builder.certs(certs);
-        }
-        let client = builder.build().map_err(|e| {
-            Error::Config(format!(
-                "invalid cluster URL {}: {e}",
-                crate::error::redact(&config.url)
-            ))
-        })?;
+        let certs = tls_certificates(&probe)?;
+        let build = |seeds: Vec<String>| {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(RETRIES)
+                .min_retry_wait(MIN_RETRY_WAIT_MS)
+                .max_retry_wait(MAX_RETRY_WAIT_MS);
+            if let Some(certs) = certs.clone() {
+                builder = builder.certs(certs);
+            }
+            builder.build().map_err(|e| {
+                Error::Config(format!(
+                    "invalid cluster URL {}: {e}",
+                    crate::error::redact(&config.url)
+                ))
+            })
+        };
+        let client = build(seeds.clone())?;
+        let singles = seeds
+            .iter()
+            .map(|seed| build(vec![seed.clone()]))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Cluster {
             url,
             client,
+            singles,
             nodes,
             next: AtomicUsize::new(0),
             connect_timeout: config.connect_timeout,
@@ -135,7 +147,23 @@ impl Cluster {
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(response_timeout.unwrap_or(self.response_timeout));
-        self.client.get_async_connection_with_config(config).await
+        let all = self
+            .client
+            .get_async_connection_with_config(config.clone())
+            .await;
+        let Err(first) = all else { return all };
+        // Each seed alone, the one in use first.
+        let start = self.next.load(Ordering::Relaxed);
+        for i in 0..self.singles.len() {
+            let at = (start + i) % self.singles.len();
+            if let Ok(con) = self.singles[at]
+                .get_async_connection_with_config(config.clone())
+                .await
+            {
+                return Ok(con);
+            }
+        }
+        Err(first)
     }
 }
 

@@ -90,6 +90,14 @@ impl Endpoint {
         self.cluster().map_or(1, Cluster::seeds)
     }
 
+    /// Moves on to the next of [`Endpoint::candidates`] (the one named now did not answer as
+    /// a Redis should).
+    pub(crate) fn skip_candidate(&self) {
+        if let Some(c) = self.cluster() {
+            c.next_node();
+        }
+    }
+
     /// Whether the server can change under the client (behind Sentinels).
     pub(crate) fn follows_failovers(&self) -> bool {
         matches!(self, Endpoint::Sentinel(_))
@@ -328,15 +336,14 @@ fn is_failover_sign(kind: ErrorKind) -> bool {
 /// For a URL of scheme `redis+<kind>://` or `rediss+<kind>://`: whether it is TLS, and the
 /// rest. `None` for another scheme.
 fn strip_scheme<'u>(url: &'u str, kind: &str) -> Option<(bool, &'u str)> {
-    let rest = url.strip_prefix("redis")?;
-    let (tls, rest) = match rest.strip_prefix('s') {
-        Some(rest) => (true, rest),
-        None => (false, rest),
+    // A scheme is case-insensitive (RFC 3986).
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let tls = match scheme.strip_suffix(kind)?.strip_suffix('+')? {
+        "redis" => false,
+        "rediss" => true,
+        _ => return None,
     };
-    let rest = rest
-        .strip_prefix('+')?
-        .strip_prefix(kind)?
-        .strip_prefix("://")?;
     Some((tls, rest))
 }
 
@@ -436,6 +443,20 @@ fn parse_host(host: &str, default_port: u16) -> std::result::Result<(String, u16
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_host_schemes_are_read_whatever_their_case() {
+        assert_eq!(
+            strip_scheme("REDIS+CLUSTER://h", "cluster"),
+            Some((false, "h"))
+        );
+        assert_eq!(
+            strip_scheme("Rediss+Sentinel://h/m", "sentinel"),
+            Some((true, "h/m"))
+        );
+        assert_eq!(strip_scheme("redis://h", "cluster"), None);
+        assert_eq!(strip_scheme("redisx+cluster://h", "cluster"), None);
+    }
 
     #[test]
     fn a_pipeline_over_several_slots_is_split_by_slot_and_a_wait_stays_with_its_write() {

@@ -694,24 +694,29 @@ impl Client {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(config.connect_timeout));
-        // On a cluster, the first seed node that answers is checked (its nodes run one
-        // version and configuration in any deployment that works).
+        // On a cluster, the first seed node that answers as a Redis is checked (its nodes run
+        // one version and configuration in any deployment that works).
         let mut tries = endpoint.candidates();
-        let (mut con, redis) = loop {
-            let (epoch, redis) = endpoint.client().await.map_err(Error::redis(&config.url))?;
-            match redis
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
-            {
-                Ok(con) => break (con, redis),
-                Err(e) if tries > 1 => {
+        let (con, redis, version) = loop {
+            let (_, redis) = endpoint.client().await.map_err(Error::redis(&config.url))?;
+            let attempt = async {
+                let mut con = redis
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map_err(Error::redis(&config.url))?;
+                let version = check_server(&mut con, &config).await?;
+                Ok::<_, Error>((con, version))
+            };
+            match attempt.await {
+                Ok((con, version)) => break (con, redis, version),
+                // A mistake in the URL or the server's setup is the same on every seed.
+                Err(e) if tries > 1 && !matches!(e, Error::Config(_)) => {
                     tries -= 1;
-                    endpoint.observe(epoch, &e);
+                    endpoint.skip_candidate();
                 }
-                Err(e) => return Err(Error::redis(&config.url)(e)),
+                Err(e) => return Err(e),
             }
         };
-        let version = check_server(&mut con, &config).await?;
         if matches!(config.durability, crate::script::Durability::Fsync { .. }) && version < (7, 2)
         {
             return Err(Error::Config(format!(
@@ -957,6 +962,7 @@ impl Client {
         for new in &jobs {
             let queue = new.options.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
             if !counts.contains_key(queue) {
+                self.check_shard(queue).await?;
                 counts.insert(queue.to_string(), self.shard_count(queue).await?);
             }
         }
@@ -1041,7 +1047,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid name, a count outside 1 to
+    /// [`Error::Config`] for an invalid name, a count outside 2 to
     /// [`crate::wire::MAX_SHARDS`], or a queue already split in another count;
     /// [`Error::Unreachable`], [`Error::Redis`].
     ///
@@ -1055,23 +1061,21 @@ impl Client {
                 "{queue:?} is a shard: split its queue"
             )));
         }
-        if !(1..=crate::keys::MAX_SHARDS).contains(&shards) {
+        if !(2..=crate::keys::MAX_SHARDS).contains(&shards) {
             return Err(Error::Config(format!(
-                "a queue has 1 to {} shards, not {shards}",
+                "a queue is split in 2 to {} shards, not {shards}",
                 crate::keys::MAX_SHARDS
             )));
         }
         let ns = self.namespace_keys()?;
         let mut con = self.con();
-        if shards > 1 {
-            redis::cmd("HSETNX")
-                .arg(ns.shards())
-                .arg(queue)
-                .arg(shards)
-                .query_async::<()>(&mut con)
-                .await
-                .map_err(Error::redis(self.url()))?;
-        }
+        redis::cmd("HSETNX")
+            .arg(ns.shards())
+            .arg(queue)
+            .arg(shards)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(Error::redis(self.url()))?;
         let now: Option<String> = redis::cmd("HGET")
             .arg(ns.shards())
             .arg(queue)
@@ -1091,6 +1095,22 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
             .insert(queue.to_string(), (now, std::time::Instant::now()));
         self.register_queues([queue.to_string()].iter()).await
+    }
+
+    /// Refuses a shard name ([`crate::wire::shard_name`]) that is no shard of its queue's
+    /// split as recorded: jobs sent there would sit where no listing shows them.
+    async fn check_shard(&self, queue: &str) -> Result<()> {
+        let Some((whole, i)) = crate::keys::shard_of(queue) else {
+            return Ok(());
+        };
+        let n = self.shard_count(whole).await?;
+        if i < n && crate::keys::shard_name(whole, i, n) == queue {
+            return Ok(());
+        }
+        Err(Error::InvalidJob(format!(
+            "{queue:?} is no shard of a split queue ({whole:?} has {n} shard(s)): enqueue into \
+             {whole:?}, and the job goes to one of its shards"
+        )))
     }
 
     /// Forgets what this client knows of `queue`'s shards (it was removed).
@@ -1366,10 +1386,16 @@ impl Client {
     ///
     /// Cancel safe (a single idempotent command).
     pub async fn pause(&self, queue: &str) -> Result<()> {
+        // Every part is tried, whatever happens to one: a part that failed is done by the
+        // next call, which is harmless on the others.
+        let mut failed = None;
         for part in self.shards_of(queue).await? {
-            self.pause_part(&part).await?;
+            if let Err(e) = self.pause_part(&part).await {
+                tracing::warn!(queue = %queue, part = %part, error = %e, "a part of a split queue was not changed; the others were");
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn pause_part(&self, queue: &str) -> Result<()> {
@@ -1393,10 +1419,16 @@ impl Client {
     ///
     /// Cancel safe (idempotent).
     pub async fn resume(&self, queue: &str) -> Result<()> {
+        // Every part is tried, whatever happens to one: a part that failed is done by the
+        // next call, which is harmless on the others.
+        let mut failed = None;
         for part in self.shards_of(queue).await? {
-            self.resume_part(&part).await?;
+            if let Err(e) = self.resume_part(&part).await {
+                tracing::warn!(queue = %queue, part = %part, error = %e, "a part of a split queue was not changed; the others were");
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn resume_part(&self, queue: &str) -> Result<()> {
@@ -1695,6 +1727,30 @@ async fn check_server<C: redis::aio::ConnectionLike + Send>(
             MIN_REDIS.0,
             MIN_REDIS.1
         )));
+    }
+    // A cluster node behind a plain URL answers most commands with MOVED, forever; a plain
+    // server behind a cluster URL has no slot map. Both are the URL's mistake.
+    let cluster_url = crate::endpoint::ClusterUrl::parse(url)
+        .ok()
+        .flatten()
+        .is_some();
+    match field("redis_mode:") {
+        "cluster" if !cluster_url => {
+            return Err(Error::Config(format!(
+                "{} is a node of a Redis Cluster: connect with a cluster URL, \
+                 redis+cluster://host:port[,host:port...]",
+                crate::error::redact(url)
+            )))
+        }
+        "standalone" | "sentinel" if cluster_url => {
+            return Err(Error::Config(format!(
+                "{} lists a server that is not in cluster mode ({}): use a redis:// URL for \
+                 one server",
+                crate::error::redact(url),
+                field("redis_mode:")
+            )))
+        }
+        _ => {}
     }
     let maxmemory: u64 = field("maxmemory:").parse().unwrap_or(0);
     let policy = field("maxmemory_policy:");

@@ -307,7 +307,8 @@ impl Lifecycle {
     }
 
     /// Turns a queue's lifecycle events on or off (off by default: they cost one stream write
-    /// and one publish per script call).
+    /// and one publish per script call). For a split queue, on the queue and every shard: each
+    /// keeps its own log (read a shard's by its name, `Enqueued::queue`).
     ///
     /// # Errors
     ///
@@ -317,6 +318,13 @@ impl Lifecycle {
     ///
     /// Cancel safe (idempotent).
     pub async fn set_enabled(&self, queue: &str, on: bool) -> Result<()> {
+        for part in self.client.shards_of(queue).await? {
+            self.set_enabled_part(&part, on).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_enabled_part(&self, queue: &str, on: bool) -> Result<()> {
         let k = self.client.keys(queue)?;
         let mut cmd = if on {
             redis::cmd("HSET")
