@@ -105,6 +105,22 @@ async fn work(n: u64, ctx: JobContext) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Asserts no node of `cluster` ever answered a command with `CROSSSLOT` (keys of one call in
+/// several slots), from the servers' own error counters.
+fn assert_no_crossslot(cluster: &RedisCluster) {
+    for node in cluster.nodes() {
+        let Ok(mut con) = redis::Client::open(node.admin_url()).and_then(|c| c.get_connection())
+        else {
+            continue;
+        };
+        let errors: String = redis::cmd("INFO")
+            .arg("errorstats")
+            .query(&mut con)
+            .expect("INFO errorstats");
+        assert!(!errors.contains("CROSSSLOT"), "{}: {errors}", node.url());
+    }
+}
+
 fn cluster() -> RedisCluster {
     RedisCluster::start(ClusterOptions::default())
         .expect("a 3-master, 3-replica cluster (redis-server and redis-cli must be installed)")
@@ -309,6 +325,7 @@ async fn the_core_scenarios_run_on_a_cluster() {
         .find(|s| s.policy == "query_results")
         .expect("stats");
     assert_eq!((s.hits, s.loads), (4, 4));
+    assert_no_crossslot(&cluster);
 }
 
 /// The ids the slow handler has run.
@@ -437,9 +454,12 @@ async fn workers_follow_failovers_and_a_live_reshard() {
     .await;
     worker.stop().await;
     assert!(
-        !refused.iter().any(|r| r.contains("CROSSSLOT")),
+        !refused
+            .iter()
+            .any(|r| r.contains("CROSSSLOT") || r.contains("crossed slots")),
         "{refused:?}"
     );
+    assert_no_crossslot(&cluster);
     eprintln!(
         "{failovers} failovers and a reshard: {} jobs acknowledged and run, {} enqueues refused \
          ({:?}); (what, done after, consumption resumed after): {resumed_after:?}",
