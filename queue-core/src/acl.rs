@@ -24,10 +24,9 @@ const COMMON: &str = "-@all +ping +script|load +evalsha +time \
 pub const FSYNC: &str = "+waitaof";
 
 /// What every role adds on a Redis Cluster: the slot map (`CLUSTER SLOTS`, read by the client
-/// at connect and after a `MOVED`), the masters (`CLUSTER NODES`, for walks over keys and the
-/// server's facts) and `ASKING` (following a slot being migrated). `queue acl --cluster`
-/// appends it.
-pub const CLUSTER: &str = "+cluster|slots +cluster|nodes +asking";
+/// at connect and after a `MOVED`, and for the masters of walks over keys and of the server's
+/// facts) and `ASKING` (following a slot being migrated). `queue acl --cluster` appends it.
+pub const CLUSTER: &str = "+cluster|slots +asking";
 
 /// A producer beyond [`COMMON`]: awaiting outcomes, event subscriptions.
 /// (`WAIT`, in [`COMMON`], is the replicated durability of enqueues and settlements.)

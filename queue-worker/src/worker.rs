@@ -523,15 +523,25 @@ fn queue_order(rt: &Runtime, turn: usize) -> Vec<usize> {
     let mut idx = Vec::with_capacity(rt.queues.len());
     for g in order {
         // A split queue's parts: the queue itself first, then its shards. The shards take
-        // turns; the queue itself, which only holds what it had before the split (and cron
-        // jobs), is asked last, so a busy worker does not pay a fetch for it each time.
+        // turns. The queue itself holds what it had before the split, cron jobs (a tick is
+        // fired atomically with the queue's cron state) and what producers that have not read
+        // the split yet sent: it is asked last, so a busy worker does not pay a fetch for it
+        // each time, except first once every WHOLE_FIRST_EVERY fetches, so that under a
+        // backlog in the shards it is still served.
+        const WHOLE_FIRST_EVERY: usize = 16;
         let parts: Vec<usize> = (0..rt.queues.len())
             .filter(|&i| rt.queues[i].group == g)
             .collect();
         let (whole, shards) = parts.split_at(1.min(parts.len()));
+        let first = !shards.is_empty() && turn % WHOLE_FIRST_EVERY == 0;
+        if first {
+            idx.extend(whole);
+        }
         let start = turn % shards.len().max(1);
         idx.extend(shards[start..].iter().chain(&shards[..start]));
-        idx.extend(whole);
+        if !first {
+            idx.extend(whole);
+        }
     }
     idx
 }

@@ -634,6 +634,17 @@ async fn a_split_queue_spreads_over_the_masters_and_is_one_queue() {
         again.duplicate && again.id == first.id,
         "a unique key is unique over the shards"
     );
+    // The unique key decides the shard even when a shard key is given too.
+    let keyed_again = client
+        .enqueue_job(
+            NewJob::of::<sharded>(&1)
+                .expect("encode")
+                .unique("u", Duration::from_secs(60))
+                .shard_key("elsewhere"),
+        )
+        .await
+        .expect("duplicate");
+    assert!(keyed_again.duplicate && keyed_again.id == first.id);
 
     assert_eq!(
         admin.queues().await.expect("queues"),

@@ -16,12 +16,24 @@ pub struct Args {
     /// Refresh until interrupted
     #[arg(long)]
     watch: bool,
-    /// Refresh interval with --watch
-    #[arg(long, default_value = "2s", value_parser = crate::output::parse_duration)]
+    /// Refresh interval with --watch (at least 100ms)
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
     interval: Duration,
     /// Only these queues (default: all)
     #[arg(long = "queue", short = 'q')]
     queues: Vec<String>,
+}
+
+/// A refresh interval: a duration of at least 100 ms (a shorter one would only spin against
+/// Redis; 0s once did).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::output::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(100) {
+        return Err(format!(
+            "--interval {s} is shorter than 100ms: a refresh that often only loads Redis"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Serialize)]

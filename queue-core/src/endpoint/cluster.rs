@@ -167,28 +167,34 @@ impl Cluster {
     }
 }
 
-/// The masters in a `CLUSTER NODES` reply that are up, reachable and serve slots (only those
-/// hold keys), as (host, port).
-pub(crate) fn masters_of(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let (addr, flags) = (fields.get(1)?, fields.get(2)?);
-            let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master")
-                || flags.iter().any(|f| matches!(*f, "fail" | "noaddr"))
-                || fields.len() < 9
-            {
-                return None;
-            }
-            // `ip:port@cport[,hostname]`
-            let ip_port = addr.split(['@', ',']).next()?;
-            let (host, port) = ip_port.rsplit_once(':')?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_string(), port.parse().ok()?))
-        })
-        .collect()
+/// The masters in a `CLUSTER SLOTS` reply (each serves slots), as (host, port), each once, in
+/// the order of their first range.
+pub(crate) fn masters_of(slots: &[redis::Value]) -> Vec<(String, u16)> {
+    use redis::Value;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in slots {
+        // [start, end, [host, port, id, ...], replicas...]
+        let Value::Array(range) = range else { continue };
+        let Some(Value::Array(master)) = range.get(2) else {
+            continue;
+        };
+        let (Some(host), Some(Value::Int(port))) = (master.first().and_then(text), master.get(1))
+        else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        if !host.is_empty() && !out.iter().any(|(h, p)| *h == host && *p == port) {
+            out.push((host, port));
+        }
+    }
+    out
 }
 
 /// A parsed `redis+cluster://` URL. Its `Debug` shows no credentials.
@@ -332,21 +338,36 @@ mod tests {
     }
 
     #[test]
-    fn the_masters_are_read_from_cluster_nodes() {
-        let nodes = "\
-a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-b2 127.0.0.1:7001@17001,host-b master - 0 0 2 connected 5461-10922
-c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected 10923-16383
-d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-e5 [::1]:7004@17004 master - 0 0 4 connected 16000
-f6 127.0.0.1:7005@17005 master - 0 0 5 connected
-";
+    fn the_masters_are_read_from_the_slot_map() {
+        use redis::Value;
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |a: i64, b: i64, master: Value| {
+            Value::Array(vec![
+                Value::Int(a),
+                Value::Int(b),
+                master,
+                node("replica", 1),
+            ])
+        };
+        let slots = vec![
+            range(0, 100, node("127.0.0.1", 7000)),
+            range(101, 200, node("redis-b.example", 7001)),
+            range(201, 300, node("127.0.0.1", 7000)),
+            range(301, 400, node("", 7002)),
+            Value::Int(3),
+            range(401, 500, node("h", 70_000)),
+        ];
         assert_eq!(
-            masters_of(nodes),
+            masters_of(&slots),
             vec![
                 ("127.0.0.1".to_string(), 7000),
-                ("127.0.0.1".to_string(), 7001),
-                ("::1".to_string(), 7004)
+                ("redis-b.example".to_string(), 7001)
             ]
         );
     }

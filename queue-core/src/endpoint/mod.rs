@@ -178,9 +178,12 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            // A transaction is never split: it must run whole on one node, or fail.
             Connection::Cluster(c) => match split_by_slot(pipeline) {
-                None => c.req_packed_commands(pipeline, offset, count),
-                Some(parts) => Box::pin(run_split(c, parts, pipeline.len())),
+                Some(parts) if !pipeline.is_transaction() && offset == 0 => {
+                    Box::pin(run_split(c, parts, pipeline.len()))
+                }
+                _ => c.req_packed_commands(pipeline, offset, count),
             },
         }
     }
@@ -320,8 +323,10 @@ impl Connection {
         let Connection::Cluster(c) = self else {
             return Ok(None);
         };
-        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
-        Ok(Some(cluster::masters_of(&nodes)))
+        // The slot map as redis-rs reads it (its connections are named by these addresses,
+        // which may be host names).
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
+        Ok(Some(cluster::masters_of(&slots)))
     }
 }
 

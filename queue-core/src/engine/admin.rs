@@ -444,7 +444,7 @@ impl Admin {
     }
 
     /// [`Admin::stats`] of one queue or shard.
-    async fn stats_of(&self, queue: &str) -> Result<QueueStats> {
+    pub(crate) async fn stats_of(&self, queue: &str) -> Result<QueueStats> {
         let k = self.client.keys(queue)?;
         let mut con = self.client.con();
         let counts: QueueCounts = self.client.counts(queue).await?;
@@ -532,11 +532,13 @@ impl Admin {
             return self.list_of(queue, state, offset, limit).await;
         }
         // A split queue lists its parts one after another (the queue itself, then each
-        // shard), each in its own order: a page holds at most `offset + limit` of each.
+        // shard), each in its own order (newest first is per part): a page reads at most
+        // `offset + limit` of each.
         let mut all = Vec::new();
         for part in &parts {
-            all.extend(self.list_of(part, state, 0, offset + limit).await?);
-            if all.len() >= offset + limit {
+            let upto = offset.saturating_add(limit);
+            all.extend(self.list_of(part, state, 0, upto).await?);
+            if all.len() >= upto {
                 break;
             }
         }
@@ -544,7 +546,7 @@ impl Admin {
     }
 
     /// [`Admin::list`] of one queue or shard.
-    async fn list_of(
+    pub(crate) async fn list_of(
         &self,
         queue: &str,
         state: State,
@@ -982,7 +984,7 @@ impl Admin {
         Ok(0)
     }
 
-    async fn purge_part(&self, queue: &str, state: State, limit: usize) -> Result<u64> {
+    pub(crate) async fn purge_part(&self, queue: &str, state: State, limit: usize) -> Result<u64> {
         let k = self.client.keys(queue)?;
         let (zset, hash, members) = state.storage(&k);
         let mut call = scripts().purge.call();

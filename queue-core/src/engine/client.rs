@@ -153,6 +153,8 @@ struct Inner {
     shards: std::sync::Mutex<HashMap<String, (u16, std::time::Instant)>>,
     /// The next shard for a job without a shard key.
     next_shard: std::sync::atomic::AtomicU64,
+    /// The shard names of split queues by (queue, count): finding one takes a search.
+    shard_names: std::sync::Mutex<ShardNames>,
     /// The shared connection, when one is open.
     shared: std::sync::RwLock<Option<Shared>>,
     /// Held while a cluster connection is being opened (which takes round trips: the slot
@@ -164,6 +166,9 @@ struct Inner {
     /// The database the URL selects.
     db: i64,
 }
+
+/// The shard names of split queues, by queue and shard count.
+type ShardNames = HashMap<(String, u16), Arc<Vec<String>>>;
 
 /// The shared connection, its generation, and the endpoint epoch it was opened in.
 #[derive(Clone)]
@@ -489,10 +494,11 @@ impl NewJob {
         self
     }
 
-    /// In a sharded queue ([`Client::split_queue`]), sends the job to the shard of `key`, so
-    /// jobs with the same key stay in one shard, in order (priority, then FIFO). Without it a
-    /// job with a unique key goes to its key's shard (so the key stays unique across shards)
-    /// and any other to the next shard in turn. No effect on a queue with one shard.
+    /// In a split queue ([`Client::split_queue`]), sends the job to the shard of `key`, so jobs
+    /// with the same key stay in one shard, in order (priority, then FIFO). A job with a
+    /// unique key goes to that key's shard instead (so the key stays unique over the shards),
+    /// and a job with neither to the next shard in turn. No effect on a queue that is not
+    /// split.
     pub fn shard_key(mut self, key: impl Into<String>) -> Self {
         self.shard_key = Some(key.into());
         self
@@ -759,6 +765,7 @@ impl Client {
                 endpoint,
                 registered: Default::default(),
                 shards: Default::default(),
+                shard_names: Default::default(),
                 // Short-lived producers (one CLI call each) would all start at shard 0.
                 next_shard: std::sync::atomic::AtomicU64::new(u64::from(
                     std::time::SystemTime::now()
@@ -1104,7 +1111,13 @@ impl Client {
             return Ok(());
         };
         let n = self.shard_count(whole).await?;
-        if i < n && crate::keys::shard_name(whole, i, n) == queue {
+        if i < n
+            && self
+                .shard_names(whole, n)
+                .get(usize::from(i))
+                .map(String::as_str)
+                == Some(queue)
+        {
             return Ok(());
         }
         Err(Error::InvalidJob(format!(
@@ -1135,9 +1148,28 @@ impl Client {
         let n = self.shard_count(queue).await?;
         let mut all = vec![queue.to_string()];
         if n > 1 {
-            all.extend((0..n).map(|i| crate::keys::shard_name(queue, i, n)));
+            all.extend(self.shard_names(queue, n).iter().cloned());
         }
         Ok(all)
+    }
+
+    /// The names of the `n` shards of `queue` ([`crate::wire::shard_name`]), computed once.
+    fn shard_names(&self, queue: &str, n: u16) -> Arc<Vec<String>> {
+        let mut known = self
+            .inner
+            .shard_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known
+            .entry((queue.to_string(), n))
+            .or_insert_with(|| {
+                Arc::new(
+                    (0..n)
+                        .map(|i| crate::keys::shard_name(queue, i, n))
+                        .collect(),
+                )
+            })
+            .clone()
     }
 
     /// Records queues in the namespace's queue registry (`queue queues` reads it), once per
@@ -1212,7 +1244,9 @@ impl Client {
         let shard_key = new.shard_key.clone();
         let (mut job, run_at, unique_for) = new.into_job(now)?;
         if shards > 1 {
-            let i = match shard_key.as_deref().or(job.unique_key.as_deref()) {
+            // A unique key first: it is unique over the queue only if all its jobs go to one
+            // shard.
+            let i = match job.unique_key.as_deref().or(shard_key.as_deref()) {
                 Some(key) => crate::keys::shard_for_key(key, shards),
                 None => {
                     let next = self
@@ -1222,7 +1256,10 @@ impl Client {
                     (next % u64::from(shards)) as u16
                 }
             };
-            job.queue = crate::keys::shard_name(&job.queue, i, shards);
+            let names = self.shard_names(&job.queue, shards);
+            if let Some(name) = names.get(usize::from(i)) {
+                job.queue = name.clone();
+            }
         }
         let member = codec::encode_member(&job)?;
         if member.len() > self.inner.config.max_payload {

@@ -323,12 +323,12 @@ impl Admin {
             ));
         }
         let started_ms = crate::engine::client::now_ms();
-        let at_start = self.count(queue, state).await?;
+        let at_start = self.count_part(queue, state).await?;
         let mut done = BulkDone::default();
         if bulk == Bulk::Delete && query.is_all() {
             while done.changed < max.min(at_start) {
                 let n = self
-                    .purge_some(
+                    .purge_part(
                         queue,
                         state,
                         MAX_BATCH.min((max.min(at_start) - done.changed) as usize),
@@ -340,7 +340,7 @@ impl Admin {
                 done.changed += n;
                 progress(n);
             }
-            done.finished = done.changed >= at_start || self.count(queue, state).await? == 0;
+            done.finished = done.changed >= at_start || self.count_part(queue, state).await? == 0;
             return Ok(done);
         }
         // From the front in batches: changed jobs leave the set, so the front holds the next
@@ -350,7 +350,7 @@ impl Admin {
         let mut read = 0u64;
         while read < at_start && done.changed < max {
             let want = MAX_BATCH.min((at_start - read) as usize);
-            let views = self.list(queue, state, offset, want).await?;
+            let views = self.list_of(queue, state, offset, want).await?;
             if views.is_empty() {
                 break;
             }
@@ -384,8 +384,9 @@ impl Admin {
     }
 
     /// How many jobs `queue` holds in `state`.
-    async fn count(&self, queue: &str, state: State) -> Result<u64> {
-        Ok(self.stats(queue).await?.count(state))
+    /// How many jobs one queue or shard holds in `state`.
+    async fn count_part(&self, queue: &str, state: State) -> Result<u64> {
+        Ok(self.stats_of(queue).await?.count(state))
     }
 }
 
