@@ -316,3 +316,42 @@ pub async fn rescore_all(
     }
     members.len()
 }
+
+/// The job ids a handler has run, for the failover tests: a handler inserts, the test counts.
+pub struct Seen(std::sync::Mutex<Option<std::collections::HashSet<String>>>);
+
+impl Seen {
+    pub const fn new() -> Seen {
+        Seen(std::sync::Mutex::new(None))
+    }
+
+    pub fn insert(&self, id: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Default::default)
+            .insert(id);
+    }
+
+    pub fn all(&self) -> std::collections::HashSet<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |s| s.len())
+    }
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen::new()
+    }
+}

@@ -329,20 +329,14 @@ async fn the_core_scenarios_run_on_a_cluster() {
 }
 
 /// The ids the slow handler has run.
-static SLOW: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static SLOW: common::Seen = common::Seen::new();
 
 fn slow_seen() -> HashSet<String> {
-    SLOW.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default()
+    SLOW.all()
 }
 
 fn slow_count() -> usize {
-    SLOW.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or(0, |s| s.len())
+    SLOW.count()
 }
 
 #[job(name = "cluster.slow", queue = "cluster-busy")]
@@ -350,10 +344,7 @@ async fn slow(_seq: u64, ctx: JobContext) -> Result<(), JobError> {
     // 8 slots of 20 ms: 400 jobs/s at most, slower than the producer, so a backlog is there
     // to drain when a failover ends.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    SLOW.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashSet::new)
-        .insert(ctx.id.to_string());
+    SLOW.insert(ctx.id.to_string());
     Ok(())
 }
 

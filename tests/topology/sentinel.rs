@@ -9,7 +9,6 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually};
@@ -17,20 +16,14 @@ use queue::testing::{SentinelOptions, SentinelSet};
 use queue::{job, Client, ClientConfig, Durability, Error, JobContext, JobError, NewJob};
 
 /// The ids the handler has run.
-static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static SEEN: common::Seen = common::Seen::new();
 
 fn seen() -> HashSet<String> {
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default()
+    SEEN.all()
 }
 
 fn seen_count() -> usize {
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or(0, |s| s.len())
+    SEEN.count()
 }
 
 #[job(name = "topology.mark", queue = "topology")]
@@ -38,10 +31,7 @@ async fn mark(_seq: u64, ctx: JobContext) -> Result<(), JobError> {
     // 8 slots of 20 ms: 400 jobs/s at most, slower than the producer, so a backlog is
     // there to drain when a failover ends.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    SEEN.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(HashSet::new)
-        .insert(ctx.id.to_string());
+    SEEN.insert(ctx.id.to_string());
     Ok(())
 }
 

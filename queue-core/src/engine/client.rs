@@ -1423,14 +1423,10 @@ impl Client {
     ///
     /// Cancel safe (a single idempotent command).
     pub async fn pause(&self, queue: &str) -> Result<()> {
-        // Every part is tried, whatever happens to one: a part that failed is done by the
-        // next call, which is harmless on the others.
         let mut failed = None;
         for part in self.shards_of(queue).await? {
-            if let Err(e) = self.pause_part(&part).await {
-                tracing::warn!(queue = %queue, part = %part, error = %e, "a part of a split queue was not changed; the others were");
-                failed.get_or_insert(e);
-            }
+            let done = self.pause_part(&part).await;
+            note_part(queue, &part, done, &mut failed);
         }
         failed.map_or(Ok(()), Err)
     }
@@ -1456,14 +1452,10 @@ impl Client {
     ///
     /// Cancel safe (idempotent).
     pub async fn resume(&self, queue: &str) -> Result<()> {
-        // Every part is tried, whatever happens to one: a part that failed is done by the
-        // next call, which is harmless on the others.
         let mut failed = None;
         for part in self.shards_of(queue).await? {
-            if let Err(e) = self.resume_part(&part).await {
-                tracing::warn!(queue = %queue, part = %part, error = %e, "a part of a split queue was not changed; the others were");
-                failed.get_or_insert(e);
-            }
+            let done = self.resume_part(&part).await;
+            note_part(queue, &part, done, &mut failed);
         }
         failed.map_or(Ok(()), Err)
     }
@@ -1638,6 +1630,16 @@ impl Client {
         } else {
             Err(Error::NotFound(id.to_string()))
         }
+    }
+}
+
+/// Notes how a change to one part of a (split) queue went: every part is tried, whatever
+/// happens to one, and the first failure is kept for the caller (a part that failed is done by
+/// the next call, which is harmless on the others).
+fn note_part(queue: &str, part: &str, done: Result<()>, failed: &mut Option<Error>) {
+    if let Err(e) = done {
+        tracing::warn!(queue = %queue, part = %part, error = %e, "a part of a split queue was not changed; the others were");
+        failed.get_or_insert(e);
     }
 }
 
