@@ -35,7 +35,7 @@ const PRODUCER: &str = "+subscribe +unsubscribe";
 /// A worker beyond [`COMMON`]: what a producer does, and the wake-up, the liveness
 /// subscription, its record and maintenance.
 const WORKER: &str = "+subscribe +unsubscribe +psubscribe +punsubscribe +blpop +hmset \
-    +smembers +scan +zscan +unlink";
+    +hsetnx +smembers +scan +zscan +unlink";
 
 /// An operator (the CLI, the dashboard): reads everything of its namespace, changes jobs.
 /// `TIME` is in no category but `@fast`; the enqueue and job-changing scripts read the clock.

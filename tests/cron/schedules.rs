@@ -427,3 +427,35 @@ async fn a_tick_goes_through_the_enqueue_path() {
     // Only the holder and the first tick's job wait: the unique tick created nothing.
     assert_eq!(pending(&env, "reports").await, 2, "holder {}", holder.id);
 }
+
+/// A schedule that never fired lists no last run (the instant recorded at its registration is
+/// no run), and a paused one no next run; a fired tick is a last run.
+#[tokio::test]
+async fn the_listing_shows_only_runs_that_happened_and_no_next_run_while_paused() {
+    let env = Env::start().await;
+    let cron = Cron::new(env.client.clone());
+    let yearly = Schedule::of::<report>("yearly", "0 0 1 1 *", &"y".to_string()).expect("schedule");
+    cron.register(std::slice::from_ref(&yearly))
+        .await
+        .expect("register");
+    let find = |list: Vec<queue::cron::ScheduleState>| {
+        list.into_iter()
+            .find(|s| s.def.name == "yearly")
+            .expect("listed")
+    };
+    let listed = find(cron.list().await.expect("list"));
+    assert_eq!(listed.last_ms, None, "never ran: {listed:?}");
+    assert!(listed.next_ms.is_some());
+    cron.set_paused("yearly", true).await.expect("pause");
+    let paused = find(cron.list().await.expect("list"));
+    assert!(paused.paused && paused.next_ms.is_none(), "{paused:?}");
+    cron.set_paused("yearly", false).await.expect("resume");
+    let now = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let tick = queue::cron::Tick {
+        local: now.naive_utc(),
+        at: now,
+    };
+    cron.fire(&yearly, &tick, false).await.expect("fire");
+    let fired = find(cron.list().await.expect("list"));
+    assert_eq!(fired.last_ms, Some(now.timestamp_millis()), "{fired:?}");
+}

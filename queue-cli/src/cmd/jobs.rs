@@ -53,8 +53,9 @@ impl Row {
             state: v.state.name(),
             name: j.map(|j| j.name.clone()),
             priority: j.map(|j| j.priority),
+            // Attempts used: the failed ones, and the one running or the one that succeeded.
             attempt: j.map(|j| {
-                if v.state == State::Active {
+                if v.state == State::Active || v.engine_state() == queue::JobState::Completed {
                     j.attempt()
                 } else {
                     j.failed

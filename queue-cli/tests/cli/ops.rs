@@ -143,6 +143,10 @@ async fn enqueue_from_json_runs_in_a_rust_worker_and_shows_everywhere() {
     let shown = json(&ok(&server, &["job", "show", &id, "--json"]));
     assert_eq!(shown["state"], "completed");
     assert_eq!(shown["result"], "sent to ada@example.com");
+    // It ran once: one attempt used (not 0).
+    assert_eq!(shown["attempt"], 1, "{shown}");
+    let text = ok(&server, &["job", "show", &id]);
+    assert!(text.contains("attempts   1 of"), "{text}");
     let stats = json(&ok(&server, &["stats", "--json"]));
     let mail = &stats["queues"][0];
     assert_eq!(mail["queue"], "mail");

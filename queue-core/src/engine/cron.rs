@@ -541,9 +541,10 @@ pub struct ScheduleState {
     /// The definition.
     #[serde(flatten)]
     pub def: ScheduleDef,
-    /// When the last tick fired (its instant, ms).
+    /// When the last tick fired (its instant, ms); `None` when none has since it was
+    /// registered.
     pub last_ms: Option<i64>,
-    /// When the next tick is due (ms).
+    /// When the next tick is due (ms); `None` while paused.
     pub next_ms: Option<i64>,
     /// Whether ticks are skipped.
     pub paused: bool,
@@ -607,7 +608,10 @@ impl Cron {
         pipe.add_command(cmd).ignore();
         for s in schedules {
             let k = self.client.keys(&s.queue())?;
+            // `registered:` keeps that instant, so a listing tells it from a fired tick.
             pipe.hset_nx(k.cron(), format!("last:{}", s.name()), now)
+                .ignore()
+                .hset_nx(k.cron(), format!("registered:{}", s.name()), now)
                 .ignore();
         }
         pipe.query_async::<()>(&mut self.client.con())
@@ -728,15 +732,19 @@ impl Cron {
                     continue;
                 }
             };
-            let (last, paused): (Option<i64>, bool) = redis::pipe()
+            let (last, registered, paused): (Option<i64>, Option<i64>, bool) = redis::pipe()
                 .hget(k.cron(), format!("last:{}", def.name))
+                .hget(k.cron(), format!("registered:{}", def.name))
                 .hexists(k.cron(), format!("paused:{}", def.name))
                 .query_async(&mut con)
                 .await
                 .map_err(self.err())?;
-            let next = def
-                .schedule()
-                .ok()
+            // The baseline recorded at registration is no run.
+            let last = last.filter(|l| Some(*l) != registered);
+            // A paused schedule has no next run.
+            let next = (!paused)
+                .then(|| def.schedule().ok())
+                .flatten()
                 .and_then(|s| next_tick(&s.expr, s.tz, now))
                 .map(|t| t.at.timestamp_millis());
             out.push(ScheduleState {
@@ -830,7 +838,11 @@ impl Cron {
             .ignore()
             .hdel(
                 k.cron(),
-                &[format!("last:{name}"), format!("paused:{name}")],
+                &[
+                    format!("last:{name}"),
+                    format!("paused:{name}"),
+                    format!("registered:{name}"),
+                ],
             )
             .ignore()
             .query_async::<()>(&mut self.client.con())
