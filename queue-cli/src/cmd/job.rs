@@ -273,6 +273,7 @@ async fn bulk(admin: &Admin, out: Out, b: Bulk, retry: bool) -> anyhow::Result<E
         let n = match &b.name {
             Some(n) => page(admin, &b.queue, state, Some(n), 0, usize::MAX)
                 .await?
+                .0
                 .len() as u64,
             None => total,
         };

@@ -72,7 +72,11 @@ impl Row {
     }
 }
 
-/// Pages through a state, keeping only jobs named `name` when given.
+/// How many entries of a state a search by name reads at most.
+pub const SCAN_LIMIT: usize = 10_000;
+
+/// Pages through a state, keeping only jobs named `name` when given. With a name, reads at
+/// most [`SCAN_LIMIT`] entries; the flag says whether it stopped there with entries unread.
 pub async fn page(
     admin: &Admin,
     queue: &str,
@@ -80,15 +84,19 @@ pub async fn page(
     name: Option<&str>,
     skip: usize,
     limit: usize,
-) -> anyhow::Result<Vec<JobView>> {
+) -> anyhow::Result<(Vec<JobView>, bool)> {
     let Some(name) = name else {
-        return Ok(admin.list(queue, state, skip, limit).await?);
+        return Ok((admin.list(queue, state, skip, limit).await?, false));
     };
-    const SCAN_LIMIT: usize = 10_000;
     let mut out = Vec::new();
     let mut skipped = 0;
     let mut offset = 0;
-    while out.len() < limit && offset < SCAN_LIMIT {
+    let mut stopped = false;
+    while out.len() < limit {
+        if offset >= SCAN_LIMIT {
+            stopped = !admin.list(queue, state, offset, 1).await?.is_empty();
+            break;
+        }
         let chunk = admin.list(queue, state, offset, 500).await?;
         if chunk.is_empty() {
             break;
@@ -104,7 +112,7 @@ pub async fn page(
             }
         }
     }
-    Ok(out)
+    Ok((out, stopped))
 }
 
 pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
@@ -114,7 +122,7 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
     }
     let admin = g.connect().await?;
     admin.require_queue(&args.queue).await?;
-    let views = page(
+    let (views, stopped) = page(
         &admin,
         &args.queue,
         state,
@@ -123,6 +131,16 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
         args.limit,
     )
     .await?;
+    // Said on stderr, so that JSON output stays one document.
+    if stopped {
+        eprintln!(
+            "{}",
+            out.yellow(&format!(
+                "only the first {SCAN_LIMIT} {} jobs were searched by name; more are not shown (`queue web` searches the rest a page at a time)",
+                state.name()
+            ))
+        );
+    }
     let rows: Vec<Row> = views.iter().map(Row::from_view).collect();
     if out.json {
         out.json(&rows)?;
@@ -163,8 +181,13 @@ pub async fn run(g: &Global, out: Out, args: Args) -> anyhow::Result<ExitCode> {
         ]);
     }
     if t.is_empty() {
+        let among = if stopped {
+            format!(" among the first {SCAN_LIMIT}")
+        } else {
+            String::new()
+        };
         out.line(&out.dim(&format!(
-            "no {} jobs in {} (page {})",
+            "no {} jobs{among} in {} (page {})",
             state.name(),
             printable(&args.queue),
             args.page

@@ -539,3 +539,35 @@ fn a_past_time_and_a_malformed_entry_are_refused_with_a_reason() {
     let resumed = queue_at(url, &["events", "ev", "--since", "0-0"]);
     stdout_of(&resumed, &["events", "ev", "--since", "0-0"]);
 }
+
+/// A search by name reads the first 10,000 entries of a state and says so when it stopped
+/// with more unread, instead of a bare "no jobs".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_by_name_says_where_it_stopped() {
+    let server = RedisServer::start().expect("redis");
+    let client = queue::Client::connect(server.url()).await.expect("connect");
+    let args = queue::wire::encode_value(&serde_json::json!({"to": "x"}), "args").expect("args");
+    for _ in 0..11 {
+        let jobs: Vec<queue::NewJob> = (0..1000)
+            .map(|_| queue::NewJob::raw("cli.email", args.clone()).queue("big"))
+            .collect();
+        client.enqueue_batch(jobs).await.expect("enqueue");
+    }
+    client
+        .enqueue_job(queue::NewJob::raw("cli.rare", args.clone()).queue("big"))
+        .await
+        .expect("enqueue");
+    let url = server.url().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        queue_at(
+            &url,
+            &["jobs", "big", "--state", "pending", "--name", "cli.rare"],
+        )
+    })
+    .await
+    .expect("run");
+    let stdout = stdout_of(&out, &["jobs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only the first 10000"), "{stderr}");
+    assert!(stdout.contains("among the first 10000"), "{stdout}");
+}
