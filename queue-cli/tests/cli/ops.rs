@@ -447,6 +447,34 @@ async fn health_reports_each_breach_and_exits_non_zero() {
         &["health", "--config", cfg.to_str().expect("path")]
     )
     .contains("invalid health config"));
+    // A configuration it cannot check with exits 3, not the 1 of a breach.
+    let out = queue(
+        &server,
+        &["health", "--config", cfg.to_str().expect("path")],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let out = Command::new(env!("CARGO_BIN_EXE_queue"))
+        .args(["health", "--redis-url", "nope://x"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A paused queue with a backlog, and a job waiting longer than the limit, are breaches.
+    ok(&server, &["queue", "pause", "h"]);
+    let out = queue(&server, &["health", "--max-wait", "1ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL paused h")
+            && text.contains("1 pending")
+            && text.contains("FAIL wait h"),
+        "{text}"
+    );
+    ok(&server, &["queue", "resume", "h"]);
 
     // Redis with an eviction policy that can drop jobs.
     let lossy = crate::server_with(queue::testing::RedisServerOptions {
@@ -599,6 +627,14 @@ async fn a_worker_that_stopped_beating_is_shown_dead() {
     assert!(
         table.contains("host:42:abc") && table.contains("dead") && table.contains("1m ago"),
         "{table}"
+    );
+    // Health names it.
+    let out = queue(&server, &["health"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL workers") && text.contains("host:42:abc"),
+        "{text}"
     );
 }
 
