@@ -33,7 +33,7 @@ pub struct Global {
     /// Key namespace
     #[arg(long, global = true, env = "QUEUE_NAMESPACE", default_value = "queue")]
     pub namespace: String,
-    /// Print JSON (one document, an error too; `stats --watch` prints one per line)
+    /// Print JSON (one document, an error too; `stats --watch` and `events` print one per line)
     #[arg(long, global = true)]
     pub json: bool,
     /// Connect even to a Redis that may evict keys (a maxmemory-policy other than noeviction),
