@@ -1304,10 +1304,8 @@ impl Admin {
             .iter()
             .map(|(_, text)| ServerInfo::parse(text))
             .collect();
-        Ok(match all.len() {
-            1 => all.into_iter().next().unwrap_or_default(),
-            _ => ServerInfo::combine(all),
-        })
+        // One server's facts combine into themselves.
+        Ok(ServerInfo::combine(all))
     }
 
     /// `INFO [section]` of the server, or on a cluster of each master that serves slots, with
